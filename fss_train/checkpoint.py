@@ -1,0 +1,156 @@
+"""The one owner of the checkpoint schema.
+
+A checkpoint is a plain dict of tensors and primitive types, loadable with
+``torch.load(weights_only=True)``: loading a file never executes code. Schema (version 1)::
+
+    format_version  int            FORMAT_VERSION
+    kind            str            "fss-checkpoint"
+    card            dict           ModelCard.to_dict() (num_classes = len(class_names))
+    class_names     list[str]
+    input_size      [h, w]         training input size in pixels
+    assigner        {"name": str, "params": dict}  or None
+    train_config    dict           resolved training configuration, or {}
+    weights_raw     state dict     the trained weights
+    weights_ema     state dict     EMA weights, or None
+    optimizer       state dict     or None (for resume)
+    scheduler       dict           or None (plain numbers)
+    epoch           int            last finished epoch (-1: none)
+    metrics         dict           e.g. {"AP": 0.31}
+    versions        dict           fss, torch, numpy, python
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fss_train.nn.card import ModelCard
+from fss_train.nn.detector import Detector
+
+FORMAT_VERSION = 1
+KIND = "fss-checkpoint"
+REQUIRED_KEYS = ("format_version", "kind", "card", "class_names", "input_size", "weights_raw")
+
+
+class CheckpointError(ValueError):
+    """The file is not a usable fss checkpoint; the message says why and names the file."""
+
+
+def library_versions() -> dict:
+    from fss_train import __version__
+    return {"fss": str(__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
+            "python": platform.python_version()}
+
+
+def make_checkpoint(model: Detector, class_names: list[str], *, ema_state: dict | None = None,
+                    assigner: dict | None = None, train_config: dict | None = None,
+                    optimizer: dict | None = None, scheduler: dict | None = None, epoch: int = -1,
+                    metrics: dict | None = None, input_size: tuple[int, int] | None = None) -> dict:
+    """Assemble the checkpoint dict for ``model`` (weights are copied to CPU)."""
+    if len(class_names) != model.card.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {model.card.num_classes} classes")
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "card": model.card.to_dict(),
+        "class_names": [str(c) for c in class_names],
+        "input_size": list(input_size or model.card.input_size),
+        "assigner": assigner,
+        "train_config": train_config or {},
+        "weights_raw": _cpu_state(model.state_dict()),
+        "weights_ema": _cpu_state(ema_state) if ema_state is not None else None,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "epoch": int(epoch),
+        "metrics": metrics or {},
+        "versions": library_versions(),
+    }
+
+
+def _cpu_state(state: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
+    """Write atomically: a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    check_plain(ckpt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_plain(value, where: str = "checkpoint") -> None:
+    """Raise TypeError naming the first value that ``torch.load(weights_only=True)`` would refuse."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} is {type(k).__name__}, not str/int")
+            check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_plain(v, f"{where}[{i}]")
+    elif not (isinstance(value, torch.Tensor) or type(value) in PLAIN_SCALARS):
+        raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__name__}; "
+                        "checkpoints hold only tensors and plain types")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read and validate a checkpoint; raises :class:`CheckpointError` with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: holds pickled objects other than tensors and plain types; "
+                              f"refusing to load it (nothing was executed). Detail: {exc}") from None
+    except Exception as exc:  # the unpickler raises KeyError, EOFError, RuntimeError… on garbage
+        raise CheckpointError(f"{path}: not a readable torch file (truncated or corrupt?): {exc}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
+        raise CheckpointError(f"{path}: a torch file, but not an fss checkpoint (no kind={KIND!r})")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')!r}; "
+                              f"this fss reads version {FORMAT_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    return ckpt
+
+
+def card_of(ckpt: dict) -> ModelCard:
+    return ModelCard.from_dict(dict(ckpt["card"]), source="checkpoint card")
+
+
+def model_from_checkpoint(ckpt: dict, weights: str = "ema") -> Detector:
+    """Rebuild the network from the checkpoint alone. ``weights``: "ema" (falls back to raw) or "raw"."""
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    state = ckpt.get("weights_ema") if weights == "ema" else None
+    state = state if state is not None else ckpt["weights_raw"]
+    model = Detector(card_of(ckpt))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_model(path: str | Path, weights: str = "ema") -> tuple[Detector, dict]:
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, weights), ckpt

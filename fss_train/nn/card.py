@@ -1,0 +1,91 @@
+"""Model cards: the YAML files in ``models/`` that describe one architecture each."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+BACKBONES = ("cspdarknet", "resnet")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to rebuild the network. Unknown keys in a card file are errors."""
+
+    name: str
+    backbone: str                       # "cspdarknet" | "resnet"
+    num_classes: int = 80
+    strides: tuple[int, ...] = (8, 16, 32)
+    input_size: tuple[int, int] = (640, 640)   # (height, width) pixels
+    act: str = "silu"
+    # cspdarknet / pafpn
+    depth: float = 1.0                  # multiplier on the number of CSP bottlenecks
+    width: float = 1.0                  # multiplier on channels
+    depthwise: bool = False
+    # resnet / fpn
+    resnet_depth: int = 50
+    neck_channels: int = 256
+    head_channels: int | None = None    # default: int(256 * width) for cspdarknet, neck_channels for resnet
+    description: str = ""
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"card {self.name!r}: backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.num_classes < 1:
+            raise ValueError(f"card {self.name!r}: num_classes must be >= 1, got {self.num_classes}")
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        object.__setattr__(self, "input_size", _pair(self.input_size, self.name))
+        if tuple(self.strides) != (8, 16, 32):
+            raise ValueError(f"card {self.name!r}: strides must be (8, 16, 32), got {self.strides}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["strides"] = list(self.strides)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> ModelCard:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown model card keys {unknown}; known keys: {sorted(known)}")
+        if "name" not in data or "backbone" not in data:
+            raise ValueError(f"{source}: a model card needs 'name' and 'backbone'")
+        return cls(**data)
+
+    def with_classes(self, num_classes: int) -> ModelCard:
+        return dataclasses.replace(self, num_classes=num_classes)
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    h, w = (int(v) for v in value)
+    return (h, w)
+
+
+def available_cards() -> list[str]:
+    return sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+
+
+def load_card(name_or_path: str | Path) -> ModelCard:
+    """A card by name (``fss-s``) from ``models/``, or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = MODELS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"no model card {str(name_or_path)!r}; available: {', '.join(available_cards())}")
+    if not path.is_file():
+        raise FileNotFoundError(f"model card file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a model card must be a YAML mapping")
+    return ModelCard.from_dict(data, source=str(path))

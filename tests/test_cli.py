@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from fss_train.checkpoint import make_checkpoint, save_checkpoint
+from fss_train.nn import build_model, load_card
+
+runner = CliRunner()
+
+
+def test_help_lists_every_verb():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for verb in ["train", "eval", "export", "detect", "bench", "data", "assign", "demo", "info"]:
+        assert verb in result.output
+
+
+def test_info_on_card_and_checkpoint(tmp_path):
+    result = runner.invoke(app, ["info", "fss-s", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["params"] == 8968255 and facts["input_size"] == "640x640"
+    model = build_model(load_card("fss-n").with_classes(2))
+    path = save_checkpoint(make_checkpoint(model, ["car", "ship"], assigner={"name": "fss", "params": {}}),
+                           tmp_path / "m.pt")
+    result = runner.invoke(app, ["info", str(path), "--imgsz", "320", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["classes"] == ["car", "ship"] and facts["assigner"] == "fss" and facts["input_size"] == "320x320"
+    assert facts["flops"] > 0
+
+
+def test_info_errors_exit_nonzero(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    result = runner.invoke(app, ["info", str(bad)])
+    assert result.exit_code == 1 and "bad.pt" in result.output
+    result = runner.invoke(app, ["info", "fss-nope"])
+    assert result.exit_code == 1 and "no model card" in result.output
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "cli", "info", "fss-n", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["name"] == "fss-n"
+
+
+def test_torch_is_cpu_build_here():
+    # the setup pins the CPU wheel; a CUDA build here means the setup pulled GBs it should not have
+    assert torch.version.cuda is None
