@@ -1,0 +1,66 @@
+"""Max-IoU assignment (RetinaNet-style), the paper's Table 3 baseline."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from fss_train.assigners.atss import prior_boxes
+from fss_train.assigners.base import AssignResult, prepare_inputs
+from fss_train.assigners.sparse import (build_result, enumerate_pairs, pair_ious, prior_overlaps, seg_argmax,
+                                        seg_max)
+from fss_train.boxes import box_iou_aligned
+
+
+@dataclass(frozen=True)
+class MaxIoUAssigner:
+    """Square priors of ``prior_scale`` · stride; each point takes the GT of highest prior IoU:
+    positive at IoU ≥ ``pos_iou``, negative below ``neg_iou``, ignored in between; each GT's
+    best prior is forced positive. Class target one-hot × IoU of the predicted box."""
+
+    prior_scale: float = 8.0    # prior side in strides
+    pos_iou: float = 0.5
+    neg_iou: float = 0.4
+
+    name = "maxiou"
+
+    def params(self) -> dict:
+        return asdict(self)
+
+    @torch.no_grad()
+    def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
+                 ) -> AssignResult:
+        inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
+        B, A, _, _ = inp.shape
+        # every pair with IoU > 0 is enumerated, so sparse maxima equal the dense ones
+        pairs = enumerate_pairs(inp, prior_overlaps(self.prior_scale), nearest_fallback=False)
+        gt = inp.gt_boxes[pairs.b, pairs.g]
+        iou = box_iou_aligned(prior_boxes(inp.points, inp.strides, self.prior_scale)[pairs.a], gt)   # (N,)
+        key, n_keys = pairs.key, B * A
+        best_pair_of_point = seg_argmax(iou, key, n_keys)                              # (B*A,)
+        point_max = seg_max(iou, key, n_keys).clamp(min=0)                             # (B*A,)
+        pos = torch.zeros_like(iou, dtype=torch.bool)
+        has = best_pair_of_point >= 0
+        winners = best_pair_of_point[has]
+        pos[winners[iou[winners] >= self.pos_iou]] = True
+        # each GT's best prior is forced positive (a later GT wins a shared prior, as in mmdet)
+        best_of_gt = seg_argmax(iou, pairs.seg, pairs.num_seg)
+        forced = best_of_gt[best_of_gt >= 0]
+        forced = forced[iou[forced] > 0]
+        pos[torch.isin(key, key[forced])] = False
+        pos[_last_per_key(forced, key)] = True
+        ignore = ((point_max >= self.neg_iou) & (point_max < self.pos_iou)).view(B, A)
+        return build_result(inp, pairs, pos, pair_ious(inp, pairs), ignore=ignore)
+
+
+def _last_per_key(idx: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """Of pair indices ``idx`` sharing a point, keep the last (highest GT index)."""
+    if idx.numel() == 0:
+        return idx
+    k = key[idx]
+    order = torch.argsort(k, stable=True)
+    k_sorted = k[order]
+    last = torch.ones_like(k_sorted, dtype=torch.bool)
+    last[:-1] = k_sorted[1:] != k_sorted[:-1]
+    return idx[order[last]]
