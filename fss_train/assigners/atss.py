@@ -7,8 +7,17 @@ from dataclasses import asdict, dataclass
 import torch
 
 from fss_train.assigners.base import AssignResult, prepare_inputs
-from fss_train.assigners.sparse import (build_result, centre_window, enumerate_pairs, pair_ious, rescue_orphans,
-                                        resolve_conflicts, seg_count, seg_rank, seg_sum)
+from fss_train.assigners.sparse import (
+    build_result,
+    centre_window,
+    enumerate_pairs,
+    pair_ious,
+    rescue_orphans,
+    resolve_conflicts,
+    seg_count,
+    seg_rank,
+    seg_sum,
+)
 from fss_train.boxes import box_iou_aligned
 
 
@@ -41,7 +50,7 @@ class ATSSAssigner:
     def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
                  ) -> AssignResult:
         inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
-        pairs = enumerate_pairs(inp, centre_window(self.window), nearest_fallback=False)
+        pairs = self.candidates(inp)
         pts = inp.points[pairs.a]
         gt = inp.gt_boxes[pairs.b, pairs.g]                                            # (N, 4)
         dist = (pts - (gt[:, :2] + gt[:, 2:]) * 0.5).norm(dim=1)                       # (N,)
@@ -63,3 +72,6 @@ class ATSSAssigner:
         if self.rescue:
             pos = rescue_orphans(pairs, pos, torch.where(nearest & inside, prior_iou, prior_iou - 2.0))
         return build_result(inp, pairs, pos, pair_ious(inp, pairs))
+
+    def candidates(self, inp):
+        return enumerate_pairs(inp, centre_window(self.window), nearest_fallback=False)

@@ -19,9 +19,24 @@ from dataclasses import asdict, dataclass
 import torch
 
 from fss_train.assigners.base import AssignResult, prepare_inputs
-from fss_train.assigners.sparse import (Pairs, build_result, enumerate_pairs, gt_sizes, in_box_or_centre,
-                                        pair_class_prob, pair_ious, rescue_orphans, resolve_conflicts, seg_argmax,
-                                        seg_count, seg_max, seg_min, seg_rank, seg_sum, seg_topk_sum)
+from fss_train.assigners.sparse import (
+    Pairs,
+    build_result,
+    enumerate_pairs,
+    gt_sizes,
+    in_box_or_centre,
+    pair_class_prob,
+    pair_ious,
+    rescue_orphans,
+    resolve_conflicts,
+    seg_argmax,
+    seg_count,
+    seg_max,
+    seg_min,
+    seg_rank,
+    seg_sum,
+    seg_topk_sum,
+)
 
 PROB_MODES = ("sum", "softmax", "minmax")
 PRIOR_CENTRES = ("argmax", "centroid")
@@ -66,9 +81,12 @@ class FSSAssigner:
     def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
                  ) -> AssignResult:
         inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
-        pairs = enumerate_pairs(inp, in_box_or_centre(self.center_radius))              # step 2
+        pairs = self.candidates(inp)                                                      # step 2
         steps = self.steps(inp, pairs)
         return build_result(inp, pairs, steps["pos"], steps["u"], steps["w"])
+
+    def candidates(self, inp) -> Pairs:
+        return enumerate_pairs(inp, in_box_or_centre(self.center_radius))
 
     def steps(self, inp, pairs: Pairs) -> dict:
         """Every intermediate quantity of the spec, per pair (N,) or per GT segment (B*M,)."""

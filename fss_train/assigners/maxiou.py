@@ -8,8 +8,7 @@ import torch
 
 from fss_train.assigners.atss import prior_boxes
 from fss_train.assigners.base import AssignResult, prepare_inputs
-from fss_train.assigners.sparse import (build_result, enumerate_pairs, pair_ious, prior_overlaps, seg_argmax,
-                                        seg_max)
+from fss_train.assigners.sparse import build_result, enumerate_pairs, pair_ious, prior_overlaps, seg_argmax, seg_max
 from fss_train.boxes import box_iou_aligned
 
 
@@ -34,7 +33,7 @@ class MaxIoUAssigner:
         inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
         B, A, _, _ = inp.shape
         # every pair with IoU > 0 is enumerated, so sparse maxima equal the dense ones
-        pairs = enumerate_pairs(inp, prior_overlaps(self.prior_scale), nearest_fallback=False)
+        pairs = self.candidates(inp)
         gt = inp.gt_boxes[pairs.b, pairs.g]
         iou = box_iou_aligned(prior_boxes(inp.points, inp.strides, self.prior_scale)[pairs.a], gt)   # (N,)
         key, n_keys = pairs.key, B * A
@@ -52,6 +51,9 @@ class MaxIoUAssigner:
         pos[_last_per_key(forced, key)] = True
         ignore = ((point_max >= self.neg_iou) & (point_max < self.pos_iou)).view(B, A)
         return build_result(inp, pairs, pos, pair_ious(inp, pairs), ignore=ignore)
+
+    def candidates(self, inp):
+        return enumerate_pairs(inp, prior_overlaps(self.prior_scale), nearest_fallback=False)
 
 
 def _last_per_key(idx: torch.Tensor, key: torch.Tensor) -> torch.Tensor:

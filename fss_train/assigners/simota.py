@@ -7,8 +7,18 @@ from dataclasses import asdict, dataclass
 import torch
 
 from fss_train.assigners.base import AssignResult, prepare_inputs
-from fss_train.assigners.sparse import (build_result, enumerate_pairs, in_box_or_centre, pair_class_prob, pair_ious,
-                                        rescue_orphans, resolve_conflicts, seg_count, seg_rank, seg_topk_sum)
+from fss_train.assigners.sparse import (
+    build_result,
+    enumerate_pairs,
+    in_box_or_centre,
+    pair_class_prob,
+    pair_ious,
+    rescue_orphans,
+    resolve_conflicts,
+    seg_count,
+    seg_rank,
+    seg_topk_sum,
+)
 
 LOG_CLAMP = -100.0  # torch's BCE clamps log() at -100; so does the cost here
 
@@ -36,17 +46,25 @@ class SimOTAAssigner:
     def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
                  ) -> AssignResult:
         inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
-        pairs = enumerate_pairs(inp, in_box_or_centre(self.center_radius))
+        pairs = self.candidates(inp)
         seg, n = pairs.seg, pairs.num_seg
         cost = self.cost(inp, pairs)                                                   # (N,)
         u = pair_ious(inp, pairs)                                                      # (N,)
-        k = seg_topk_sum(u, seg, n, self.topq).floor().long().clamp(min=1)
-        k = torch.minimum(k, seg_count(seg, n))                                        # (B*M,)
+        k = self.dynamic_k(u, pairs)                                                   # (B*M,)
         selected = seg_rank(cost, seg, n, descending=False) < k[seg]
         pos = resolve_conflicts(pairs, selected, -cost)
         if self.rescue:
             pos = rescue_orphans(pairs, pos, -cost)
         return build_result(inp, pairs, pos, u)
+
+    def candidates(self, inp):
+        return enumerate_pairs(inp, in_box_or_centre(self.center_radius))
+
+    def dynamic_k(self, u: torch.Tensor, pairs) -> torch.Tensor:
+        """(B*M,) k = max(1, ⌊Σ top-q IoU⌋), never more than the GT's candidates."""
+        seg, n = pairs.seg, pairs.num_seg
+        k = seg_topk_sum(u, seg, n, self.topq).floor().long().clamp(min=1)
+        return torch.minimum(k, seg_count(seg, n))
 
     def cost(self, inp, pairs) -> torch.Tensor:
         """(N,) YOLOX's matching cost without materialising (N, C): the sum over classes of

@@ -9,7 +9,6 @@ a few dozen pairs per GT, so 2,000 GTs on a 1024 px input stay in megabytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +17,7 @@ from fss_train.assigners.base import AssignResult, Inputs, empty_result
 from fss_train.boxes import box_iou_aligned
 
 # Elements of one boolean (m, A) candidate test; bounds the transient memory of enumeration.
-ENUM_CHUNK_ELEMS = 1 << 24
+ENUM_CHUNK_ELEMS = 1 << 22
 
 
 @dataclass
@@ -54,81 +53,200 @@ class Pairs:
 
 
 # ---------------------------------------------------------------------------------- candidates
-# Each condition maps (m GT boxes, A points, A strides) to an (m, A) bool "is a candidate" matrix.
-Condition = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+class Condition:
+    """A candidate test between GT boxes and points, written for broadcasting tensors.
+
+    ``test(gt (..., 4), pts (..., 2), s (...))`` -> bool (...). ``reach(gt (m, 4), s)`` gives the
+    (m, 2) half-extent in pixels (x, y) around the GT centre outside which the test is always
+    false for points of stride ``s``; it lets grid points be enumerated window by window.
+    """
+
+    def test(self, gt, pts, s):
+        raise NotImplementedError
+
+    def reach(self, gt, s: float):
+        raise NotImplementedError
 
 
-def _offsets(gt: torch.Tensor, points: torch.Tensor):
-    centre = (gt[:, :2] + gt[:, 2:]) * 0.5                                # (m, 2)
-    half = (gt[:, 2:] - gt[:, :2]) * 0.5                                  # (m, 2)
-    dx = (points[None, :, 0] - centre[:, None, 0]).abs()                  # (m, A)
-    dy = (points[None, :, 1] - centre[:, None, 1]).abs()                  # (m, A)
-    return dx, dy, half
+def _centre_offsets(gt, pts):
+    centre = (gt[..., :2] + gt[..., 2:]) * 0.5
+    half = (gt[..., 2:] - gt[..., :2]) * 0.5
+    d = (pts - centre).abs()
+    return d[..., 0], d[..., 1], half[..., 0], half[..., 1]
 
 
-def in_box(gt: torch.Tensor, points: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
+class InBox(Condition):
     """Point centre strictly inside the GT box."""
-    dx, dy, half = _offsets(gt, points)
-    return (dx < half[:, None, 0]) & (dy < half[:, None, 1])
+
+    def test(self, gt, pts, s):
+        dx, dy, hw, hh = _centre_offsets(gt, pts)
+        return (dx < hw) & (dy < hh)
+
+    def reach(self, gt, s):
+        return (gt[:, 2:] - gt[:, :2]) * 0.5
 
 
-def in_box_or_centre(radius: float) -> Condition:
+class InBoxOrCentre(Condition):
     """Inside the box, or within ``radius`` strides of the GT centre (L∞): the FSS/SimOTA region."""
-    def condition(gt, points, strides):
-        dx, dy, half = _offsets(gt, points)
-        r = radius * strides[None, :]                                     # (1, A)
-        return ((dx < half[:, None, 0]) & (dy < half[:, None, 1])) | ((dx < r) & (dy < r))
-    return condition
+
+    def __init__(self, radius: float):
+        self.radius = radius
+
+    def test(self, gt, pts, s):
+        dx, dy, hw, hh = _centre_offsets(gt, pts)
+        r = self.radius * s
+        return ((dx < hw) & (dy < hh)) | ((dx < r) & (dy < r))
+
+    def reach(self, gt, s):
+        return ((gt[:, 2:] - gt[:, :2]) * 0.5).clamp(min=self.radius * s)
 
 
-def centre_window(radius: float) -> Condition:
-    """Within ``radius`` strides of the GT centre on each axis (superset of the ATSS nearest-9)."""
-    def condition(gt, points, strides):
-        dx, dy, _ = _offsets(gt, points)
-        r = radius * strides[None, :]
+class CentreWindow(Condition):
+    """Within ``radius`` strides of the GT centre on each axis (superset of the ATSS nearest-k)."""
+
+    def __init__(self, radius: float):
+        self.radius = radius
+
+    def test(self, gt, pts, s):
+        dx, dy, _, _ = _centre_offsets(gt, pts)
+        r = self.radius * s
         return (dx < r) & (dy < r)
-    return condition
+
+    def reach(self, gt, s):
+        return torch.full_like(gt[:, :2], self.radius * s)
 
 
-def prior_overlaps(prior_scale: float) -> Condition:
-    """The square prior of ``prior_scale`` × stride at the point overlaps the GT (IoU > 0)."""
-    def condition(gt, points, strides):
-        dx, dy, half = _offsets(gt, points)
-        h = 0.5 * prior_scale * strides[None, :]
-        return (dx < h + half[:, None, 0]) & (dy < h + half[:, None, 1])
-    return condition
+class PriorOverlaps(Condition):
+    """The square prior of ``scale`` × stride at the point overlaps the GT (IoU > 0)."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def test(self, gt, pts, s):
+        dx, dy, hw, hh = _centre_offsets(gt, pts)
+        h = 0.5 * self.scale * s
+        return (dx < h + hw) & (dy < h + hh)
+
+    def reach(self, gt, s):
+        return (gt[:, 2:] - gt[:, :2]) * 0.5 + 0.5 * self.scale * s
+
+
+# backwards-readable names used by the assigners
+in_box = InBox()
+in_box_or_centre = InBoxOrCentre
+centre_window = CentreWindow
+prior_overlaps = PriorOverlaps
+
+
+@dataclass(frozen=True)
+class GridLevel:
+    start: int      # first point index of the level
+    rows: int
+    cols: int
+    x0: float       # centre of cell (0, 0)
+    y0: float
+    stride: float
+
+
+def grid_levels(points: torch.Tensor, strides: torch.Tensor) -> list[GridLevel] | None:
+    """The levels of a row-major grid of cell centres (as ``make_points`` builds), or None."""
+    levels, start, A = [], 0, points.shape[0]
+    s_cpu, p_cpu = strides.cpu(), points.cpu()
+    while start < A:
+        s = float(s_cpu[start])
+        end = start + int((s_cpu[start:] == s).int().cumprod(0).sum())
+        block = p_cpu[start:end]
+        cols = int((block[:, 1] == block[0, 1]).int().cumprod(0).sum())
+        n = end - start
+        if cols == 0 or n % cols:
+            return None
+        rows = n // cols
+        j = torch.arange(n) % cols
+        i = torch.arange(n) // cols
+        expect = torch.stack((block[0, 0] + j * s, block[0, 1] + i * s), 1)
+        if not torch.allclose(block, expect, atol=1e-3):
+            return None
+        levels.append(GridLevel(start, rows, cols, float(block[0, 0]), float(block[0, 1]), s))
+        start = end
+    return levels
+
+
+def _grid_pairs(boxes: torch.Tensor, condition: Condition, levels: list[GridLevel], points, strides):
+    """(gt row, point) pairs of every real GT, enumerated window by window on each grid level."""
+    device = boxes.device
+    centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5                                 # (R, 2)
+    rows_out, cols_out = [], []
+    for lv in levels:
+        reach = condition.reach(boxes, lv.stride)                                # (R, 2)
+        lo = torch.ceil((centre - reach - torch.tensor([lv.x0, lv.y0], device=device)) / lv.stride) - 1
+        hi = torch.floor((centre + reach - torch.tensor([lv.x0, lv.y0], device=device)) / lv.stride) + 1
+        jlo = lo[:, 0].clamp(0, lv.cols - 1).long()
+        jhi = hi[:, 0].clamp(-1, lv.cols - 1).long()
+        ilo = lo[:, 1].clamp(0, lv.rows - 1).long()
+        ihi = hi[:, 1].clamp(-1, lv.rows - 1).long()
+        nx = (jhi - jlo + 1).clamp(min=0)
+        ny = (ihi - ilo + 1).clamp(min=0)
+        count = nx * ny                                                          # (R,)
+        total = int(count.sum())
+        if total == 0:
+            continue
+        r = torch.repeat_interleave(torch.arange(boxes.shape[0], device=device), count)    # (P,)
+        offset = torch.cumsum(count, 0) - count
+        k = torch.arange(total, device=device) - offset[r]
+        a = lv.start + (ilo[r] + k // nx[r]) * lv.cols + (jlo[r] + k % nx[r])  # (P,)
+        ok = condition.test(boxes[r], points[a], strides[a])
+        rows_out.append(r[ok])
+        cols_out.append(a[ok])
+    if not rows_out:
+        z = torch.zeros(0, dtype=torch.long, device=device)
+        return z, z
+    r, a = torch.cat(rows_out), torch.cat(cols_out)
+    order = torch.argsort(r * points.shape[0] + a)                               # by GT, then point
+    return r[order], a[order]
+
+
+def _dense_pairs(boxes: torch.Tensor, condition: Condition, points, strides):
+    """The same pairs for arbitrary points, testing (chunk of GTs) × (all points)."""
+    A = points.shape[0]
+    chunk = max(1, ENUM_CHUNK_ELEMS // max(A, 1))
+    rows, cols = [], []
+    for start in range(0, boxes.shape[0], chunk):
+        ok = condition.test(boxes[start:start + chunk, None, :], points[None], strides[None])   # (m, A)
+        r, a = torch.nonzero(ok, as_tuple=True)
+        rows.append(r + start)
+        cols.append(a)
+    if not rows:
+        z = torch.zeros(0, dtype=torch.long, device=points.device)
+        return z, z
+    return torch.cat(rows), torch.cat(cols)
 
 
 def enumerate_pairs(inp: Inputs, condition: Condition, nearest_fallback: bool = True) -> Pairs:
     """All (GT, point) pairs satisfying ``condition``, for the real (masked) GTs only.
 
-    With ``nearest_fallback`` a GT with no candidate gets the point nearest its centre, so
-    no GT is left without one.
+    Grid points (as built by ``make_points``) are enumerated per GT window, O(pairs); other
+    point sets fall back to chunked dense tests. With ``nearest_fallback`` a GT with no
+    candidate gets the point nearest its centre, so no GT is left without one.
     """
     B, A, M, _ = inp.shape
-    device = inp.points.device
-    bs, gs, as_ = [], [], []
-    chunk = max(1, ENUM_CHUNK_ELEMS // max(A, 1))
-    for b in range(B):
-        real = torch.nonzero(inp.gt_mask[b]).squeeze(1)                  # (m_b,)
-        for start in range(0, real.numel(), chunk):
-            g_idx = real[start:start + chunk]
-            gt = inp.gt_boxes[b, g_idx]                                  # (m, 4)
-            ok = condition(gt, inp.points, inp.strides)                  # (m, A)
-            if nearest_fallback:
-                empty = ~ok.any(dim=1)                                   # (m,)
-                if empty.any():
-                    centre = (gt[empty, :2] + gt[empty, 2:]) * 0.5       # (e, 2)
-                    nearest = torch.cdist(centre, inp.points).argmin(dim=1)
-                    ok[torch.nonzero(empty).squeeze(1), nearest] = True
-            gi, ai = torch.nonzero(ok, as_tuple=True)
-            bs.append(torch.full_like(gi, b))
-            gs.append(g_idx[gi])
-            as_.append(ai)
-    if not bs:
-        z = torch.zeros(0, dtype=torch.long, device=device)
-        return Pairs(z, z, z, B, M, A)
-    return Pairs(torch.cat(bs), torch.cat(gs), torch.cat(as_), B, M, A)
+    real_b, real_g = torch.nonzero(inp.gt_mask, as_tuple=True)          # (R,) real GTs, image-major
+    boxes = inp.gt_boxes[real_b, real_g]                                 # (R, 4)
+    levels = grid_levels(inp.points, inp.strides) if A else None
+    if levels is not None:
+        r, a = _grid_pairs(boxes, condition, levels, inp.points, inp.strides)
+    else:
+        r, a = _dense_pairs(boxes, condition, inp.points, inp.strides)
+    if nearest_fallback and boxes.shape[0] and A:
+        has = torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device)
+        has[r] = True
+        empty = torch.nonzero(~has).squeeze(1)
+        if empty.numel():
+            centre = (boxes[empty, :2] + boxes[empty, 2:]) * 0.5         # (e, 2)
+            nearest = torch.cdist(centre, inp.points).argmin(dim=1)
+            r, a = torch.cat((r, empty)), torch.cat((a, nearest))
+            order = torch.argsort(r * A + a)
+            r, a = r[order], a[order]
+    return Pairs(real_b[r], real_g[r], a, B, M, A)
 
 
 # ---------------------------------------------------------------------------------- per-pair quantities

@@ -7,8 +7,17 @@ from dataclasses import asdict, dataclass
 import torch
 
 from fss_train.assigners.base import AssignResult, prepare_inputs
-from fss_train.assigners.sparse import (build_result, enumerate_pairs, in_box, pair_class_prob, pair_ious,
-                                        rescue_orphans, resolve_conflicts, seg_max, seg_rank)
+from fss_train.assigners.sparse import (
+    build_result,
+    enumerate_pairs,
+    in_box,
+    pair_class_prob,
+    pair_ious,
+    rescue_orphans,
+    resolve_conflicts,
+    seg_max,
+    seg_rank,
+)
 
 EPS = 1e-9
 
@@ -33,7 +42,7 @@ class TALAssigner:
     def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
                  ) -> AssignResult:
         inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
-        pairs = enumerate_pairs(inp, in_box, nearest_fallback=False)
+        pairs = self.candidates(inp)
         seg, n = pairs.seg, pairs.num_seg
         s = pair_class_prob(inp, pairs) * inp.pred_obj[pairs.b, pairs.a]               # (N,)
         u = pair_ious(inp, pairs)                                                      # (N,)
@@ -47,3 +56,6 @@ class TALAssigner:
         max_u = seg_max(torch.where(pos, u, zero), seg, n)[seg]
         target = t * max_u / (max_t + EPS)
         return build_result(inp, pairs, pos, target)
+
+    def candidates(self, inp):
+        return enumerate_pairs(inp, in_box, nearest_fallback=False)
