@@ -85,10 +85,28 @@ def bench(ctx: typer.Context):
     not_yet("bench")
 
 
-@app.command(context_settings=PASSTHROUGH)
-def assign(ctx: typer.Context):
-    """Visualise a label assignment (the paper's Fig. 3)."""
-    not_yet("assign")
+@app.command()
+def assign(image: Annotated[str, typer.Argument(help="image file")],
+           model: Annotated[str, typer.Option(help="checkpoint (.pt) or model card (untrained: random predictions)")],
+           gt: Annotated[str, typer.Option(help="labels: DOTA labelTxt, YOLO txt or COCO json")],
+           out: Annotated[str, typer.Option(help="output PNG")] = "assign.png",
+           assigner: Annotated[str, typer.Option(help="the assigner explained (fss)")] = "fss",
+           vs: Annotated[str, typer.Option(help="baseline drawn beside it")] = "simota",
+           imgsz: Annotated[int | None, typer.Option(help="network input size (default: model's)")] = None,
+           num_gts: Annotated[int, typer.Option(help="ground truths shown, small to large")] = 3,
+           seed: Annotated[int, typer.Option(help="seed of an untrained card's weights")] = 0):
+    """Visualise a label assignment (the paper's Fig. 3): P, Gaussian prior, dynamic k, weights, vs a baseline."""
+    from fss_train.assigners.figure import assignment_figure
+    from fss_train.checkpoint import CheckpointError
+
+    try:
+        summary = assignment_figure(image, model, gt, out, assigner, vs, imgsz, num_gts, seed)
+    except (ValueError, FileNotFoundError, CheckpointError) as exc:
+        fail(str(exc))
+    for row in summary["gts"]:
+        console.print(f"GT {row['gt']}: k={row['k']} of {row['candidates']} candidates, FSS {row['fss_positives']} "
+                      f"positives (weights {row['weights']}), {vs} {row[f'{vs}_positives']}")
+    console.print(f"wrote {summary['png']}")
 
 
 @app.command(context_settings=PASSTHROUGH)

@@ -1,0 +1,378 @@
+"""Readers and writers: COCO json, YOLO txt + data.yaml (Ultralytics), DOTA labelTxt.
+
+Every reader returns a :class:`Dataset`; bad input never raises halfway through a folder:
+each bad line/annotation/image is repaired (clipped) or skipped and recorded as a Problem
+naming the file and line. Only a dataset that cannot be opened at all raises ValueError.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from fss_train.data.records import DOTA_CLASSES, IMAGE_SUFFIXES, Dataset, ImageRecord, Problem, image_size, sanitize_box
+
+
+# ------------------------------------------------------------------------------------------ detection
+def read_dataset(path: str | Path, split: str = "train") -> Dataset:
+    """A COCO json, an Ultralytics ``data.yaml`` (``split`` chooses train/val/test), or a DOTA
+    folder (``images/`` + ``labelTxt/``)."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        return read_coco(p)
+    if p.is_file() and p.suffix in (".yaml", ".yml"):
+        return read_yolo(p, split)
+    if p.is_dir() and (p / "labelTxt").is_dir():
+        return read_dota(p)
+    if p.is_dir() and (p / "annotations.json").is_file():
+        return read_coco(p / "annotations.json")
+    if not p.exists():
+        raise ValueError(f"{p}: no such dataset")
+    raise ValueError(f"{p}: not a dataset: expected a COCO .json, a YOLO data.yaml, or a DOTA folder with "
+                     "images/ and labelTxt/")
+
+
+# ------------------------------------------------------------------------------------------ COCO
+def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Dataset:
+    json_path = Path(json_path)
+    try:
+        data = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{json_path}: not a readable COCO json: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{json_path}: not a COCO json (no 'images' list)")
+    root = Path(image_root) if image_root else _coco_image_root(json_path, data)
+    anns, cats_raw = data.get("annotations") or [], data.get("categories") or []
+    if not isinstance(anns, list) or not isinstance(cats_raw, list):
+        raise ValueError(f"{json_path}: 'annotations' and 'categories' must be lists")
+    if not all(isinstance(c, dict) and type(c.get("id")) is int and "name" in c for c in cats_raw):
+        raise ValueError(f"{json_path}: every category needs an integer 'id' and a 'name'")
+    cats = sorted(cats_raw, key=lambda c: c["id"])
+    cat_index = {c["id"]: i for i, c in enumerate(cats)}
+    problems: list[Problem] = []
+    file = str(json_path)
+    records: dict[int, ImageRecord] = {}
+    rows: dict[int, list] = {}
+    for img in data["images"]:
+        try:
+            rec = ImageRecord(root / img["file_name"], int(img["width"]), int(img["height"]), image_id=int(img["id"]))
+            if rec.width <= 0 or rec.height <= 0:
+                raise ValueError("width and height must be positive")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            problems.append(Problem(file, None, f"image entry {img!r:.80} is malformed: {exc}", "image skipped"))
+            continue
+        records[rec.image_id] = rec
+        rows[rec.image_id] = []
+    for ann in anns:
+        if not isinstance(ann, dict):
+            problems.append(Problem(file, None, f"annotation {ann!r:.60} is not an object", "skipped"))
+            continue
+        aid = ann.get("id") if isinstance(ann.get("id"), int) else None
+        if not isinstance(ann.get("image_id"), int) or not isinstance(ann.get("category_id"), int):
+            problems.append(Problem(file, aid, "annotation without integer image_id/category_id", "skipped"))
+            continue
+        rec = records.get(ann.get("image_id"))
+        if rec is None:
+            problems.append(Problem(file, aid, f"annotation for unknown image_id {ann.get('image_id')}", "skipped"))
+            continue
+        if ann.get("category_id") not in cat_index:
+            problems.append(Problem(file, aid, f"unknown category_id {ann.get('category_id')}", "skipped"))
+            continue
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError):
+            problems.append(Problem(file, aid, f"bbox {ann.get('bbox')!r} is not 4 numbers", "skipped"))
+            continue
+        box = sanitize_box([x, y, x + w, y + h], rec.width, rec.height, file, aid, problems)
+        if box is None:
+            continue
+        difficult = int(ann.get("difficult", 0)) or (1 if ann.get("iscrowd") else 0)
+        seg = ann.get("segmentation")
+        poly = seg[0] if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) == 8 else None
+        rows[rec.image_id].append((box, cat_index[ann["category_id"]], difficult, poly))
+    for image_id, rec in records.items():
+        _fill(rec, rows[image_id])
+    return Dataset([c["name"] for c in cats], list(records.values()), problems, str(json_path))
+
+
+def _coco_image_root(json_path: Path, data: dict) -> Path:
+    """Images are found relative to the json's folder, or to a sibling ``images/`` folder."""
+    first = next((img for img in data["images"] if isinstance(img, dict)), None)
+    name = first.get("file_name") if first else None
+    if not isinstance(name, str):
+        return json_path.parent
+    for root in (json_path.parent, json_path.parent / "images", json_path.parent.parent / "images"):
+        if (root / name).is_file():
+            return root
+    return json_path.parent
+
+
+def _fill(rec: ImageRecord, rows: list) -> None:
+    if rows:
+        rec.boxes = np.array([r[0] for r in rows], np.float32)
+        rec.labels = np.array([r[1] for r in rows], np.int64)
+        rec.difficult = np.array([r[2] for r in rows], np.int64)
+        if all(r[3] is not None for r in rows):
+            rec.polygons = np.array([r[3] for r in rows], np.float32)
+
+
+def write_coco(ds: Dataset, out_json: str | Path, image_root: str | Path | None = None) -> Path:
+    """COCO json with category ids 1..C; file names relative to ``image_root`` (default: the json's folder)."""
+    out_json = Path(out_json)
+    root = Path(image_root) if image_root else out_json.parent
+    images, anns = [], []
+    for i, rec in enumerate(ds.records, start=1):
+        images.append({"id": i, "file_name": os.path.relpath(rec.path, root), "width": rec.width,
+                       "height": rec.height})
+        for k in range(len(rec.labels)):
+            x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
+            ann = {"id": len(anns) + 1, "image_id": i, "category_id": int(rec.labels[k]) + 1,
+                   "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                   "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0, "difficult": int(rec.difficult[k])}
+            if rec.polygons is not None:
+                ann["segmentation"] = [[round(float(v), 2) for v in rec.polygons[k]]]
+            anns.append(ann)
+    cats = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(ds.classes)]
+    atomic_write_text(out_json, json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return out_json
+
+
+# ------------------------------------------------------------------------------------------ YOLO
+def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
+    data_yaml = Path(data_yaml)
+    try:
+        cfg = yaml.safe_load(data_yaml.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{data_yaml}: not a readable data.yaml: {exc}") from None
+    if not isinstance(cfg, dict) or "names" not in cfg:
+        raise ValueError(f"{data_yaml}: a YOLO data.yaml needs 'names'")
+    names = cfg["names"]
+    classes = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    base = Path(cfg.get("path") or data_yaml.parent)
+    if not base.is_absolute():
+        base = (data_yaml.parent / base).resolve()
+    if split not in cfg or cfg[split] is None:
+        raise ValueError(f"{data_yaml}: no '{split}' split")
+    entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
+    images: list[Path] = []
+    for entry in entries:
+        p = base / entry
+        if p.is_dir():
+            images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix == ".txt" and p.is_file():
+            images += [(base / line.strip()) for line in p.read_text().splitlines() if line.strip()]
+        else:
+            raise ValueError(f"{data_yaml}: split '{split}' path {p} does not exist")
+    problems: list[Problem] = []
+    records = []
+    for i, img in enumerate(images):
+        size = image_size(img)
+        if size is None:
+            problems.append(Problem(str(img), None, "image missing or unreadable", "image skipped"))
+            continue
+        label = _yolo_label_path(img)
+        rec = ImageRecord(img, size[0], size[1], image_id=i)
+        _fill(rec, _read_yolo_lines(label, size, len(classes), problems))
+        records.append(rec)
+    return Dataset(classes, records, problems, str(data_yaml))
+
+
+def _yolo_label_path(img: Path) -> Path:
+    parts = list(img.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, problems: list[Problem]) -> list:
+    if not label.is_file():
+        return []          # an image without a label file is a background image (Ultralytics convention)
+    w, h = size
+    rows = []
+    text = label.read_bytes().decode("utf-8", errors="replace")
+    for n, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) < 5:
+                raise ValueError
+            cls = int(float(parts[0]))
+            xc, yc, bw, bh = (float(v) for v in parts[1:5])
+        except (ValueError, OverflowError):
+            problems.append(Problem(str(label), n, f"unparsable line {line!r:.60}", "skipped"))
+            continue
+        if not 0 <= cls < num_classes or float(parts[0]) != cls:
+            problems.append(Problem(str(label), n, f"unknown class {parts[0]}", "skipped"))
+            continue
+        box = [(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h]
+        box = sanitize_box(box, w, h, str(label), n, problems)
+        if box is not None:
+            rows.append((box, cls, 0, None))
+    return rows
+
+
+def write_yolo(ds: Dataset, out_dir: str | Path, split: str = "train") -> Path:
+    """``out_dir/images/<split>/`` (hard links or copies), ``labels/<split>/*.txt`` and ``data.yaml``."""
+    out = Path(out_dir)
+    img_dir, lab_dir = out / "images" / split, out / "labels" / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    for rec in ds.records:
+        link_or_copy(rec.path, img_dir / rec.path.name)
+        lines = []
+        for k in range(len(rec.labels)):
+            x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
+            lines.append(f"{int(rec.labels[k])} {(x1 + x2) / 2 / rec.width:.6f} {(y1 + y2) / 2 / rec.height:.6f} "
+                         f"{(x2 - x1) / rec.width:.6f} {(y2 - y1) / rec.height:.6f}")
+        atomic_write_text(lab_dir / f"{rec.path.stem}.txt", "\n".join(lines) + ("\n" if lines else ""))
+    cfg = {"path": ".", split: f"images/{split}", "names": {i: n for i, n in enumerate(ds.classes)}}
+    atomic_write_text(out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    return out / "data.yaml"
+
+
+# ------------------------------------------------------------------------------------------ DOTA
+def read_dota(folder: str | Path, classes: list[str] | None = None) -> Dataset:
+    """``folder/images/*`` with ``folder/labelTxt/<stem>.txt``. Classes: ``classes.txt`` in the
+    folder if present (other names are skipped), else DOTA-v1.5's 16 names followed by any other
+    name found (each reported once)."""
+    folder = Path(folder)
+    img_dir, lab_dir = folder / "images", folder / "labelTxt"
+    if not img_dir.is_dir() or not lab_dir.is_dir():
+        raise ValueError(f"{folder}: a DOTA folder needs images/ and labelTxt/")
+    fixed = classes is not None or (folder / "classes.txt").is_file()
+    if classes is None:
+        classes = ([c.strip() for c in (folder / "classes.txt").read_text().splitlines() if c.strip()]
+                   if fixed else list(DOTA_CLASSES))
+    classes = list(classes)
+    problems: list[Problem] = []
+    records = []
+    for i, img in enumerate(sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)):
+        size = image_size(img)
+        if size is None:
+            problems.append(Problem(str(img), None, "image unreadable", "image skipped"))
+            continue
+        rec = ImageRecord(img, size[0], size[1], image_id=i)
+        label = lab_dir / f"{img.stem}.txt"
+        if not label.is_file():
+            problems.append(Problem(str(label), None, "no label file; image kept with no objects", "repaired"))
+            rows = []
+        else:
+            rows = _read_dota_lines(label, size, classes, fixed, problems)
+        _fill(rec, rows)
+        records.append(rec)
+    return Dataset(classes, records, problems, str(folder))
+
+
+def _read_dota_lines(label: Path, size: tuple[int, int], classes: list[str], fixed: bool,
+                     problems: list[Problem]) -> list:
+    w, h = size
+    rows = []
+    text = label.read_bytes().decode("utf-8", errors="replace")
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("imagesource:", "gsd:")):
+            continue
+        parts = line.split()
+        try:
+            if len(parts) < 9:
+                raise ValueError
+            poly = [float(v) for v in parts[:8]]
+            name = parts[8]
+            difficult = int(parts[9]) if len(parts) > 9 else 0
+        except ValueError:
+            problems.append(Problem(str(label), n, f"unparsable line {line!r:.60}", "skipped"))
+            continue
+        if name not in classes:
+            if fixed:
+                problems.append(Problem(str(label), n, f"unknown class {name!r}", "skipped"))
+                continue
+            classes.append(name)
+            problems.append(Problem(str(label), n, f"class {name!r} is not a DOTA-v1.5 class; added as class "
+                                                   f"{len(classes) - 1}", "repaired"))
+        if not all(math.isfinite(v) for v in poly):
+            problems.append(Problem(str(label), n, f"non-finite coordinates {poly}", "skipped"))
+            continue
+        xs, ys = poly[0::2], poly[1::2]
+        box = sanitize_box([min(xs), min(ys), max(xs), max(ys)], w, h, str(label), n, problems)
+        if box is not None:
+            rows.append((box, classes.index(name), difficult, poly))
+    return rows
+
+
+def write_dota(ds: Dataset, out_dir: str | Path) -> Path:
+    """``out_dir/images/`` (hard links or copies), ``labelTxt/*.txt`` and ``classes.txt``."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labelTxt").mkdir(parents=True, exist_ok=True)
+    for rec in ds.records:
+        link_or_copy(rec.path, out / "images" / rec.path.name)
+        atomic_write_text(out / "labelTxt" / f"{rec.path.stem}.txt", dota_label_text(ds, rec))
+    atomic_write_text(out / "classes.txt", "\n".join(ds.classes) + "\n")
+    return out
+
+
+def dota_label_text(ds: Dataset, rec: ImageRecord) -> str:
+    lines = []
+    for k in range(len(rec.labels)):
+        if rec.polygons is not None:
+            poly = rec.polygons[k]
+        else:
+            x1, y1, x2, y2 = rec.boxes[k]
+            poly = [x1, y1, x2, y1, x2, y2, x1, y2]
+        coords = " ".join(f"{float(v):.1f}" for v in poly)
+        lines.append(f"{coords} {ds.classes[int(rec.labels[k])]} {int(rec.difficult[k])}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def read_labels_for_image(labels: str | Path, image: str | Path, size: tuple[int, int],
+                          classes: list[str] | None = None) -> tuple[np.ndarray, list[str], list[Problem]]:
+    """Boxes (K, 4) xyxy px and class names of one image from a DOTA labelTxt, a YOLO txt
+    (``classes`` names its indices; default "0", "1", …) or a COCO json (matched by file name)."""
+    labels, image = Path(labels), Path(image)
+    problems: list[Problem] = []
+    if labels.suffix == ".json":
+        ds = read_coco(labels)
+        match = [r for r in ds.records if r.path.name == image.name]
+        if not match:
+            raise ValueError(f"{labels}: no image named {image.name}")
+        rec = match[0]
+        return rec.boxes, [ds.classes[i] for i in rec.labels], ds.problems
+    text = labels.read_bytes().decode("utf-8", errors="replace")
+    data_lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.startswith(("imagesource", "gsd"))]
+    is_dota = bool(data_lines) and len(data_lines[0]) >= 9
+    if is_dota:
+        names = list(DOTA_CLASSES)
+        rows = _read_dota_lines(labels, size, names, False, problems)
+        return (np.array([r[0] for r in rows], np.float32).reshape(-1, 4), [names[r[1]] for r in rows], problems)
+    n_cls = len(classes) if classes else 1 + max((int(p[0]) for p in data_lines if p[0].isdigit()), default=0)
+    rows = _read_yolo_lines(labels, size, n_cls, problems)
+    names = classes or [str(i) for i in range(n_cls)]
+    return np.array([r[0] for r in rows], np.float32).reshape(-1, 4), [names[r[1]] for r in rows], problems

@@ -1,0 +1,119 @@
+"""The one in-memory dataset format every reader produces and every writer consumes."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# DOTA-v1.5 category names, in the devkit's order (v1.0's 15 plus container-crane).
+DOTA_CLASSES = ["plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle",
+                "ship", "tennis-court", "basketball-court", "storage-tank", "soccer-ball-field", "roundabout",
+                "harbor", "swimming-pool", "helicopter", "container-crane"]
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the input, where it is, and what was done about it."""
+
+    file: str
+    line: int | None          # 1-based line (or annotation id for COCO json), None for the whole file
+    message: str
+    action: str               # "skipped" | "repaired" | "image skipped"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.message} ({self.action})"
+
+
+@dataclass
+class ImageRecord:
+    """One image and its objects. Boxes are float32 xyxy pixels, labels index ``Dataset.classes``."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))       # (K, 4)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))          # (K,)
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))       # (K,) 0, 1 or 2
+    polygons: np.ndarray | None = None                                                    # (K, 8) or None
+    image_id: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+@dataclass
+class Dataset:
+    classes: list[str]
+    records: list[ImageRecord]
+    problems: list[Problem] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def num_objects(self) -> int:
+        return sum(len(r.labels) for r in self.records)
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header (PNG, JPEG), else by decoding; None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                w, h = struct.unpack(">II", head[16:24])
+                return int(w), int(h)
+            if head[:2] == b"\xff\xd8":
+                f.seek(2)
+                while True:
+                    marker = f.read(2)
+                    if len(marker) < 2 or marker[0] != 0xFF:
+                        break
+                    if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
+                        continue
+                    size_bytes = f.read(2)
+                    if len(size_bytes) < 2:
+                        break
+                    (seg_len,) = struct.unpack(">H", size_bytes)
+                    if marker[1] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                        data = f.read(5)
+                        if len(data) < 5:
+                            break
+                        h, w = struct.unpack(">HH", data[1:5])
+                        return int(w), int(h)
+                    f.seek(seg_len - 2, 1)
+    except OSError:
+        return None
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    return int(img.shape[1]), int(img.shape[0])
+
+
+def sanitize_box(box: list[float], width: int, height: int, file: str, line: int | None,
+                 problems: list[Problem]) -> list[float] | None:
+    """Validate one xyxy box: NaN/inf or zero area -> skipped; outside the image -> clipped
+    (skipped when nothing is left). Every decision is recorded in ``problems``."""
+    if not all(np.isfinite(v) for v in box):
+        problems.append(Problem(file, line, f"non-finite coordinates {box}", "skipped"))
+        return None
+    x1, y1, x2, y2 = box
+    if x2 <= x1 or y2 <= y1:
+        problems.append(Problem(file, line, f"zero-area box {box}", "skipped"))
+        return None
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+    if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
+        problems.append(Problem(file, line, f"box {box} lies outside the {width}x{height} image", "skipped"))
+        return None
+    if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+        problems.append(Problem(file, line, f"box {[round(v, 2) for v in box]} extends past the {width}x{height} "
+                                            "image; clipped", "repaired"))
+    return [cx1, cy1, cx2, cy2]

@@ -1,0 +1,80 @@
+"""The one preprocessing function shared by training, export, every backend and the figures.
+
+Images are BGR uint8 (as OpenCV reads them). The network takes RGB float in [0, 1]
+(mean 0, std 1: no further normalisation), letterboxed to a multiple of 32.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+PAD_VALUE = 114          # grey padding, as YOLOX/Ultralytics
+MEAN = (0.0, 0.0, 0.0)
+STD = (1.0, 1.0, 1.0)
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int], allow_upscale: bool = True,
+              pad_value: int = PAD_VALUE) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Resize keeping the aspect ratio and pad to ``size`` = (height, width), top-left aligned.
+
+    Returns (canvas (h, w, 3) uint8, scale, (pad_x, pad_y)); an input pixel (x, y) lands at
+    (x · scale, y · scale). With ``allow_upscale=False`` small images are only padded.
+    """
+    h, w = image.shape[:2]
+    th, tw = size
+    scale = min(th / h, tw / w)
+    if not allow_upscale:
+        scale = min(scale, 1.0)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    canvas = np.full((th, tw, 3), pad_value, dtype=np.uint8)
+    resized = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    canvas[:nh, :nw] = resized[..., :3]
+    return canvas, scale, (0, 0)
+
+
+def to_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """BGR uint8 (B, H, W, 3) or a list of (H, W, 3) -> RGB float32 (B, 3, H, W) in [0, 1]."""
+    batch = np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images)
+    t = torch.from_numpy(batch[..., ::-1].copy()).permute(0, 3, 1, 2).float()
+    return t / 255.0
+
+
+def to_bgr3(image: np.ndarray) -> np.ndarray:
+    """Any decoded image -> BGR uint8 with 3 channels (grey, RGBA and 16-bit are converted)."""
+    if image.dtype == np.uint16:
+        image = (image / 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2BGR)
+    return image
+
+
+def read_image(path) -> np.ndarray:
+    """Decode any image file to BGR uint8 (3 channels). Raises ValueError naming the file if unreadable."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read image file: {exc.strerror}") from None
+    if is_truncated(data):
+        raise ValueError(f"{path}: truncated image file (no end marker)")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: not a readable image (corrupt or unknown format)")
+    return to_bgr3(image)
+
+
+def is_truncated(data: np.ndarray) -> bool:
+    """PNG without its IEND chunk or JPEG without its EOI marker (decoders would return a partial image)."""
+    raw = data[:8].tobytes()
+    if raw.startswith(b"\x89PNG"):
+        return b"IEND" not in data[-16:].tobytes()
+    if raw.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" not in data[-64:].tobytes()
+    return False

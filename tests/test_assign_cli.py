@@ -1,0 +1,45 @@
+import cv2
+from typer.testing import CliRunner
+
+from cli import app
+from fss_train.checkpoint import make_checkpoint, save_checkpoint
+from fss_train.data import DOTA_CLASSES
+from fss_train.nn import build_model, load_card
+
+runner = CliRunner()
+
+
+def test_assign_figure_with_untrained_card(shared_data, tmp_path):
+    ex = shared_data / "dota_devkit_example"
+    out = tmp_path / "fig.png"
+    result = runner.invoke(app, ["assign", str(ex / "images/P1888.png"), "--model", "fss-n", "--gt",
+                                 str(ex / "labelTxt/P1888.txt"), "--out", str(out), "--imgsz", "512", "--vs", "tal"])
+    assert result.exit_code == 0, result.output
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] > 500 and img.shape[1] > 1000
+    assert result.output.count("GT ") == 3 and "tal" in result.output
+
+
+def test_assign_figure_with_checkpoint_and_coco_labels(shared_data, tmp_path):
+    ex = shared_data / "dota_devkit_example"
+    model = build_model(load_card("fss-n").with_classes(len(DOTA_CLASSES[:15])))
+    ckpt = save_checkpoint(make_checkpoint(model, DOTA_CLASSES[:15], assigner={"name": "fss",
+                           "params": {"gamma": 2.0}}, input_size=(320, 320)), tmp_path / "m.pt")
+    out = tmp_path / "fig.png"
+    result = runner.invoke(app, ["assign", str(ex / "images/P1888.png"), "--model", str(ckpt), "--gt",
+                                 str(ex / "coco_hbb.json"), "--out", str(out), "--num-gts", "2"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and result.output.count("GT ") == 2
+
+
+def test_assign_errors_are_clear(shared_data, tmp_path):
+    ex = shared_data / "dota_devkit_example"
+    model = build_model(load_card("fss-n").with_classes(2))
+    ckpt = save_checkpoint(make_checkpoint(model, ["cat", "dog"]), tmp_path / "m.pt")
+    result = runner.invoke(app, ["assign", str(ex / "images/P1888.png"), "--model", str(ckpt), "--gt",
+                                 str(ex / "labelTxt/P1888.txt"), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "not among the checkpoint" in result.output
+    result = runner.invoke(app, ["assign", str(tmp_path / "nope.png"), "--model", "fss-n", "--gt",
+                                 str(ex / "labelTxt/P1888.txt")])
+    assert result.exit_code == 1 and "nope.png" in result.output
+    assert not (tmp_path / "x.png").exists()

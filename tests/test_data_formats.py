@@ -1,0 +1,176 @@
+import json
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fss_train.data import read_coco, read_dataset, read_dota, read_yolo, write_coco, write_dota, write_yolo
+from fss_train.data.formats import _read_dota_lines, _read_yolo_lines
+from fss_train.nn.preprocess import read_image
+
+
+def test_dota_devkit_example_counts(shared_data):
+    ds = read_dataset(shared_data / "dota_devkit_example")
+    by_name = {r.name: r for r in ds.records}
+    assert len(by_name["P0706"].labels) == 536 and int((by_name["P0706"].difficult > 0).sum()) == 6
+    assert len(by_name["P1888"].labels) == 64
+    names = [ds.classes[i] for i in by_name["P0706"].labels]
+    assert names.count("ship") == 531 and names.count("harbor") == 5
+    # the one polygon past the image edge is clipped, reported, and kept
+    clipped = [p for p in ds.problems if p.action == "repaired"]
+    assert len(clipped) == 1 and "P0706.txt:3" in str(clipped[0])
+
+
+def test_dota_yolo_demo_counts_and_degenerate_polygons(shared_data):
+    ds = read_dataset(shared_data / "dota_devkit_yolo_demo/DOTA_demo")
+    counts = {r.name: len(r.labels) for r in ds.records}
+    # README: 55 + 107 + 130 + 295 objects; the tile's 2 zero-width polygons are reported and skipped
+    assert counts == {"P0003": 55, "P0004": 107, "P0005": 130, "P1478__1__853___962": 293}
+    skipped = [p for p in ds.problems if p.action == "skipped"]
+    assert len(skipped) == 2 and all("zero-area" in p.message and "P1478" in p.file for p in skipped)
+    tile = next(r for r in ds.records if r.name.startswith("P1478"))
+    assert sorted(np.unique(tile.difficult).tolist()) == [0, 1, 2]
+
+
+def test_dota_folder_and_coco_json_agree(shared_data):
+    folder = read_dataset(shared_data / "dota_devkit_example")
+    coco = read_coco(shared_data / "dota_devkit_example/coco_hbb.json")
+    for rec in folder.records:
+        other = next(r for r in coco.records if r.path.name == rec.path.name)
+        assert np.allclose(rec.boxes, other.boxes, atol=0.51)
+        assert [folder.classes[i] for i in rec.labels] == [coco.classes[i] for i in other.labels]
+
+
+def test_coco8_yolo_and_coco_agree_box_for_box(shared_data, tmp_path):
+    root = shared_data / "coco8"
+    coco = read_coco(root / "annotations/instances_val.json", image_root=root / "images")
+    names = [c["name"] for c in sorted(json.loads((root / "annotations/instances_val.json").read_text())
+                                       ["categories"], key=lambda c: c["id"])]
+    cfg = tmp_path / "coco8.yaml"
+    cfg.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": names}))
+    yolo = read_yolo(cfg, split="val")
+    assert len(yolo.records) == len(coco.records) == 4 and yolo.num_objects == coco.num_objects == 17
+    for rec in yolo.records:
+        other = next(r for r in coco.records if r.path.name == rec.path.name)
+        assert np.allclose(rec.boxes, other.boxes, atol=0.5)
+        assert rec.labels.tolist() == other.labels.tolist()
+        assert (rec.width, rec.height) == (other.width, other.height)
+
+
+def test_round_trip_through_every_writer(shared_data, tmp_path):
+    ds = read_dataset(shared_data / "dota_devkit_example")
+    coco = read_coco(write_coco(ds, tmp_path / "coco/annotations.json", image_root=shared_data / "dota_devkit_example"),
+                     image_root=shared_data / "dota_devkit_example")
+    yolo = read_yolo(write_yolo(ds, tmp_path / "yolo"), "train")
+    dota = read_dota(write_dota(ds, tmp_path / "dota"))
+    for other in (coco, yolo, dota):
+        assert other.classes == ds.classes and other.num_objects == ds.num_objects
+        for a, b in zip(ds.records, other.records):
+            assert np.allclose(a.boxes, b.boxes, atol=0.2) and a.labels.tolist() == b.labels.tolist()
+    assert [r.difficult.tolist() for r in dota.records] == [r.difficult.tolist() for r in ds.records]
+
+
+def test_bad_lines_are_reported_with_file_and_line(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labelTxt").mkdir()
+    import cv2
+    cv2.imwrite(str(tmp_path / "images/a.png"), np.zeros((100, 200, 3), np.uint8))
+    (tmp_path / "labelTxt/a.txt").write_text(
+        "imagesource:GoogleEarth\r\ngsd:0.1\r\n"
+        "10 10 50 10 50 40 10 40 plane 0\r\n"          # 3: fine
+        "garbage line\r\n"                              # 4: unparsable
+        "nan 10 50 10 50 40 10 40 ship 0\r\n"           # 5: NaN
+        "-5 10 50 10 50 40 -5 40 ship 1\r\n"            # 6: negative -> clipped
+        "300 10 350 10 350 40 300 40 ship 0\r\n"        # 7: outside -> skipped
+        "10 10 10 10 10 40 10 40 ship 0\r\n"            # 8: zero area
+        "10 10 50 10 50 40 10 40 spaceship 0\r\n")      # 9: unknown class -> added
+    ds = read_dota(tmp_path)
+    rec = ds.records[0]
+    assert len(rec.labels) == 3
+    msgs = {p.line: p for p in ds.problems}
+    assert msgs[4].action == "skipped" and "a.txt" in msgs[4].file
+    assert msgs[5].action == "skipped" and "non-finite" in msgs[5].message
+    assert msgs[6].action == "repaired" and rec.boxes[1, 0] == 0
+    assert msgs[7].action == "skipped" and "outside" in msgs[7].message
+    assert msgs[8].action == "skipped" and "zero-area" in msgs[8].message
+    assert msgs[9].action == "repaired" and ds.classes[-1] == "spaceship"
+    (tmp_path / "classes.txt").write_text("plane\nship\n")
+    fixed = read_dota(tmp_path)
+    assert fixed.classes == ["plane", "ship"]
+    assert [p.line for p in fixed.problems if "unknown class" in p.message] == [9]
+
+
+def test_missing_and_corrupt_images(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labelTxt").mkdir()
+    (tmp_path / "images/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    ds = read_dota(tmp_path)
+    assert ds.records == [] and ds.problems[0].action == "image skipped"
+    with pytest.raises(ValueError, match="broken.png"):
+        read_image(tmp_path / "images/broken.png")
+
+
+def test_image_modes_are_converted(tmp_path):
+    import cv2
+    cv2.imwrite(str(tmp_path / "g.png"), np.full((8, 8), 200, np.uint8))
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.full((8, 8, 4), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "deep.png"), np.full((8, 8, 3), 65535, np.uint16))
+    for name, value in (("g.png", 200), ("rgba.png", 100), ("deep.png", 255)):
+        img = read_image(tmp_path / name)
+        assert img.shape == (8, 8, 3) and img.dtype == np.uint8 and int(img[0, 0, 0]) == value
+    good = (tmp_path / "g.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        read_image(tmp_path / "cut.png")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_random_label_text_never_crashes(tmp_path_factory, text):
+    d = tmp_path_factory.mktemp("lab")
+    f = d / "x.txt"
+    f.write_text(text)
+    problems = []
+    rows = _read_dota_lines(f, (100, 100), ["plane"], True, problems) + _read_yolo_lines(f, (100, 100), 3, problems)
+    for box, *_ in rows:
+        assert 0 <= box[0] < box[2] <= 100 and 0 <= box[1] < box[3] <= 100
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_never_crash_readers(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("bytes")
+    (d / "f.txt").write_bytes(data)
+    (d / "f.png").write_bytes(data)
+    problems = []
+    _read_dota_lines(d / "f.txt", (50, 50), ["plane"], False, problems)
+    _read_yolo_lines(d / "f.txt", (50, 50), 2, problems)
+    (d / "f.json").write_bytes(data)
+    try:
+        read_coco(d / "f.json")             # either a dataset or a ValueError naming the file
+    except ValueError as exc:
+        assert "f.json" in str(exc)
+    try:
+        read_image(d / "f.png")
+    except ValueError:
+        pass
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                               st.sampled_from(["id", "images", "annotations", "categories", "bbox", "image_id",
+                                                "category_id", "file_name", "width", "height", "name"]),
+                               inner, max_size=6), max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_random_json_structures_never_crash_the_coco_reader(tmp_path_factory, value):
+    f = tmp_path_factory.mktemp("coco") / "a.json"
+    f.write_text(json.dumps(value))
+    try:
+        read_coco(f)
+    except ValueError as exc:
+        assert "a.json" in str(exc)
