@@ -115,28 +115,139 @@ def demo(ctx: typer.Context):
     not_yet("demo")
 
 
-@data_app.command(context_settings=PASSTHROUGH)
-def convert(ctx: typer.Context):
+def _open_dataset(path: str, split: str = "train"):
+    from fss_train.data import read_dataset
+
+    try:
+        return read_dataset(path, split)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _progress(total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    progress = Progress("[bold]" + label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                        disable=total == 0)
+    task = progress.add_task(label, total=total)
+    return progress, lambda: progress.advance(task)
+
+
+def _report_problems(problems, limit: int = 20) -> None:
+    for p in problems[:limit]:
+        err.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
+    if len(problems) > limit:
+        err.print(f"[yellow]… and {len(problems) - limit} more problems[/]")
+
+
+@data_app.command()
+def convert(dataset: Annotated[str, typer.Argument(help="COCO json, YOLO data.yaml or DOTA folder")],
+            to: Annotated[str, typer.Option(help="coco | yolo | dota")],
+            out: Annotated[str, typer.Option(help="output folder")],
+            split: Annotated[str, typer.Option(help="split of a data.yaml to read")] = "train"):
     """Convert a dataset between COCO, YOLO and DOTA."""
-    not_yet("data convert")
+    from pathlib import Path
+
+    from fss_train.data import write_coco, write_dota, write_yolo
+
+    ds = _open_dataset(dataset, split)
+    _report_problems(ds.problems)
+    if to == "coco":
+        images = Path(out) / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        from fss_train.data.formats import link_or_copy
+        for rec in ds.records:
+            link_or_copy(rec.path, images / rec.path.name)
+            rec.path = images / rec.path.name
+        path = write_coco(ds, Path(out) / "annotations.json", image_root=out)
+    elif to == "yolo":
+        path = write_yolo(ds, out, split)
+    elif to == "dota":
+        path = write_dota(ds, out)
+    else:
+        fail(f"--to must be coco, yolo or dota, got {to!r}")
+    console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {path} "
+                  f"({len(ds.problems)} problems reported)")
 
 
-@data_app.command(context_settings=PASSTHROUGH)
-def split(ctx: typer.Context):
-    """Cut large images into overlapping tiles (DOTA devkit semantics)."""
-    not_yet("data split")
+@data_app.command()
+def split(dataset: Annotated[str, typer.Argument(help="COCO json, YOLO data.yaml or DOTA folder")],
+          out: Annotated[str, typer.Option(help="output folder")],
+          tile: Annotated[int, typer.Option(help="tile side, px")] = 1024,
+          gap: Annotated[int, typer.Option(help="overlap between neighbouring tiles, px")] = 200,
+          keep_ratio: Annotated[float, typer.Option(help="cut objects keeping less area are marked difficult")] = 0.7,
+          workers: Annotated[int, typer.Option(help="parallel images")] = 2):
+    """Cut large images into overlapping tiles (DOTA devkit semantics); rerunning skips finished images."""
+    from fss_train.data.split import split_dataset
+
+    ds = _open_dataset(dataset)
+    _report_problems(ds.problems)
+    progress, advance = _progress(len(ds.records), "splitting")
+    try:
+        with progress:
+            tiled, problems = split_dataset(ds, out, tile, gap, keep_ratio, workers, advance)
+    except ValueError as exc:
+        fail(str(exc))
+    _report_problems(problems)
+    console.print(f"{len(ds.records)} images -> {len(tiled.records)} tiles, {tiled.num_objects} objects in {out}")
+    if problems:
+        raise typer.Exit(1)
 
 
-@data_app.command(context_settings=PASSTHROUGH)
-def synth(ctx: typer.Context):
-    """Generate synthetic aerial scenes."""
-    not_yet("data synth")
+@data_app.command()
+def synth(out: Annotated[str, typer.Argument(help="output folder")],
+          num_images: Annotated[int, typer.Option(help="images")] = 8,
+          size: Annotated[int, typer.Option(help="image side, px")] = 512,
+          objects: Annotated[int, typer.Option(help="objects per image")] = 40,
+          min_size: Annotated[float, typer.Option(help="smallest object side, px")] = 8.0,
+          max_size: Annotated[float, typer.Option(help="largest object side, px")] = 64.0,
+          occlusion: Annotated[float, typer.Option(help="max covered fraction of an object's box")] = 0.3,
+          truncation: Annotated[float, typer.Option(help="fraction of objects cut by the border")] = 0.05,
+          seed: Annotated[int, typer.Option(help="random seed (same seed -> identical files)")] = 0):
+    """Generate synthetic top-down aerial scenes (images/, annotations.json, labelTxt/)."""
+    from fss_train.data.synth import SynthConfig, synthesize
+
+    try:
+        cfg = SynthConfig(num_images, size, objects, min_size, max_size, occlusion, truncation, seed)
+    except ValueError as exc:
+        fail(str(exc))
+    progress, advance = _progress(num_images, "synthesizing")
+    with progress:
+        ds = synthesize(out, cfg, advance)
+    console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {out}")
 
 
-@data_app.command(context_settings=PASSTHROUGH)
-def check(ctx: typer.Context):
-    """Report counts, sizes and every problem in a dataset."""
-    not_yet("data check")
+@data_app.command()
+def check(dataset: Annotated[str, typer.Argument(help="COCO json, YOLO data.yaml or DOTA folder")],
+          split: Annotated[str, typer.Option(help="split of a data.yaml")] = "train",
+          decode: Annotated[bool, typer.Option(help="decode every image to find corrupt files")] = True,
+          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
+    """Report counts per class, object sizes, objects per image and every problem (file and line)."""
+    from fss_train.data.check import check_dataset
+
+    ds = _open_dataset(dataset, split)
+    progress, advance = _progress(len(ds.records) if decode else 0, "decoding")
+    with progress:
+        report = check_dataset(ds, decode, advance)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console.print(f"[bold]{report['source']}[/]: {report['images']} images, {report['objects']} objects "
+                  f"({report['difficult']} difficult)")
+    table = Table("class", "objects")
+    for name, n in report["per_class"].items():
+        if n:
+            table.add_row(name, str(n))
+    console.print(table)
+    sizes = Table("object size sqrt(area), px", "objects")
+    for k, n in report["size_hist"].items():
+        sizes.add_row(k, str(n))
+    console.print(sizes)
+    opi = report["objects_per_image"]
+    console.print(f"objects per image: min {opi['min']}, median {opi['median']}, max {opi['max']}")
+    for line in report["problems"]:
+        console.print(f"[yellow]problem:[/] {line}", highlight=False, soft_wrap=True)
+    console.print(f"{len(report['problems'])} problems: {report['problem_counts']}")
 
 
 if __name__ == "__main__":

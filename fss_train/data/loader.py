@@ -1,0 +1,112 @@
+"""torch Dataset over records, and the collate that pads ground truths to (B, M, ·) with a mask."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from fss_train.data.records import Dataset, ImageRecord
+from fss_train.data.transforms import (
+    AugmentConfig,
+    filter_boxes,
+    hsv_jitter,
+    letterbox_sample,
+    mosaic4,
+    random_affine,
+    random_flip,
+)
+from fss_train.nn.preprocess import read_image, to_tensor
+
+log = logging.getLogger("fss.data")
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Items: (image (3, S, S) float RGB [0, 1], boxes (K, 4) xyxy px, labels (K,), meta dict).
+
+    With ``augment`` the training pipeline runs (mosaic, affine, HSV, flips); without it the
+    image is letterboxed (meta carries the scale to map predictions back). An unreadable image
+    is reported once and replaced by another one, so an epoch never dies halfway.
+    """
+
+    def __init__(self, ds: Dataset, imgsz: int, augment: bool = False, cfg: AugmentConfig | None = None,
+                 seed: int = 0):
+        self.records: list[ImageRecord] = ds.records
+        self.classes = ds.classes
+        self.imgsz = imgsz
+        self.augment = augment
+        self.cfg = cfg or AugmentConfig()
+        self.seed = seed
+        self.epoch = 0
+        self.bad: set[int] = set()
+        self.mosaic_enabled = True
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _load(self, i: int, rng: np.random.Generator):
+        for _ in range(len(self.records)):
+            if i not in self.bad:
+                rec = self.records[i]
+                try:
+                    return i, read_image(rec.path), rec.boxes.copy(), rec.labels.copy()
+                except ValueError as exc:
+                    self.bad.add(i)
+                    log.warning("%s; skipped", exc)
+            i = int(rng.integers(len(self.records)))
+        raise RuntimeError("no readable image in the dataset")
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        index, image, boxes, labels = self._load(index, rng)
+        rec = self.records[index]
+        meta = {"index": index, "image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": 1.0}
+        if not self.augment:
+            image, boxes, scale = letterbox_sample(image, boxes, self.imgsz)
+            meta["scale"] = scale
+        else:
+            cfg = self.cfg
+            if self.mosaic_enabled and rng.random() < cfg.mosaic:
+                samples = [(image, boxes, labels)]
+                for _ in range(3):
+                    _, im, bx, lb = self._load(int(rng.integers(len(self.records))), rng)
+                    samples.append((im, bx, lb))
+                image, boxes, labels = mosaic4(samples, self.imgsz, rng)
+            else:
+                image, boxes, _ = letterbox_sample(image, boxes, self.imgsz)
+            image, boxes, labels = random_affine(image, boxes, labels, self.imgsz, cfg, rng)
+            image = hsv_jitter(image, cfg, rng)
+            image, boxes = random_flip(image, boxes, cfg, rng)
+            boxes, labels = filter_boxes(boxes, labels, boxes, self.imgsz, self.imgsz, cfg)
+        return to_tensor([image])[0], torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 4), \
+            torch.from_numpy(labels.astype(np.int64)), meta
+
+
+def collate(batch):
+    """-> images (B, 3, S, S), gt_boxes (B, M, 4), gt_labels (B, M) (-1 padding), gt_mask (B, M), metas."""
+    images = torch.stack([b[0] for b in batch])
+    m = max((len(b[2]) for b in batch), default=0)
+    B = len(batch)
+    gt_boxes = torch.zeros(B, m, 4)
+    gt_labels = torch.full((B, m), -1, dtype=torch.long)
+    gt_mask = torch.zeros(B, m, dtype=torch.bool)
+    for i, (_, boxes, labels, _) in enumerate(batch):
+        k = len(labels)
+        gt_boxes[i, :k] = boxes
+        gt_labels[i, :k] = labels
+        gt_mask[i, :k] = True
+    return images, gt_boxes, gt_labels, gt_mask, [b[3] for b in batch]
+
+
+def make_loader(dataset: DetectionDataset, batch: int, shuffle: bool, workers: int = 2, distributed: bool = False,
+                seed: int = 0, drop_last: bool = False) -> DataLoader:
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, collate_fn=collate, drop_last=drop_last, generator=generator,
+                      persistent_workers=workers > 0)

@@ -1,0 +1,127 @@
+"""Offline tiling of large images, DOTA-devkit semantics (``fss data split``).
+
+Origins step by ``tile − gap`` from 0; the last row/column sits flush with the right/bottom
+edge. An image smaller than a tile becomes one tile padded with zeros (black, as the devkit).
+An object fully inside a tile is kept; one cut by the tile is kept clipped and marked
+difficult (2) when less than ``keep_ratio`` of its box area is inside.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fss_train.data.formats import atomic_write_text, write_coco
+from fss_train.data.records import Dataset, ImageRecord, Problem
+from fss_train.nn.preprocess import read_image
+
+DIFFICULT_TRUNCATED = 2
+
+
+def tile_origins(length: int, tile: int, gap: int) -> list[int]:
+    """Origins along one axis: 0, step, 2·step, … and the last flush with the edge."""
+    if tile <= gap:
+        raise ValueError(f"tile ({tile}) must be larger than gap ({gap})")
+    if length <= tile:
+        return [0]
+    step = tile - gap
+    origins, pos = [], 0
+    while True:
+        if pos + tile >= length:
+            origins.append(length - tile)
+            return origins
+        origins.append(pos)
+        pos += step
+
+
+def tile_grid(width: int, height: int, tile: int, gap: int) -> list[tuple[int, int]]:
+    """(x, y) origins of every tile, row by row."""
+    return [(x, y) for y in tile_origins(height, tile, gap) for x in tile_origins(width, tile, gap)]
+
+
+def objects_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: float = 0.7):
+    """Boxes (K, 4) in tile pixels, labels, difficult flags and polygons of the objects a tile keeps."""
+    if len(rec.labels) == 0:
+        return np.zeros((0, 4), np.float32), rec.labels[:0], rec.difficult[:0], None
+    b = rec.boxes
+    x1, y1 = np.clip(b[:, 0], x0, x0 + tile), np.clip(b[:, 1], y0, y0 + tile)
+    x2, y2 = np.clip(b[:, 2], x0, x0 + tile), np.clip(b[:, 3], y0, y0 + tile)
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    keep = inter > 0
+    ratio = np.where(area > 0, inter / np.maximum(area, 1e-9), 0)
+    difficult = rec.difficult.copy()
+    difficult[keep & (ratio < keep_ratio)] = DIFFICULT_TRUNCATED
+    boxes = np.stack((x1 - x0, y1 - y0, x2 - x0, y2 - y0), 1)[keep].astype(np.float32)
+    polys = None
+    if rec.polygons is not None:
+        polys = rec.polygons[keep].copy()
+        polys[:, 0::2] = np.clip(polys[:, 0::2] - x0, 0, tile)
+        polys[:, 1::2] = np.clip(polys[:, 1::2] - y0, 0, tile)
+    return boxes, rec.labels[keep], difficult[keep], polys
+
+
+def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ratio: float) -> list[dict]:
+    """Cut one image; returns the tiles' records as plain dicts (for the per-image done file)."""
+    image = read_image(rec.path)
+    h, w = image.shape[:2]
+    rows = []
+    for x0, y0 in tile_grid(w, h, tile, gap):
+        crop = image[y0:y0 + tile, x0:x0 + tile]
+        if crop.shape[0] < tile or crop.shape[1] < tile:
+            padded = np.zeros((tile, tile, 3), np.uint8)
+            padded[:crop.shape[0], :crop.shape[1]] = crop
+            crop = padded
+        name = f"{rec.path.stem}__1__{x0}___{y0}.png"
+        tmp = out_images / f".{name}.tmp.png"
+        cv2.imwrite(str(tmp), crop)
+        tmp.replace(out_images / name)
+        boxes, labels, difficult, polys = objects_in_tile(rec, x0, y0, tile, keep_ratio)
+        rows.append({"file": name, "width": tile, "height": tile, "boxes": boxes.tolist(),
+                     "labels": labels.tolist(), "difficult": difficult.tolist(),
+                     "polygons": polys.tolist() if polys is not None else None})
+    return rows
+
+
+def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int = 200, keep_ratio: float = 0.7,
+                  workers: int = 4, progress=None) -> tuple[Dataset, list[Problem]]:
+    """Split every image; resumable: an image whose done-file exists is not cut again."""
+    out = Path(out_dir)
+    images, done_dir = out / "images", out / ".done"
+    images.mkdir(parents=True, exist_ok=True)
+    done_dir.mkdir(exist_ok=True)
+    problems: list[Problem] = []
+
+    def work(rec: ImageRecord):
+        marker = done_dir / f"{rec.path.stem}.json"
+        if not marker.is_file():
+            try:
+                rows = split_image(rec, images, tile, gap, keep_ratio)
+            except ValueError as exc:
+                problems.append(Problem(str(rec.path), None, str(exc), "image skipped"))
+                return
+            atomic_write_text(marker, json.dumps(rows))
+        if progress:
+            progress()
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(work, ds.records))
+    records = []
+    for rec in ds.records:
+        marker = done_dir / f"{rec.path.stem}.json"
+        if not marker.is_file():
+            continue
+        for row in json.loads(marker.read_text()):
+            polys = np.array(row["polygons"], np.float32).reshape(-1, 8) if row["polygons"] is not None else None
+            records.append(ImageRecord(images / row["file"], row["width"], row["height"],
+                                       np.array(row["boxes"], np.float32).reshape(-1, 4),
+                                       np.array(row["labels"], np.int64), np.array(row["difficult"], np.int64),
+                                       polys, image_id=len(records) + 1))
+    tiled = Dataset(list(ds.classes), records, problems, str(out))
+    write_coco(tiled, out / "annotations.json", image_root=out)
+    atomic_write_text(out / "classes.txt", "\n".join(ds.classes) + "\n")
+    return tiled, problems

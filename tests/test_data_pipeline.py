@@ -1,0 +1,177 @@
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from fss_train.data import read_dataset
+from fss_train.data.loader import DetectionDataset, collate
+from fss_train.data.records import Dataset, ImageRecord
+from fss_train.data.split import split_dataset, tile_grid, tile_origins
+from fss_train.data.synth import SynthConfig, synthesize
+from fss_train.data.transforms import AugmentConfig, mosaic4, random_affine, random_flip
+
+runner = CliRunner()
+
+
+def test_tile_origins_dota_semantics():
+    assert tile_origins(4000, 1024, 200) == [0, 824, 1648, 2472, 2976]
+    assert tile_origins(1024, 1024, 200) == [0]
+    assert tile_origins(500, 1024, 200) == [0]
+    assert tile_origins(1025, 1024, 200) == [0, 1]
+    assert len(tile_grid(4000, 4000, 1024, 200)) == 25
+    with pytest.raises(ValueError):
+        tile_origins(100, 200, 200)
+
+
+def test_split_4000_scene_every_object_whole_in_some_tile(tmp_path):
+    ds = synthesize(tmp_path / "big", SynthConfig(num_images=1, size=4000, objects=400, min_size=8, max_size=150,
+                                                  truncation=0.0, seed=3))
+    tiled, problems = split_dataset(ds, tmp_path / "tiles", 1024, 200)
+    assert problems == [] and len(tiled.records) == 25
+    names = sorted(r.path.name for r in tiled.records)
+    assert "synth_00000__1__2976___2976.png" in names and "synth_00000__1__824___0.png" in names
+    rec = ds.records[0]
+    origins = tile_grid(4000, 4000, 1024, 200)
+    for box in rec.boxes:
+        assert any(x <= box[0] and box[2] <= x + 1024 and y <= box[1] and box[3] <= y + 1024 for x, y in origins)
+    # a tile's pixels really are the image's pixels at its origin
+    img = cv2.imread(str(rec.path))
+    tile = cv2.imread(str(tmp_path / "tiles/images/synth_00000__1__824___1648.png"))
+    assert np.array_equal(tile, img[1648:1648 + 1024, 824:824 + 1024])
+    # the json reads back; cut objects are marked difficult = 2
+    back = read_dataset(tmp_path / "tiles/annotations.json")
+    assert len(back.records) == 25 and back.num_objects == tiled.num_objects
+    assert any((r.difficult == 2).any() for r in back.records)
+
+
+def test_split_small_image_pads_and_rerun_skips(tmp_path, shared_data):
+    ds = read_dataset(shared_data / "dota_devkit_example")
+    tiled, _ = split_dataset(ds, tmp_path / "t", 1024, 200)
+    p1888 = [r for r in tiled.records if r.path.name.startswith("P1888")]
+    assert len(p1888) == 1 and cv2.imread(str(p1888[0].path)).shape == (1024, 1024, 3)
+    assert len(p1888[0].labels) == 64
+    marker = tmp_path / "t/.done/P0706.json"
+    mtime = marker.stat().st_mtime_ns
+    split_dataset(ds, tmp_path / "t", 1024, 200)
+    assert marker.stat().st_mtime_ns == mtime
+    # a partially cut object is clipped and, below 70% inside, marked difficult
+    p0706 = [r for r in tiled.records if r.path.name.startswith("P0706")]
+    assert len(p0706) == 4 and all((r.boxes >= 0).all() and (r.boxes <= 1024).all() for r in p0706)
+
+
+def test_synth_is_deterministic(tmp_path):
+    cfg = SynthConfig(num_images=2, size=300, objects=30, seed=7)
+    synthesize(tmp_path / "a", cfg)
+    synthesize(tmp_path / "b", cfg)
+    for rel in ("images/synth_00000.png", "images/synth_00001.png", "annotations.json", "labelTxt/synth_00001.txt"):
+        assert hashlib.sha256((tmp_path / "a" / rel).read_bytes()).digest() == \
+            hashlib.sha256((tmp_path / "b" / rel).read_bytes()).digest(), rel
+    other = synthesize(tmp_path / "c", SynthConfig(num_images=1, size=300, objects=30, seed=8))
+    assert (tmp_path / "c/images/synth_00000.png").read_bytes() != (tmp_path / "a/images/synth_00000.png").read_bytes()
+    coco = json.loads((tmp_path / "a/annotations.json").read_text())
+    assert {c["name"] for c in coco["categories"]} == {"small-vehicle", "large-vehicle", "ship", "plane",
+                                                       "storage-tank"}
+    assert other.num_objects == 30
+    dota = read_dataset(tmp_path / "a")      # DOTA folder (labelTxt) reads back the same boxes
+    assert dota.num_objects == 60
+
+
+def test_synth_dense_scene_sizes(tmp_path):
+    ds = synthesize(tmp_path, SynthConfig(num_images=1, size=1024, objects=1500, min_size=6, max_size=20,
+                                          occlusion=0.5, seed=1))
+    rec = ds.records[0]
+    assert len(rec.labels) >= 1400
+    side = np.maximum(rec.boxes[:, 2] - rec.boxes[:, 0], rec.boxes[:, 3] - rec.boxes[:, 1])
+    assert side.min() >= 2 and side.max() <= 20 * 1.5
+
+
+def _painted(size=320, n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    boxes = []
+    for i in range(n):            # one paint patch per cell of a 3×2 grid: no overlaps
+        x = 10 + (i % 3) * (size // 3) + int(rng.integers(0, 20))
+        y = 10 + (i // 3) * (size // 2) + int(rng.integers(0, 40))
+        w, h = (int(v) for v in rng.integers(20, 70, 2))
+        colour = (40 * (i + 1), 255 - 30 * i, 100 + 20 * i)
+        img[y:y + h, x:x + w] = colour
+        boxes.append([x, y, x + w, y + h])
+    return img, np.array(boxes, np.float32), np.arange(n)
+
+
+def _check_alignment(img, boxes, labels, colours):
+    for box, lab in zip(boxes, labels):
+        x1, y1, x2, y2 = np.round(box).astype(int)
+        inner = img[y1 + 2:y2 - 2, x1 + 2:x2 - 2].reshape(-1, 3)
+        if len(inner) < 4:
+            continue
+        match = (np.abs(inner.astype(int) - colours[lab]).sum(1) < 40).mean()
+        assert match > 0.9, f"box {box} of label {lab} does not sit on its paint ({match:.2f})"
+
+
+def test_augmentation_keeps_boxes_on_their_pixels():
+    cfg = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, fliplr=0.5, flipud=0.5)
+    samples = [_painted(seed=s) for s in range(4)]
+    colours = {i: np.array((40 * (i + 1), 255 - 30 * i, 100 + 20 * i)) for i in range(6)}
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        img, boxes, labels = mosaic4(samples, 256, rng)
+        _check_alignment(img, boxes, labels, colours)
+        img, boxes, labels = random_affine(img, boxes, labels, 256, cfg, rng)
+        _check_alignment(img, boxes, labels, colours)
+        img, boxes = random_flip(img, boxes, cfg, rng)
+        _check_alignment(img, boxes, labels, colours)
+        assert img.shape == (256, 256, 3)
+        assert ((boxes[:, 2] - boxes[:, 0]) >= 2).all() and (boxes >= 0).all() and (boxes <= 256).all()
+
+
+def test_loader_pads_and_survives_a_corrupt_image(tmp_path):
+    ds = synthesize(tmp_path / "s", SynthConfig(num_images=4, size=256, objects=10, seed=2))
+    ds.records[1].path.write_bytes(b"not a png")
+    for augment in (False, True):
+        data = DetectionDataset(ds, 128, augment=augment)
+        batch = collate([data[i] for i in range(4)])
+        images, gt_boxes, gt_labels, gt_mask, metas = batch
+        assert images.shape == (4, 3, 128, 128) and images.dtype == torch.float32
+        assert gt_boxes.shape[:2] == gt_labels.shape == gt_mask.shape
+        assert (gt_labels[~gt_mask] == -1).all() and (gt_labels[gt_mask] >= 0).all()
+        assert 1 in data.bad
+        assert all(m["index"] != 1 for m in metas)
+
+
+def test_data_cli(tmp_path, shared_data):
+    r = runner.invoke(app, ["data", "synth", str(tmp_path / "s"), "--num-images", "2", "--size", "256",
+                            "--objects", "12"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["data", "check", str(tmp_path / "s"), "--json"])
+    report = json.loads(r.stdout)
+    assert report["images"] == 2 and report["objects"] == 24 and report["objects_per_image"]["min"] == 12
+    r = runner.invoke(app, ["data", "convert", str(shared_data / "dota_devkit_example"), "--to", "yolo",
+                            "--out", str(tmp_path / "y")])
+    assert r.exit_code == 0, r.output
+    assert read_dataset(tmp_path / "y/data.yaml").num_objects == 600
+    r = runner.invoke(app, ["data", "split", str(tmp_path / "s"), "--out", str(tmp_path / "t"), "--tile", "128",
+                            "--gap", "32"])
+    assert r.exit_code == 0, r.output
+    assert len(read_dataset(tmp_path / "t/annotations.json").records) == 2 * 9
+    r = runner.invoke(app, ["data", "check", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "no such dataset" in r.output
+
+
+def test_check_reports_corrupt_images(tmp_path):
+    ds = synthesize(tmp_path, SynthConfig(num_images=2, size=128, objects=3, seed=0))
+    data = ds.records[0].path.read_bytes()
+    ds.records[0].path.write_bytes(data[: len(data) // 2])
+    r = runner.invoke(app, ["data", "check", str(tmp_path), "--json"])
+    report = json.loads(r.stdout)
+    assert any("truncated" in p and "synth_00000" in p for p in report["problems"])
+
+
+def test_empty_dataset_record_helpers():
+    ds = Dataset(["a"], [ImageRecord(path=__import__("pathlib").Path("x.png"), width=10, height=10)])
+    assert ds.num_objects == 0
