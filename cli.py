@@ -55,16 +55,188 @@ def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file
     console.print(table)
 
 
-@app.command(context_settings=PASSTHROUGH)
-def train(ctx: typer.Context):
-    """Train a detector with FSS or a baseline assigner."""
-    not_yet("train")
+class TrainProgress:
+    """A rich progress bar per epoch: losses, positives per GT, images/s; a line per finished epoch."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int):
+        return self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, info="")
+
+    def step(self, task, i: int, s: dict) -> None:
+        self.progress.update(task, completed=i + 1, info=f"loss {s['loss']:.3f} (cls {s['cls']:.3f} box {s['box']:.3f}"
+                             f" obj {s['obj']:.3f}) pos/GT {s['pos_per_gt']:.2f} {s['images_per_s']:.1f} img/s")
+
+    def end_epoch(self, task, row: dict) -> None:
+        self.progress.remove_task(task)
+        ap = row.get("AP")
+        ap_txt = f" AP {ap:.4f} AP50 {row.get('AP50', float('nan')):.4f}" if ap == ap else ""
+        self.progress.console.print(f"epoch {row['epoch']}: loss {row['loss']:.4f} pos/GT {row['pos_per_gt']:.2f} "
+                                    f"rank-consistency {row['rank_consistency']:.3f}{ap_txt} "
+                                    f"({row['images_per_s']:.1f} img/s)", highlight=False)
 
 
-@app.command(name="eval", context_settings=PASSTHROUGH)
-def evaluate(ctx: typer.Context):
-    """Evaluate a model or saved predictions (COCO or DOTA metric)."""
-    not_yet("eval")
+def _relaunch_distributed(nproc: int) -> None:
+    """Re-run this very command under torch.distributed.run with one process per rank."""
+    import subprocess
+    import sys
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        argv.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "cli", *argv]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def train(data: Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or DOTA folder")],
+          model: Annotated[str, typer.Option(help="card name (fss-n … fss-x, fss-r50/r101) or card YAML")] = "fss-n",
+          assigner: Annotated[str, typer.Option(help="fss | simota | tal | atss | maxiou")] = "fss",
+          epochs: Annotated[int, typer.Option(help="total epochs (with --resume: extend to this many)")] = 100,
+          batch: Annotated[int, typer.Option(help="images per step over all processes")] = 16,
+          imgsz: Annotated[int, typer.Option(help="square training size, multiple of 32")] = 640,
+          device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+          nproc: Annotated[int, typer.Option(help="processes (DDP through torch.distributed.run)")] = 1,
+          out: Annotated[str, typer.Option(help="run folder")] = "runs/train",
+          val: Annotated[str, typer.Option(help="validation dataset (default: data.yaml val split, else --data)")] = "",
+          workers: Annotated[int, typer.Option(help="data loader workers per process")] = 2,
+          resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt")] = False,
+          set_: Annotated[list[str] | None, typer.Option("--set", help="override: key=value (see fss_train/config.py)")]
+          = None):
+    """Train a detector with FSS or a baseline assigner. Writes config.yaml, results.csv/png, last.pt, best.pt."""
+    import os
+
+    from fss_train.checkpoint import CheckpointError
+    from fss_train.config import make_config, parse_overrides
+    from fss_train.engine import NonFiniteLoss
+
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch_distributed(nproc)
+    if imgsz % 32:
+        fail(f"--imgsz must be a multiple of 32, got {imgsz}")
+    try:
+        cfg = make_config({"data": data, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
+                           "batch": batch, "imgsz": imgsz, "device": device, "workers": workers},
+                          parse_overrides(set_ or []))
+        from fss_train.train import Run
+        run = Run(cfg, out, resume=resume, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+    except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as exc:
+        fail(str(exc))
+    if run.start_epoch >= cfg.epochs:
+        fail(f"{out}/last.pt already finished epoch {run.start_epoch}; pass --epochs N (> {run.start_epoch}) "
+             "to extend it")
+    try:
+        with TrainProgress() as progress:
+            final = run.fit(progress)
+    except NonFiniteLoss as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if final:
+        console.print(f"done: {out}/last.pt, {out}/best.pt, {out}/results.csv "
+                      f"(AP {final.get('AP', float('nan')):.4f}, AP50 {final.get('AP50', float('nan')):.4f})")
+
+
+@app.command(name="eval")
+def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)")] = None,
+             data: Annotated[str, typer.Option(help="ground truth: COCO json, data.yaml or DOTA folder")] = "",
+             predictions: Annotated[str | None, typer.Option(help="COCO results json or DOTA Task2 folder")] = None,
+             metric: Annotated[str, typer.Option(help="coco | dota")] = "coco",
+             split: Annotated[str, typer.Option(help="split of a data.yaml")] = "val",
+             imgsz: Annotated[int | None, typer.Option(help="input size (default: the checkpoint's)")] = None,
+             batch: Annotated[int, typer.Option(help="images per batch")] = 8,
+             device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+             json_out: Annotated[str | None, typer.Option("--json", help="write metrics (and predictions) here")]
+             = None):
+    """Evaluate a model or saved predictions (COCO metrics via pycocotools, or the DOTA devkit's VOC07 mAP)."""
+    from pathlib import Path
+
+    from fss_train.checkpoint import CheckpointError
+    from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval, read_dota_task2
+
+    if metric not in ("coco", "dota"):
+        fail(f"--metric must be coco or dota, got {metric!r}")
+    if (model is None) == (predictions is None):
+        fail("give a MODEL checkpoint or --predictions, not both")
+    if not data:
+        fail("--data is required")
+    try:
+        ds = _read_eval_dataset(data, split)
+        if predictions is not None:
+            p = Path(predictions)
+            if p.is_dir():
+                preds = read_dota_task2(p, ds)
+            else:
+                preds = json.loads(p.read_text())
+                if not isinstance(preds, list):
+                    raise ValueError(f"{p}: a COCO results json is a list of detections")
+        else:
+            preds = _predict_with(model, ds, imgsz, batch, device)
+        if metric == "coco":
+            gt = data if data.endswith(".json") and predictions is not None else coco_gt_from_dataset(ds)
+            result = coco_eval(gt, preds)
+        else:
+            result = dota_eval(ds, preds)
+    except (ValueError, FileNotFoundError, CheckpointError, KeyError) as exc:
+        fail(str(exc))
+    if metric == "coco":
+        for k, v in result.items():
+            console.print(f"{k:6s} {v:.4f}")
+    else:
+        for k, v in result["per_class"].items():
+            console.print(f"{k:20s} {v:.4f}")
+        console.print(f"[bold]mAP50 (VOC07, DOTA devkit) {result['mAP50']:.4f}[/]")
+    if json_out:
+        from fss_train.data.formats import atomic_write_text
+        atomic_write_text(json_out, json.dumps({"metric": metric, "result": result, "num_predictions": len(preds)},
+                                               indent=2))
+
+
+def _read_eval_dataset(data: str, split: str):
+    from fss_train.data import read_dataset
+
+    if data.endswith((".yaml", ".yml")):
+        try:
+            return read_dataset(data, split)
+        except ValueError:
+            return read_dataset(data, "train")
+    return read_dataset(data)
+
+
+def _predict_with(model_path: str, ds, imgsz, batch: int, device: str) -> list:
+    import torch
+
+    from fss_train.checkpoint import load_model
+    from fss_train.data.loader import DetectionDataset, make_loader
+    from fss_train.engine import predict
+
+    model, ckpt = load_model(model_path)
+    if ckpt["class_names"] != ds.classes:
+        raise ValueError(f"{model_path}: classes {ckpt['class_names']} differ from the dataset's {ds.classes}")
+    size = imgsz or ckpt["input_size"][0]
+    dev = torch.device(device)
+    loader = make_loader(DetectionDataset(ds, size), batch, shuffle=False, workers=0)
+    return predict(model.to(dev), loader, dev, conf=0.001, iou=0.65, max_det=300)
 
 
 @app.command(context_settings=PASSTHROUGH)

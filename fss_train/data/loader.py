@@ -109,4 +109,4 @@ def make_loader(dataset: DetectionDataset, batch: int, shuffle: bool, workers: i
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, collate_fn=collate, drop_last=drop_last, generator=generator,
-                      persistent_workers=workers > 0)
+                      persistent_workers=False)   # workers must see set_epoch() and the mosaic switch

@@ -1,0 +1,107 @@
+"""Training configuration: one frozen dataclass, from CLI options + ``--set key=value`` overrides.
+
+Unknown keys are errors that list the known ones; values are parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import yaml
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = ""                       # COCO json, YOLO data.yaml or DOTA folder (training split)
+    val: str = ""                        # validation dataset (default: the data.yaml 'val' split, else `data`)
+    model: str = "fss-n"                 # card name or YAML path
+    assigner: str = "fss"
+    assigner_params: dict = field(default_factory=dict)
+    epochs: int = 100
+    batch: int = 16                      # images per optimisation step, over all DDP ranks
+    imgsz: int = 640
+    device: str = "cpu"
+    workers: int = 2
+    seed: int = 0
+    # optimisation (the paper's recipe: SGD, lr 0.01 per 64 images, momentum 0.937, wd 5e-4)
+    lr_per_64: float = 0.01
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 3.0
+    warmup_bias_lr: float = 0.1
+    min_lr_ratio: float = 0.05           # cosine decays to lr · min_lr_ratio
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0              # EMA warm-up in optimiser steps
+    no_mosaic_epochs: int = 15           # mosaic off for the last N epochs (capped at a quarter of the run)
+    amp: bool = True                     # CUDA only
+    grad_clip: float = 0.0               # max gradient norm, 0 = off
+    freeze_bn: bool = False              # BN uses and keeps its running statistics (MMDetection's norm_eval)
+    sync_bn: bool = True                 # SyncBatchNorm under multi-GPU DDP (CUDA only; gloo/CPU keeps per-rank BN)
+    # loss
+    box_weight: float = 5.0
+    iou_loss: str = "iou2"               # iou2 (1 − IoU²) | giou
+    # augmentation
+    mosaic: float = 1.0
+    scale: float = 0.5
+    translate: float = 0.1
+    hsv_h: float = 0.015
+    hsv_s: float = 0.7
+    hsv_v: float = 0.4
+    fliplr: float = 0.5
+    flipud: float = 0.5
+    # evaluation
+    eval_interval: int = 1
+    precise_bn: int = 10                 # batches used to recompute the EMA model's BN statistics before eval
+    eval_conf: float = 0.001
+    eval_iou: float = 0.65
+    max_det: int = 300
+    metric: str = "coco"                 # coco | dota (best.pt is chosen by COCO AP or DOTA mAP50)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def lr(self) -> float:
+        return self.lr_per_64 * self.batch / 64
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """["lr_per_64=0.02", "assigner_params.gamma=0"] -> nested dict."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        parsed = yaml.safe_load(value) if value else ""
+        if "." in key:
+            head, sub = key.split(".", 1)
+            out.setdefault(head, {})[sub] = parsed
+        else:
+            out[key] = parsed
+    return out
+
+
+def make_config(base: dict | None = None, overrides: dict | None = None) -> TrainConfig:
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = dict(base or {})
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(sorted(known))}")
+        if isinstance(value, dict) and key == "assigner_params":
+            values[key] = {**values.get(key, {}), **value}
+        else:
+            values[key] = value
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
+    for key, value in values.items():
+        default = known[key].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"config {key} must be true/false, got {value!r}")
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = float(value)
+        elif isinstance(default, (int, float, str)) and not isinstance(default, bool) and \
+                not isinstance(values[key], type(default)):
+            raise ValueError(f"config {key} must be {type(default).__name__}, got {value!r}")
+    return TrainConfig(**values)

@@ -1,0 +1,149 @@
+"""Evaluation: COCO metrics through pycocotools, and the DOTA devkit's VOC07 metric.
+
+Predictions are dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (COCO
+results format) with category ids 1..C in ``Dataset.classes`` order, or the ids of the
+original COCO json when scoring against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fss_train.data.records import Dataset
+
+COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+def coco_gt_from_dataset(ds: Dataset) -> dict:
+    """An in-memory COCO ground truth: ids 1..C, difficult objects as iscrowd (neither counted nor penalised)."""
+    images, anns = [], []
+    for rec in ds.records:
+        images.append({"id": rec.image_id, "file_name": rec.path.name, "width": rec.width, "height": rec.height})
+        for k in range(len(rec.labels)):
+            x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
+            anns.append({"id": len(anns) + 1, "image_id": rec.image_id, "category_id": int(rec.labels[k]) + 1,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                         "iscrowd": int(rec.difficult[k] > 0)})
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(ds.classes)]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbose: bool = False) -> dict:
+    """COCO bbox metrics; returns {name: value} with the 12 standard stats."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        coco_gt = COCO(str(gt)) if isinstance(gt, (str, Path)) else _coco_from_dict(gt)
+        preds = json.loads(Path(predictions).read_text()) if isinstance(predictions, (str, Path)) else predictions
+        if not preds:
+            return {k: 0.0 for k in COCO_STAT_NAMES}
+        coco_dt = coco_gt.loadRes(preds)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    if verbose:
+        print(sink.getvalue())
+    return {k: float(v) for k, v in zip(COCO_STAT_NAMES, ev.stats)}
+
+
+def _coco_from_dict(gt: dict):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    return coco
+
+
+def voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2007 11-point interpolated AP (the DOTA devkit's ``use_07_metric=True``)."""
+    ap = 0.0
+    for t in np.arange(0.0, 1.1, 0.1):
+        p = precision[recall >= t].max() if (recall >= t).any() else 0.0
+        ap += p / 11.0
+    return float(ap)
+
+
+def dota_eval(ds: Dataset, predictions: list[dict], iou_threshold: float = 0.5) -> dict:
+    """Per-class VOC07 AP at IoU > threshold on axis-aligned boxes, as the DOTA devkit (Task2).
+
+    Greedy matching by descending score; a detection matching a difficult GT is neither a true
+    nor a false positive; difficult GTs are not counted in the recall.
+    """
+    by_image = {rec.image_id: rec for rec in ds.records}
+    per_class = {}
+    for c, name in enumerate(ds.classes):
+        gts, npos = {}, 0
+        for rec in ds.records:
+            sel = rec.labels == c
+            gts[rec.image_id] = {"boxes": rec.boxes[sel], "difficult": rec.difficult[sel] > 0,
+                                 "used": np.zeros(int(sel.sum()), bool)}
+            npos += int((~gts[rec.image_id]["difficult"]).sum())
+        dets = [p for p in predictions if p["category_id"] == c + 1 and p["image_id"] in by_image]
+        if npos == 0:
+            continue
+        dets.sort(key=lambda p: -p["score"])
+        tp, fp = np.zeros(len(dets)), np.zeros(len(dets))
+        for d, det in enumerate(dets):
+            g = gts[det["image_id"]]
+            x, y, w, h = det["bbox"]
+            bb = np.array([x, y, x + w, y + h])
+            ovmax, jmax = -1.0, -1
+            if len(g["boxes"]):
+                gb = g["boxes"]
+                ix = np.clip(np.minimum(gb[:, 2], bb[2]) - np.maximum(gb[:, 0], bb[0]) + 1, 0, None)
+                iy = np.clip(np.minimum(gb[:, 3], bb[3]) - np.maximum(gb[:, 1], bb[1]) + 1, 0, None)
+                inter = ix * iy
+                union = ((bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1) +
+                         (gb[:, 2] - gb[:, 0] + 1) * (gb[:, 3] - gb[:, 1] + 1) - inter)
+                ov = inter / union
+                jmax = int(ov.argmax())
+                ovmax = float(ov[jmax])
+            if ovmax > iou_threshold:
+                if g["difficult"][jmax]:
+                    continue
+                if not g["used"][jmax]:
+                    tp[d] = 1
+                    g["used"][jmax] = True
+                else:
+                    fp[d] = 1
+            else:
+                fp[d] = 1
+        tp, fp = np.cumsum(tp), np.cumsum(fp)
+        recall = tp / npos
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        per_class[name] = voc07_ap(recall, precision) if len(dets) else 0.0
+    mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    return {"mAP50": mean, "per_class": per_class}
+
+
+def read_dota_task2(folder: str | Path, ds: Dataset) -> list[dict]:
+    """``Task2_<class>.txt`` lines ``image score xmin ymin xmax ymax`` -> COCO-style predictions."""
+    folder = Path(folder)
+    ids = {rec.path.stem: rec.image_id for rec in ds.records}
+    preds = []
+    for c, name in enumerate(ds.classes):
+        f = folder / f"Task2_{name}.txt"
+        if not f.is_file():
+            continue
+        for n, line in enumerate(f.read_text().splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                image, score, x1, y1, x2, y2 = parts[0], *(float(v) for v in parts[1:6])
+            except ValueError:
+                raise ValueError(f"{f}:{n}: expected 'image score xmin ymin xmax ymax', got {line!r}") from None
+            if image not in ids:
+                raise ValueError(f"{f}:{n}: image {image!r} is not in the dataset")
+            preds.append({"image_id": ids[image], "category_id": c + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                          "score": score})
+    return preds

@@ -1,0 +1,245 @@
+"""The training run: data, model, assigner, optimiser, EMA, epochs, checkpoints, logs, plots.
+
+Single process, or one process per rank under torchrun (DDP: gloo on CPU, NCCL on CUDA);
+only rank 0 writes. ``last.pt`` is written atomically after every epoch (and on Ctrl-C), so a
+killed run resumes with ``--resume``; ``--resume --epochs MORE`` extends a finished run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from fss_train.assigners import build_assigner
+from fss_train.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from fss_train.config import TrainConfig
+from fss_train.data import read_dataset
+from fss_train.data.formats import atomic_write_text
+from fss_train.data.loader import DetectionDataset, make_loader
+from fss_train.data.transforms import AugmentConfig
+from fss_train.engine import (
+    LRSchedule,
+    ModelEMA,
+    evaluate,
+    param_groups,
+    recalibrate_bn,
+    seed_everything,
+    train_one_epoch,
+)
+from fss_train.losses import RECIPES
+from fss_train.nn import build_model, load_card
+
+CSV_FIELDS = ["epoch", "loss", "cls", "box", "obj", "pos_per_gt", "rank_consistency", "images_per_s", "lr",
+              "AP", "AP50", "AP75", "APs", "APm", "APl", "mAP50_dota", "fitness", "seconds"]
+# config keys that must match when resuming (the rest, e.g. epochs, may change)
+RESUME_FIXED = ("data", "model", "assigner", "assigner_params", "imgsz", "batch")
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def setup_distributed(device_name: str) -> tuple[torch.device, int, int]:
+    """Join the process group when started by torchrun; returns (device, rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device_name.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if device_name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        index = local if world > 1 else (int(device_name.split(":")[1]) if ":" in device_name else 0)
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index), rank, world
+    return torch.device("cpu"), rank, world
+
+
+class Run:
+    """Everything one training run holds; ``fit()`` reads top to bottom."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, console=None, log=print):
+        self.cfg, self.out, self.console, self.log = cfg, Path(out), console, log
+        self.device, self.rank, self.world = setup_distributed(cfg.device)
+        if cfg.batch % self.world:
+            raise ValueError(f"batch {cfg.batch} is not divisible by {self.world} processes")
+        seed_everything(cfg.seed + self.rank)
+        self.train_ds = read_dataset(cfg.data, "train")
+        self.val_ds = self._val_dataset()
+        if is_main():
+            for p in (self.train_ds.problems + self.val_ds.problems)[:20]:
+                log(f"warning: {p}")
+        if not self.train_ds.records:
+            raise ValueError(f"{cfg.data}: no training images")
+        self.classes = self.train_ds.classes
+        self.card = load_card(cfg.model).with_classes(len(self.classes))
+        self.model = build_model(self.card).to(self.device)
+        self.assigner = build_assigner(cfg.assigner, **cfg.assigner_params)
+        self.recipe = RECIPES[cfg.assigner]
+        self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
+                                         momentum=cfg.momentum, nesterov=True)
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
+        self.start_epoch, self.best, self.rows = 0, float("-inf"), []
+        if resume:
+            self._resume()
+        if self.world > 1 and self.device.type == "cuda" and cfg.sync_bn:
+            # keeps the same Parameter objects, so the optimiser (and resumed state) stays valid
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        aug = AugmentConfig(cfg.mosaic, cfg.scale, cfg.translate, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v, cfg.fliplr,
+                            cfg.flipud)
+        self.train_data = DetectionDataset(self.train_ds, cfg.imgsz, augment=True, cfg=aug, seed=cfg.seed)
+        self.train_loader = make_loader(self.train_data, cfg.batch // self.world, shuffle=True, workers=cfg.workers,
+                                        distributed=self.world > 1, seed=cfg.seed, drop_last=False)
+        self.val_loader = make_loader(DetectionDataset(self.val_ds, cfg.imgsz), cfg.batch // self.world,
+                                      shuffle=False, workers=cfg.workers)
+        # un-augmented training images for precise BN (the statistics inference will see)
+        self.bn_loader = make_loader(DetectionDataset(self.train_ds, cfg.imgsz), cfg.batch // self.world,
+                                     shuffle=True, workers=0, seed=cfg.seed)
+        self.schedule = LRSchedule(cfg.lr, len(self.train_loader), cfg.epochs, cfg)
+        self.scaler = torch.amp.GradScaler("cuda") if (cfg.amp and self.device.type == "cuda") else None
+
+    def _val_dataset(self):
+        cfg = self.cfg
+        if cfg.val:
+            return read_dataset(cfg.val, "val")
+        if cfg.data.endswith((".yaml", ".yml")):
+            try:
+                return read_dataset(cfg.data, "val")
+            except ValueError:
+                pass
+        return read_dataset(cfg.data, "train")
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: nothing to resume (no last.pt in {self.out})")
+        ckpt = load_checkpoint(path)
+        old = ckpt.get("train_config", {})
+        changed = [k for k in RESUME_FIXED if k in old and old[k] != getattr(self.cfg, k)]
+        if changed:
+            raise ValueError(f"cannot resume {path}: {', '.join(changed)} differ from the original run "
+                             f"({', '.join(f'{k}={old[k]!r}' for k in changed)})")
+        self.model.load_state_dict(ckpt["weights_raw"])
+        if ckpt.get("weights_ema") is not None:
+            self.ema.ema.load_state_dict(ckpt["weights_ema"])
+        if ckpt.get("optimizer"):
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        sched = ckpt.get("scheduler") or {}
+        self.ema.updates = int(sched.get("ema_updates", 0))
+        self.best = float(sched.get("best_fitness", float("-inf")))
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.rows = list(sched.get("rows", []))
+        self.log(f"resuming {path} after epoch {self.start_epoch} of {self.cfg.epochs}")
+
+    def checkpoint(self, epoch: int, metrics: dict) -> dict:
+        return make_checkpoint(
+            self.model, self.classes, ema_state=self.ema.ema.state_dict(),
+            assigner={"name": self.cfg.assigner, "params": self.assigner.params()},
+            train_config=self.cfg.to_dict(), optimizer=self.optimizer.state_dict(),
+            scheduler={"ema_updates": self.ema.updates, "best_fitness": self.best, "rows": self.rows},
+            epoch=epoch, metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            input_size=(self.cfg.imgsz, self.cfg.imgsz))
+
+    # ------------------------------------------------------------------------------ the run
+    def fit(self, progress=None) -> dict:
+        cfg = self.cfg
+        if is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        steps = len(self.train_loader)
+        no_mosaic_from = cfg.epochs - min(cfg.no_mosaic_epochs, cfg.epochs // 4)
+        metrics: dict = {}
+        epoch = self.start_epoch - 1
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                self.train_data.set_epoch(epoch)
+                self.train_data.mosaic_enabled = epoch < no_mosaic_from
+                if hasattr(self.train_loader.sampler, "set_epoch"):
+                    self.train_loader.sampler.set_epoch(epoch)
+                task = progress.start_epoch(epoch, cfg.epochs, steps) if progress and is_main() else None
+                on_step = (lambda i, s, t=task: progress.step(t, i, s)) if task is not None else None
+                train = train_one_epoch(self.net, self.train_loader, self.assigner, self.optimizer, self.schedule,
+                                        self.ema, epoch, cfg, self.device, self.recipe, self.scaler,
+                                        on_step=on_step, start_step=epoch * steps)
+                metrics = {}
+                last = epoch == cfg.epochs - 1
+                if is_main() and ((epoch + 1) % cfg.eval_interval == 0 or last):
+                    recalibrate_bn(self.ema.ema, self.bn_loader, cfg.precise_bn, self.device)
+                    metrics = evaluate(self.ema.ema, self.val_loader, self.val_ds, self.device, cfg)
+                if dist.is_initialized():
+                    dist.barrier()
+                if is_main():
+                    self._log_epoch(epoch, train, metrics)
+                    if progress:
+                        progress.end_epoch(task, self.rows[-1])
+        except KeyboardInterrupt:
+            if is_main():
+                save_checkpoint(self.checkpoint(epoch, metrics), self.out / "last.pt")
+                self.log(f"interrupted: {self.out / 'last.pt'} holds the weights; resume with --resume")
+            raise
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        return self.rows[-1] if self.rows else {}
+
+    def _log_epoch(self, epoch: int, train: dict, metrics: dict) -> None:
+        row = {"epoch": epoch + 1, **train, "lr": self.optimizer.param_groups[0]["lr"], **metrics}
+        self.rows.append({k: row.get(k, float("nan")) for k in CSV_FIELDS})
+        fitness = metrics.get("fitness")
+        improved = fitness is not None and fitness > self.best
+        if improved:
+            self.best = fitness
+        ckpt = self.checkpoint(epoch, metrics)
+        save_checkpoint(ckpt, self.out / "last.pt")
+        if improved:
+            save_checkpoint(ckpt, self.out / "best.pt")
+        write_results(self.out, self.rows, plot=bool(metrics) or epoch + 1 == self.cfg.epochs)
+
+
+def write_results(out: Path, rows: list[dict], plot: bool = True) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    if plot:
+        plot_results(out / "results.png", rows)
+    atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
+
+
+def plot_results(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    panels = [("losses", ["loss", "cls", "box", "obj"]), ("COCO metrics (EMA)", ["AP", "AP50", "APs"]),
+              ("positives per GT", ["pos_per_gt"]), ("rank consistency cls↔IoU (Spearman)", ["rank_consistency"])]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    for ax, (title, keys) in zip(axes, panels):
+        for k in keys:
+            ax.plot(epochs, [r.get(k, float("nan")) for r in rows], marker="o", ms=3, label=k)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)

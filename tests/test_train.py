@@ -1,0 +1,167 @@
+"""Training end to end on tiny synthetic data (CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from fss_train.checkpoint import load_checkpoint
+from fss_train.data.synth import SynthConfig, synthesize
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+NO_AUG = ["--set", "mosaic=0", "--set", "scale=0", "--set", "translate=0", "--set", "hsv_h=0", "--set", "hsv_s=0",
+          "--set", "hsv_v=0", "--set", "fliplr=0", "--set", "flipud=0"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    synthesize(root / "data", SynthConfig(num_images=4, size=128, objects=6, min_size=14, max_size=40, seed=5))
+    card = root / "pico.yaml"
+    card.write_text("name: pico\nbackbone: cspdarknet\ndepth: 0.33\nwidth: 0.125\ndepthwise: false\n")
+    return root
+
+
+def train_args(tiny, out, assigner="fss", epochs=80, extra=()):
+    return ["train", "--data", str(tiny / "data"), "--model", str(tiny / "pico.yaml"), "--assigner", assigner,
+            "--epochs", str(epochs), "--batch", "4", "--imgsz", "128", "--out", str(out), "--workers", "0",
+            "--set", "lr_per_64=0.64", "--set", "warmup_epochs=5", "--set", f"eval_interval={epochs}", *NO_AUG,
+            *extra]
+
+
+@pytest.mark.parametrize("assigner,min_ap50", [("fss", 0.5), ("simota", 0.5), ("tal", 0.5), ("atss", 0.5),
+                                               ("maxiou", 0.15)])
+def test_tiny_model_overfits_four_images(tiny, tmp_path, assigner, min_ap50):
+    torch.manual_seed(0)
+    result = runner.invoke(app, train_args(tiny, tmp_path / "run", assigner))
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "run/results.json").read_text())
+    assert len(rows) == 80 and rows[-1]["loss"] < rows[0]["loss"]
+    assert rows[-1]["AP50"] > min_ap50, rows[-1]
+    for name in ("last.pt", "best.pt", "results.csv", "results.png", "config.yaml"):
+        assert (tmp_path / "run" / name).is_file(), name
+    ckpt = load_checkpoint(tmp_path / "run/best.pt")
+    assert ckpt["assigner"]["name"] == assigner and ckpt["class_names"][0] == "small-vehicle"
+    assert ckpt["train_config"]["assigner"] == assigner and ckpt["weights_ema"] is not None
+    if assigner == "fss":   # `fss eval MODEL` reproduces the training-time evaluation of best.pt
+        out = tmp_path / "eval.json"
+        result = runner.invoke(app, ["eval", str(tmp_path / "run/best.pt"), "--data", str(tiny / "data"),
+                                     "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(out.read_text())["result"]["AP50"] == pytest.approx(rows[-1]["AP50"], abs=1e-6)
+
+
+def test_sigkill_then_resume_and_extend(tiny, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "cli", *train_args(tiny, out, epochs=8, extra=["--set", "eval_interval=100"])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    csv = out / "results.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if csv.is_file() and len(csv.read_text().splitlines()) >= 3:     # header + 2 epochs
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = load_checkpoint(out / "last.pt")["epoch"] + 1                  # never truncated: it loads
+    assert 2 <= done < 8
+    result = runner.invoke(app, train_args(tiny, out, epochs=8, extra=["--resume"]))
+    assert result.exit_code == 0, result.output
+    assert f"resuming {out / 'last.pt'} after epoch {done}" in result.output
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 7
+    assert [r["epoch"] for r in json.loads((out / "results.json").read_text())] == list(range(1, 9))
+    # a finished run refuses to "resume" without more epochs, and extends with --epochs MORE
+    again = runner.invoke(app, train_args(tiny, out, epochs=8, extra=["--resume"]))
+    assert again.exit_code == 1 and "pass --epochs" in again.output
+    more = runner.invoke(app, train_args(tiny, out, epochs=10, extra=["--resume"]))
+    assert more.exit_code == 0, more.output
+    assert load_checkpoint(out / "last.pt")["epoch"] == 9
+    # resuming with another assigner is refused
+    other = runner.invoke(app, train_args(tiny, out, "tal", epochs=12, extra=["--resume"]))
+    assert other.exit_code == 1 and "assigner" in other.output
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tiny, tmp_path, monkeypatch):
+    import fss_train.engine as engine
+
+    out = tmp_path / "run"
+    assert runner.invoke(app, train_args(tiny, out, epochs=2)).exit_code == 0
+    good = (out / "last.pt").read_bytes()
+    real = engine.criterion
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        losses = real(*args, **kwargs)
+        if calls["n"] >= 2:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(engine, "criterion", poisoned)
+    result = runner.invoke(app, train_args(tiny, out, epochs=4, extra=["--resume"]))
+    assert result.exit_code == 1
+    assert "non-finite loss" in result.output and "epoch 4, step 1" in result.output
+    assert (out / "last.pt").read_bytes() != good                  # epoch 3 finished and was saved…
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2          # …and it is the last good one
+
+
+def test_config_errors_are_clear(tiny, tmp_path):
+    result = runner.invoke(app, train_args(tiny, tmp_path / "r", extra=["--set", "lr_per_46=0.1"]))
+    assert result.exit_code == 1 and "unknown config key 'lr_per_46'" in result.output
+    result = runner.invoke(app, train_args(tiny, tmp_path / "r", assigner="ota"))
+    assert result.exit_code == 1 and "unknown assigner" in result.output
+    result = runner.invoke(app, train_args(tiny, tmp_path / "r", extra=["--set", "assigner_params.gama=1"]))
+    assert result.exit_code == 1 and "gama" in result.output
+
+
+def test_ddp_two_processes_match_one_process(tiny, tmp_path):
+    """2 gloo ranks × 2 images == 1 process × 4 images, with BN frozen (per-rank BN couples the
+    samples of a batch in its backward; SyncBatchNorm, used on CUDA, is GPU-only); different
+    labels per image, so the gradients differ per rank and must be averaged correctly."""
+    import shutil
+
+    import cv2
+
+    data = tmp_path / "ddp"
+    (data / "images").mkdir(parents=True)
+    (data / "labelTxt").mkdir()
+    src = tiny / "data"
+    image = cv2.imread(str(src / "images/synth_00000.png"))
+    lines = (src / "labelTxt/synth_00000.txt").read_text().splitlines()
+    for i in range(4):
+        cv2.imwrite(str(data / f"images/img{i}.png"), image)
+        (data / f"labelTxt/img{i}.txt").write_text("\n".join(lines[i:i + 3]) + "\n")
+    shutil.copy(src / "classes.txt", data / "classes.txt")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    worker = ROOT / "tests/ddp_worker.py"
+    one = subprocess.run([sys.executable, str(worker), str(data), str(tiny / "pico.yaml"), str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(worker), str(data), str(tiny / "pico.yaml"), str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    r0 = torch.load(tmp_path / "two/rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "two/rank1.pt", weights_only=True)
+    single = torch.load(tmp_path / "one/rank0.pt", weights_only=True)
+    worst = 0.0
+    for k, v in r0.items():
+        assert torch.equal(v, r1[k]), f"ranks differ in {k}"
+        if v.is_floating_point():
+            worst = max(worst, (v - single[k]).abs().max().item())
+    assert worst < 1e-4, worst
+    moved = max((v - w).abs().max().item() for v, w in zip(r0.values(), torch.load(tmp_path / "one/init.pt",
+                                                                                   weights_only=True).values())
+                if v.is_floating_point())
+    assert moved > 1e-4          # training really changed the weights
