@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,14 +14,16 @@ app = typer.Typer(help="fss: train detectors with the FSS label assignment and d
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets: convert, split (offline tiling), synth, check.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -239,10 +242,97 @@ def _predict_with(model_path: str, ds, imgsz, batch: int, device: str) -> list:
     return predict(model.to(dev), loader, dev, conf=0.001, iou=0.65, max_det=300)
 
 
-@app.command(context_settings=PASSTHROUGH)
-def export(ctx: typer.Context):
-    """Export a checkpoint to ONNX or TensorRT."""
-    not_yet("export")
+@app.command()
+def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt), or the word 'compare'")],
+           other: Annotated[str | None, typer.Argument(help="with compare: A")] = None,
+           third: Annotated[str | None, typer.Argument(help="with compare: B")] = None,
+           format: Annotated[str, typer.Option(help="onnx | engine (TensorRT)")] = "onnx",
+           imgsz: Annotated[int | None, typer.Option(help="input size (default: the checkpoint's)")] = None,
+           batch: Annotated[int, typer.Option(help="static batch (tiles per call), or the profile's opt batch")] = 1,
+           dynamic: Annotated[bool, typer.Option(help="dynamic batch axis")] = False,
+           half: Annotated[bool, typer.Option(help="FP16 (default: strict FP32)")] = False,
+           opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
+           out: Annotated[str | None, typer.Option(help="output path (default: next to the checkpoint)")] = None,
+           verify: Annotated[bool, typer.Option(help="onnxruntime vs torch on real images")] = False,
+           verify_images: Annotated[list[str] | None, typer.Option(help="images for --verify")] = None,
+           weights: Annotated[str, typer.Option(help="ema | raw")] = "ema"):
+    """Export a checkpoint to ONNX or a TensorRT engine; `fss export compare A B` proves two graphs identical."""
+    from pathlib import Path
+
+    from fss_deploy.export import ExportError, compare, export_onnx, verify_onnx
+    from fss_train.checkpoint import CheckpointError
+
+    if source == "compare":
+        if not other or not third:
+            fail("usage: fss export compare A B (checkpoints or ONNX files)")
+        try:
+            result = compare(other, third, imgsz)
+        except (ExportError, CheckpointError) as exc:
+            fail(str(exc))
+        for tag in ("a", "b"):
+            d = result[tag]
+            console.print(f"{tag.upper()}: {d['file']}\n   trained with {d['trained_with']}, fingerprint "
+                          f"{d['fingerprint']}\n   params {d['params']:,}, FLOPs {d['flops'] / 1e9:.3f} G",
+                          highlight=False)
+        if result["identical"]:
+            console.print("[bold green]IDENTICAL[/] graph structure, parameter count and FLOPs")
+            return
+        console.print("[bold red]DIFFERENT[/]:")
+        for line in result["differences"]:
+            console.print(f"  {line}", highlight=False)
+        raise typer.Exit(1)
+    if other or third:
+        fail("export takes one checkpoint (or: fss export compare A B)")
+    if format not in ("onnx", "engine"):
+        fail(f"--format must be onnx or engine, got {format!r}")
+    if weights not in ("ema", "raw"):
+        fail(f"--weights must be ema or raw, got {weights!r}")
+    onnx_out = out if (out and format == "onnx") else None
+    try:
+        if format == "engine":
+            from fss_deploy.tensorrt import import_tensorrt
+            import_tensorrt()
+        res = export_onnx(source, onnx_out, imgsz, batch, dynamic, half, opset, weights)
+        console.print(f"ONNX: {res.path}  fingerprint {res.fingerprint[:16]}…  params {res.params:,}  "
+                      f"FLOPs {res.flops / 1e9:.3f} G", highlight=False)
+        if verify:
+            images = verify_images or _sample_images(json.loads(res.metadata["input_size"])[0])
+            report = verify_onnx(res.path, source, images, weights)
+            status = "[green]OK[/]" if report["within_tolerance"] and report["detection_f1"] >= 0.99 else \
+                "[red]MISMATCH[/]"
+            console.print(f"verify {status}: {report['images']} images, max |raw diff| "
+                          f"{report['max_abs_diff_raw']:.2e} (tolerance {report['atol']:.0e}), detections "
+                          f"{report['detections_torch']} torch / {report['detections_onnx']} onnxruntime, "
+                          f"F1 {report['detection_f1']:.4f}", highlight=False)
+            if "MISMATCH" in status:
+                raise typer.Exit(1)
+        final = res.path
+        if format == "engine":
+            from fss_deploy.tensorrt import build_engine
+            engine = Path(out) if out else res.path.with_suffix(".engine")
+            final = build_engine(res.path, engine, half, batch, dynamic, source_checkpoint=str(source))
+            console.print(f"engine: {final} (+ {final.name}.json)")
+    except (ExportError, CheckpointError, FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
+    size = imgsz or json.loads(res.metadata["input_size"])[0]
+    console.print("next:", highlight=False)
+    console.print(f"  fss detect IMAGES --model {final} --tile {size} --batch {batch}", highlight=False)
+    console.print(f"  fss bench {final} --imgsz {size}", highlight=False)
+
+
+def _sample_images(size: int) -> list[str]:
+    """Verification images when none are given: a synthetic aerial scene made on the fly."""
+    import tempfile
+
+    import cv2
+
+    from fss_train.data.synth import SynthConfig, make_scene
+
+    img, *_ = make_scene(SynthConfig(num_images=1, size=size, objects=max(10, size // 16), min_size=max(8, size / 40),
+                                     max_size=max(24, size / 6), seed=123), 0)
+    path = Path(tempfile.mkdtemp(prefix="fss-verify-")) / "scene.png"
+    cv2.imwrite(str(path), img)
+    return [str(path)]
 
 
 @app.command(context_settings=PASSTHROUGH)
