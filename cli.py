@@ -335,10 +335,97 @@ def _sample_images(size: int) -> list[str]:
     return [str(path)]
 
 
-@app.command(context_settings=PASSTHROUGH)
-def detect(ctx: typer.Context):
-    """Tiled high-resolution detection over images and folders."""
-    not_yet("detect")
+@app.command()
+def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, folders, globs or .txt lists")] = None,
+           model: Annotated[str | None, typer.Option(help=".pt, .onnx or .engine (default: bundled model)")] = None,
+           backend: Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]
+           = None,
+           device: Annotated[str, typer.Option(help="cpu | cuda[:N]")] = "cpu",
+           tile: Annotated[int | None, typer.Option(help="tile side (default: the model's input size)")] = None,
+           overlap: Annotated[int, typer.Option(help="overlap between tiles, px")] = 200,
+           batch: Annotated[int, typer.Option(help="tiles per backend call")] = 8,
+           conf: Annotated[float, typer.Option(help="score threshold")] = 0.25,
+           iou: Annotated[float, typer.Option(help="class-aware NMS IoU for the merge")] = 0.5,
+           full_image: Annotated[bool, typer.Option(help="add a whole-image pass for objects larger than a tile")]
+           = False,
+           out: Annotated[str, typer.Option(help="output folder")] = "runs/detect",
+           save_images: Annotated[bool, typer.Option(help="write annotated images")] = False,
+           formats: Annotated[str, typer.Option(help="comma-separated: coco,dota,yolo")] = "coco,dota,yolo",
+           threads: Annotated[int, typer.Option(help="CPU threads for the backend (0: library default)")] = 0):
+    """Tiled high-resolution detection over images and folders (DOTA-style 4000-20000 px aerial images)."""
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from fss_deploy.backends import load_backend
+    from fss_deploy.detect import (
+        DEFAULT_MODEL,
+        FORMATS,
+        SAMPLE_IMAGE,
+        TiledDetector,
+        check_output_dir,
+        resolve_sources,
+        run_detect,
+        write_outputs,
+    )
+    from fss_deploy.export import ExportError
+    from fss_train.checkpoint import CheckpointError
+
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad:
+        fail(f"--formats: unknown {bad}; choose from {', '.join(FORMATS)}")
+    if model is None:
+        if not DEFAULT_MODEL.is_file():
+            fail(f"no --model given and the bundled default model {DEFAULT_MODEL.name} is not in models/ yet; "
+                 "pass --model FILE (.pt, .onnx or .engine)")
+        model = str(DEFAULT_MODEL)
+    if not sources:
+        if not SAMPLE_IMAGE.is_file():
+            fail(f"no SOURCE given and the bundled sample {SAMPLE_IMAGE.name} is missing; pass images or folders")
+        sources = [str(SAMPLE_IMAGE)]
+    out_dir = Path(out)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        check_output_dir(out_dir)
+        paths = resolve_sources(sources)
+        if not paths:
+            fail(f"no images found in {sources}")
+        engine = load_backend(model, backend, f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+                              if device.startswith("cuda") and world > 1 else device, threads=threads)
+        detector = TiledDetector(engine, tile, overlap, batch, conf, iou, full_image)
+    except (ExportError, CheckpointError, FileNotFoundError, PermissionError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    progress = Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, disable=rank != 0)
+    with progress:
+        task = progress.add_task("detect", total=len(paths[rank::world]), info="")
+
+        def on_image(path, dets):
+            info = f"{path.name}: failed" if dets is None else f"{path.name}: {len(dets)} objects"
+            progress.update(task, advance=1, info=info)
+
+        summary = run_detect(paths, detector, out_dir, fmts, save_images, rank, world, on_image)
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+    if rank == 0:
+        summaries = [json.loads((out_dir / f".summary.rank{r}.json").read_text()) for r in range(world)]
+        summary = write_outputs(paths, out_dir, engine.class_names, fmts, summaries)
+        for f in summary["failed"]:
+            err.print(f"[yellow]skipped:[/] {f['error']}", highlight=False)
+        console.print(f"{summary['images']} images ({summary['processed']} processed, {summary['skipped_done']} "
+                      f"already done, {len(summary['failed'])} failed): {summary['detections']} detections, "
+                      f"{summary['seconds_per_image']:.2f} s/image, {summary['tiles_per_s']:.1f} tiles/s -> {out_dir}",
+                      highlight=False)
+    if world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    if summary["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command(context_settings=PASSTHROUGH)

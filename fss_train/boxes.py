@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 EPS = 1e-7  # guards divisions by a zero union/area
@@ -35,22 +36,26 @@ def box_iou_aligned(a: torch.Tensor, b: torch.Tensor, giou: bool = False) -> tor
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression. boxes (N, 4), scores (N,) -> kept indices (K,), by score descending."""
-    order = scores.argsort(descending=True)
-    boxes = boxes[order]
-    if boxes.numel() == 0:
-        return order
-    iou = box_iou(boxes, boxes)                                          # (N, N)
-    n = boxes.shape[0]
-    suppressed = torch.zeros(n, dtype=torch.bool, device=boxes.device)
-    overlaps = (iou > iou_threshold).triu(diagonal=1)                    # i suppresses later j
-    keep = []
-    for i in range(n):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= overlaps[i]
-    return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
+    """Greedy non-maximum suppression (a box is dropped when its IoU with a kept, higher-scoring
+    box exceeds ``iou_threshold``). boxes (N, 4) xyxy, scores (N,) -> kept indices (K,), by score
+    descending. OpenCV's C++ implementation (``cv2.dnn.NMSBoxes``), checked against a
+    pure-Python reference in the tests."""
+    import cv2
+
+    device = boxes.device
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=device)
+    b = boxes.detach().cpu().float().numpy()
+    s = scores.detach().cpu().float().numpy()
+    xywh = np.concatenate((b[:, :2], b[:, 2:] - b[:, :2]), axis=1)
+    # OpenCV keeps only scores above a non-negative threshold: hand it exact ranks (n … 1)
+    # instead, which keep the order (ties: the earlier box first) and are all positive
+    order = np.argsort(-s, kind="stable")
+    rank = np.empty(len(s), np.float32)
+    rank[order] = np.arange(len(s), 0, -1, dtype=np.float32)
+    keep = np.asarray(cv2.dnn.NMSBoxes(xywh, rank, 0.0, float(iou_threshold)), dtype=np.int64).reshape(-1)
+    keep = keep[np.argsort(-rank[keep], kind="stable")]
+    return torch.from_numpy(keep).to(device)
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
@@ -69,3 +74,25 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
             for idx in [torch.nonzero(labels == c).squeeze(1)]]
     keep = torch.cat(keep)
     return keep[scores[keep].argsort(descending=True)]
+
+
+def tile_origins(length: int, tile: int, gap: int) -> list[int]:
+    """Tile origins along one axis, DOTA-devkit semantics: 0, step, 2·step, … (step = tile − gap)
+    and the last tile flush with the edge; one origin (0) when the image is not longer than a tile."""
+    if tile <= gap or gap < 0:
+        raise ValueError(f"need 0 <= overlap ({gap}) < tile ({tile})")
+    if length <= tile:
+        return [0]
+    step = tile - gap
+    origins, pos = [], 0
+    while True:
+        if pos + tile >= length:
+            origins.append(length - tile)
+            return origins
+        origins.append(pos)
+        pos += step
+
+
+def tile_grid(width: int, height: int, tile: int, gap: int) -> list[tuple[int, int]]:
+    """(x, y) origins of every tile of a width × height image, row by row."""
+    return [(x, y) for y in tile_origins(height, tile, gap) for x in tile_origins(width, tile, gap)]

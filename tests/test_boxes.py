@@ -24,8 +24,8 @@ def _nms_reference(boxes, scores, thr):
     return keep
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 30), st.integers(0, 10_000))
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 60), st.integers(0, 10_000))
 def test_nms_matches_reference(n, seed):
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g) * 50

@@ -15,32 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fss_train.boxes import tile_grid, tile_origins  # noqa: F401  (tile_origins re-exported)
 from fss_train.data.formats import atomic_write_text, write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
 from fss_train.nn.preprocess import read_image
 
 DIFFICULT_TRUNCATED = 2
-
-
-def tile_origins(length: int, tile: int, gap: int) -> list[int]:
-    """Origins along one axis: 0, step, 2·step, … and the last flush with the edge."""
-    if tile <= gap:
-        raise ValueError(f"tile ({tile}) must be larger than gap ({gap})")
-    if length <= tile:
-        return [0]
-    step = tile - gap
-    origins, pos = [], 0
-    while True:
-        if pos + tile >= length:
-            origins.append(length - tile)
-            return origins
-        origins.append(pos)
-        pos += step
-
-
-def tile_grid(width: int, height: int, tile: int, gap: int) -> list[tuple[int, int]]:
-    """(x, y) origins of every tile, row by row."""
-    return [(x, y) for y in tile_origins(height, tile, gap) for x in tile_origins(width, tile, gap)]
 
 
 def objects_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: float = 0.7):

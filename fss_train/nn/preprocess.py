@@ -34,11 +34,20 @@ def letterbox(image: np.ndarray, size: tuple[int, int], allow_upscale: bool = Tr
     return canvas, scale, (0, 0)
 
 
+def to_array(images: list[np.ndarray] | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """BGR uint8 (B, H, W, 3) or a list of (H, W, 3) views -> RGB float32 (B, 3, H, W) in [0, 1]."""
+    n = len(images)
+    h, w = images[0].shape[:2]
+    out = out if out is not None else np.empty((n, 3, h, w), np.float32)
+    for i, img in enumerate(images):
+        out[i] = img[..., ::-1].transpose(2, 0, 1)
+    out *= 1.0 / 255.0
+    return out
+
+
 def to_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-    """BGR uint8 (B, H, W, 3) or a list of (H, W, 3) -> RGB float32 (B, 3, H, W) in [0, 1]."""
-    batch = np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images)
-    t = torch.from_numpy(batch[..., ::-1].copy()).permute(0, 3, 1, 2).float()
-    return t / 255.0
+    """The same as :func:`to_array`, as a torch tensor."""
+    return torch.from_numpy(to_array(list(images) if not isinstance(images, list) else images))
 
 
 def to_bgr3(image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,152 @@
+"""torch / onnxruntime / TensorRT behind one interface: ``infer(batch) -> detections``.
+
+batch: (B, 3, S, S) float32 RGB in [0, 1] (``fss_train.nn.preprocess``); detections: (B, A, 4 + C)
+float32 numpy — xyxy input pixels, then per-class scores. Every backend describes its model:
+``class_names``, ``input_size``, ``fixed_batch`` (None when any batch works).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fss_deploy.export import ExportError, read_onnx
+from fss_deploy.graph import InferenceGraph
+from fss_train.checkpoint import load_model
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+class Backend:
+    name = "?"
+    class_names: list[str]
+    input_size: int
+    fixed_batch: int | None = None
+    device: str = "cpu"
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": self.device, "input_size": self.input_size,
+                "fixed_batch": self.fixed_batch, "classes": len(self.class_names)}
+
+
+def strict_fp32() -> None:
+    """No TF32 anywhere: FP32 numbers mean FP32 (Ampere+ GPUs would otherwise use TF32 in convs)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, ckpt: str | Path, device: str = "cpu", imgsz: int | None = None, half: bool = False):
+        model, meta = load_model(ckpt)
+        self.class_names = list(meta["class_names"])
+        self.input_size = int(imgsz or meta["input_size"][0])
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda requested but no CUDA GPU is visible")
+        strict_fp32()
+        self.device = device
+        self.dtype = torch.float16 if half else torch.float32
+        self.graph = InferenceGraph(model, self.input_size, self.input_size).eval().to(device, self.dtype)
+
+    @torch.no_grad()
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device, self.dtype, non_blocking=True)
+        return self.graph(x).float().cpu().numpy()
+
+
+class OnnxBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0):
+        import onnxruntime as ort
+
+        _, meta = read_onnx(path)
+        self.class_names = json.loads(meta["class_names"])
+        self.input_size = json.loads(meta["input_size"])[0]
+        self.fixed_batch = None if meta.get("batch") == "dynamic" else int(meta.get("batch", 1))
+        self.half = meta.get("precision") == "fp16"
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in available:
+                raise RuntimeError("--device cuda with onnxruntime needs onnxruntime-gpu (`pip install 'fss[gpu]'`)")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        self.device = device
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = batch.astype(np.float16) if self.half else batch
+        return self.session.run(["detections"], {"images": x})[0].astype(np.float32)
+
+
+class TensorRTBackend(Backend):
+    """TensorRT 10 engine (NOT VERIFIED here: no GPU/TensorRT on our machines)."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, device: str = "cuda"):
+        from fss_deploy.tensorrt import check_sidecar, import_tensorrt
+
+        trt = import_tensorrt()
+        sidecar = check_sidecar(path)
+        meta = sidecar["metadata"]
+        self.class_names = json.loads(meta["class_names"])
+        self.input_size = json.loads(meta["input_size"])[0]
+        b = sidecar["batch"]
+        self.fixed_batch = None if b.get("dynamic") else int(b["opt"])
+        self.max_batch = int(b["max"])
+        self.device = "cuda"
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise ExportError(f"{path}: TensorRT could not deserialize the engine")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        self.half = sidecar.get("precision") == "fp16"
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).cuda()
+        self.context.set_input_shape("images", tuple(x.shape))
+        out_shape = tuple(self.context.get_tensor_shape("detections"))
+        out = torch.empty(out_shape, dtype=torch.float32, device="cuda")
+        self.context.set_tensor_address("images", x.data_ptr())
+        self.context.set_tensor_address("detections", out.data_ptr())
+        self.context.execute_async_v3(self.stream.cuda_stream)
+        self.stream.synchronize()
+        return out.cpu().numpy()
+
+
+def load_backend(model: str | Path, backend: str | None = None, device: str = "cpu", imgsz: int | None = None,
+                 threads: int = 0) -> Backend:
+    """The backend for a model file: .pt -> torch, .onnx -> onnxruntime, .engine -> tensorrt."""
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    by_suffix = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt"}
+    chosen = backend or by_suffix.get(path.suffix)
+    if chosen is None:
+        raise ExportError(f"{path}: unknown model type; use .pt, .onnx or .engine, or pass --backend")
+    if chosen not in BACKENDS:
+        raise ExportError(f"--backend must be one of {BACKENDS}, got {chosen!r}")
+    expected = {"torch": (".pt", ".pth"), "onnxruntime": (".onnx",), "tensorrt": (".engine",)}[chosen]
+    if path.suffix not in expected:
+        raise ExportError(f"{path}: the {chosen} backend needs a {' or '.join(expected)} file")
+    if chosen == "torch":
+        if threads:
+            torch.set_num_threads(threads)
+        return TorchBackend(path, device, imgsz)
+    if chosen == "onnxruntime":
+        return OnnxBackend(path, device, threads)
+    return TensorRTBackend(path)

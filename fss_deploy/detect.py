@@ -1,0 +1,274 @@
+"""`fss detect`: tiled high-resolution detection over files, folders, globs and lists.
+
+A decode thread reads the next images while the current one runs through the backend; tiles
+are views into the decoded image. Each finished image leaves a small JSON in
+``OUT/.per_image/``; the run's outputs (COCO json, DOTA Task2, YOLO txt, summary) are rebuilt
+from those at the end, atomically — so an interrupted run, rerun, skips what it finished and
+writes no duplicates.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fss_deploy.backends import Backend
+from fss_deploy.tiling import cut_by_interior_edge, merge, plan_tiles, tile_batch, to_image_coords
+from fss_train.nn.postprocess import postprocess
+from fss_train.nn.preprocess import letterbox, read_image, to_array
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+FORMATS = ("coco", "dota", "yolo")
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = MODELS_DIR / "fss-n-aerial.pt"
+SAMPLE_IMAGE = MODELS_DIR / "sample-scene.jpg"
+
+
+def resolve_sources(sources: list[str]) -> list[Path]:
+    """Files, folders (recursively), globs and .txt lists of paths -> image paths, in order, once each."""
+    found: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            found += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix == ".txt" and p.is_file():
+            base = p.parent
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    found.append(q if q.is_absolute() else base / q)
+        elif any(ch in s for ch in "*?["):
+            found += sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(p)           # a missing file is reported per image, not here
+    seen, unique = set(), []
+    for p in found:
+        key = str(p.resolve()) if p.exists() else str(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def image_key(path: Path) -> str:
+    """A file-system-safe unique key: the stem plus a short hash of the absolute path."""
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    return f"{path.stem}-{digest}"
+
+
+@dataclass
+class TiledDetector:
+    backend: Backend
+    tile: int | None = None            # default: the model's input size
+    overlap: int = 200
+    batch: int = 8
+    conf: float = 0.25
+    iou: float = 0.5
+    full_image: bool = False
+    max_det: int = 10000
+    stats: dict = field(default_factory=lambda: {"tiles": 0, "infer_s": 0.0, "prep_s": 0.0, "post_s": 0.0})
+
+    def __post_init__(self):
+        size = self.backend.input_size
+        self.tile = self.tile or size
+        if self.tile != size:
+            raise ValueError(f"--tile {self.tile} differs from the model's input size {size}; export the model at "
+                             f"{self.tile} (fss export … --imgsz {self.tile})")
+        if self.overlap >= self.tile:
+            raise ValueError(f"--overlap ({self.overlap}) must be smaller than the tile ({self.tile})")
+        if self.backend.fixed_batch:
+            self.batch = self.backend.fixed_batch
+
+    def _infer(self, batch: np.ndarray, n: int) -> list[np.ndarray]:
+        t0 = time.perf_counter()
+        out = self.backend.infer(batch)
+        t1 = time.perf_counter()
+        dets = [d.numpy() for d in postprocess(torch.from_numpy(out[:n]), self.conf, self.iou, self.max_det)]
+        self.stats["infer_s"] += t1 - t0
+        self.stats["post_s"] += time.perf_counter() - t1
+        return dets
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """(K, 6) detections in image pixels."""
+        h, w = image.shape[:2]
+        tiles = plan_tiles(w, h, self.tile, self.overlap)
+        groups = [tiles[i:i + self.batch] for i in range(0, len(tiles), self.batch)]
+        pad = self.batch if self.backend.fixed_batch else None
+        all_dets, all_cut, all_src = [], [], []
+        with ThreadPoolExecutor(max_workers=1) as prep:            # build batch i+1 while batch i runs
+            t0 = time.perf_counter()
+            future = prep.submit(tile_batch, image, groups[0], self.tile, pad)
+            for gi, group in enumerate(groups):
+                batch = future.result()
+                if gi + 1 < len(groups):
+                    future = prep.submit(tile_batch, image, groups[gi + 1], self.tile, pad)
+                self.stats["prep_s"] += time.perf_counter() - t0
+                for ti, (t, d) in enumerate(zip(group, self._infer(batch, len(group)))):
+                    d = to_image_coords(d, t)
+                    all_dets.append(d)
+                    all_cut.append(cut_by_interior_edge(d, t, w, h))
+                    all_src.append(np.full(len(d), gi * self.batch + ti))
+                t0 = time.perf_counter()
+        self.stats["tiles"] += len(tiles)
+        if self.full_image and max(h, w) > self.tile:
+            canvas, scale, _ = letterbox(image, (self.tile, self.tile))
+            batch = to_array([canvas])
+            if pad:
+                batch = np.concatenate([batch, np.zeros((pad - 1, *batch.shape[1:]), np.float32)])
+            d = self._infer(batch, 1)[0]
+            d[:, :4] /= scale
+            all_dets.append(d)
+            all_cut.append(np.zeros(len(d), bool))
+            all_src.append(np.full(len(d), -1))
+        t1 = time.perf_counter()
+        merged = merge(np.concatenate(all_dets), np.concatenate(all_cut), np.concatenate(all_src), self.iou,
+                       max_det=self.max_det)
+        self.stats["post_s"] += time.perf_counter() - t1
+        return merged
+
+
+# ------------------------------------------------------------------------------------------ run
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail before any work when the output folder cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".fss-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"{out}: output folder is not writable ({exc.strerror})") from None
+
+
+def _decoder(paths: list[Path], q: queue.Queue, stop: threading.Event) -> None:
+    for i, p in enumerate(paths):
+        if stop.is_set():
+            break
+        try:
+            q.put((i, p, read_image(p), None))
+        except ValueError as exc:
+            q.put((i, p, None, str(exc)))
+    q.put(None)
+
+
+def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: tuple[str, ...] = FORMATS,
+               save_images: bool = False, rank: int = 0, world: int = 1, on_image=None) -> dict:
+    """Detect every image (this rank's share), then (rank 0) write the run's outputs."""
+    per_image = out / ".per_image"
+    per_image.mkdir(parents=True, exist_ok=True)
+    mine = [p for i, p in enumerate(paths) if i % world == rank]
+    todo = [p for p in mine if not (per_image / f"{image_key(p)}.json").is_file()]
+    skipped = len(mine) - len(todo)
+    q: queue.Queue = queue.Queue(maxsize=2)                       # bounded: at most 2 decoded images ahead
+    stop = threading.Event()
+    thread = threading.Thread(target=_decoder, args=(todo, q, stop), daemon=True)
+    thread.start()
+    failed, seconds = [], []
+    try:
+        while (item := q.get()) is not None:
+            _, path, image, error = item
+            if error:
+                failed.append({"file": str(path), "error": error})
+                if on_image:
+                    on_image(path, None)
+                continue
+            t0 = time.perf_counter()
+            dets = detector(image)
+            seconds.append(time.perf_counter() - t0)
+            h, w = image.shape[:2]
+            if save_images:
+                atomic_write(out / "images" / f"{path.stem}.jpg", annotate(image, dets, detector.backend.class_names))
+            record = {"file": str(path), "width": w, "height": h, "detections": np.round(dets, 3).tolist()}
+            atomic_write(per_image / f"{image_key(path)}.json", json.dumps(record))
+            if on_image:
+                on_image(path, dets)
+    finally:
+        stop.set()
+    summary = {"images": len(mine), "processed": len(seconds), "skipped_done": skipped, "failed": failed,
+               "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0,
+               "tiles": detector.stats["tiles"],
+               "tiles_per_s": detector.stats["tiles"] / max(sum(seconds), 1e-9) if seconds else 0.0,
+               "stage_seconds": {k: round(v, 4) for k, v in detector.stats.items() if k != "tiles"},
+               "backend": detector.backend.describe(), "tile": detector.tile, "overlap": detector.overlap,
+               "batch": detector.batch, "conf": detector.conf, "iou": detector.iou}
+    atomic_write(out / f".summary.rank{rank}.json", json.dumps(summary))
+    return summary
+
+
+def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats: tuple[str, ...],
+                  summaries: list[dict]) -> dict:
+    """Rebuild the run's outputs from the per-image records (rank 0, after every rank finished)."""
+    images, preds = [], []
+    dota: dict[str, list[str]] = {c: [] for c in class_names}
+    total = 0
+    for image_id, path in enumerate(paths, start=1):
+        rec_path = out / ".per_image" / f"{image_key(path)}.json"
+        if not rec_path.is_file():
+            continue
+        rec = json.loads(rec_path.read_text())
+        images.append({"id": image_id, "file_name": rec["file"], "width": rec["width"], "height": rec["height"]})
+        dets = np.array(rec["detections"], np.float64).reshape(-1, 6)
+        total += len(dets)
+        yolo_lines = []
+        for x1, y1, x2, y2, score, cls in dets:
+            c = int(cls)
+            preds.append({"image_id": image_id, "category_id": c + 1, "score": round(float(score), 5),
+                          "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]})
+            dota[class_names[c]].append(f"{path.stem} {score:.5f} {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}")
+            w, h = rec["width"], rec["height"]
+            yolo_lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
+                              f"{(y2 - y1) / h:.6f} {score:.5f}")
+        if "yolo" in formats:
+            atomic_write(out / "yolo" / f"{path.stem}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""))
+    if "coco" in formats:
+        atomic_write(out / "predictions.json", json.dumps(preds))
+        atomic_write(out / "images.json", json.dumps({"images": images, "categories": [
+            {"id": i + 1, "name": n} for i, n in enumerate(class_names)]}))
+    if "dota" in formats:
+        for name, lines in dota.items():
+            atomic_write(out / "dota" / f"Task2_{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
+    failed = [f for s in summaries for f in s["failed"]]
+    processed = sum(s["processed"] for s in summaries)
+    secs = [s["seconds_per_image"] * s["processed"] for s in summaries]
+    summary = {**summaries[0], "images": len(paths), "processed": processed,
+               "skipped_done": sum(s["skipped_done"] for s in summaries), "failed": failed,
+               "detections": total, "images_with_results": len(images),
+               "seconds_per_image": sum(secs) / processed if processed else 0.0,
+               "tiles": sum(s["tiles"] for s in summaries),
+               "tiles_per_s": sum(s["tiles"] for s in summaries) / max(sum(secs), 1e-9) if processed else 0.0}
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def annotate(image: np.ndarray, dets: np.ndarray, class_names: list[str]) -> bytes:
+    """A JPEG of the image with its boxes (line width scaled to the image size)."""
+    canvas = image.copy()
+    lw = max(1, round(max(image.shape[:2]) / 1500))
+    rng = np.random.default_rng(0)
+    colours = [tuple(int(c) for c in rng.integers(64, 256, 3)) for _ in class_names]
+    for x1, y1, x2, y2, score, cls in dets:
+        c = int(cls)
+        cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), colours[c], lw)
+        if x2 - x1 > 24:
+            cv2.putText(canvas, f"{class_names[c]} {score:.2f}", (int(x1), max(10, int(y1) - 3)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.35 * lw, colours[c], lw)
+    ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return buf.tobytes()

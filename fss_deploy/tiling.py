@@ -1,0 +1,98 @@
+"""Pure tiling: the tile grid, tile batches (views, not copies), mapping back, and the merge.
+
+Boxes are xyxy image pixels; detections are (K, 6) float: x1 y1 x2 y2 score class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fss_train.boxes import batched_nms, tile_grid
+from fss_train.nn.preprocess import PAD_VALUE, to_array
+
+
+@dataclass(frozen=True)
+class Tile:
+    x: int
+    y: int
+    width: int      # the part of the image inside the tile (≤ tile size at the image edges)
+    height: int
+
+
+def plan_tiles(width: int, height: int, tile: int, overlap: int) -> list[Tile]:
+    """Tiles covering the image; the last row/column flush with the edge; one tile when the
+    image is smaller than a tile (it is padded, never upscaled)."""
+    return [Tile(x, y, min(tile, width - x), min(tile, height - y)) for x, y in tile_grid(width, height, tile, overlap)]
+
+
+def tile_views(image: np.ndarray, tiles: list[Tile], tile: int) -> list[np.ndarray]:
+    """(tile, tile, 3) uint8 per tile: a view into ``image`` when the tile fits, else a padded copy."""
+    views = []
+    for t in tiles:
+        crop = image[t.y:t.y + t.height, t.x:t.x + t.width]
+        if crop.shape[0] != tile or crop.shape[1] != tile:
+            padded = np.full((tile, tile, 3), PAD_VALUE, np.uint8)
+            padded[:crop.shape[0], :crop.shape[1]] = crop
+            crop = padded
+        views.append(crop)
+    return views
+
+
+def tile_batch(image: np.ndarray, tiles: list[Tile], tile: int, pad_to: int | None = None) -> np.ndarray:
+    """(B, 3, tile, tile) float32 network input for ``tiles`` (zero-padded to ``pad_to`` tiles)."""
+    views = tile_views(image, tiles, tile)
+    n = max(len(views), pad_to or 0)
+    out = np.zeros((n, 3, tile, tile), np.float32)
+    to_array(views, out[:len(views)])
+    return out
+
+
+def to_image_coords(dets: np.ndarray, t: Tile) -> np.ndarray:
+    out = dets.copy()
+    out[:, [0, 2]] += t.x
+    out[:, [1, 3]] += t.y
+    # nothing outside the part of the tile that holds image pixels
+    out[:, [0, 2]] = out[:, [0, 2]].clip(t.x, t.x + t.width)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(t.y, t.y + t.height)
+    return out
+
+
+def cut_by_interior_edge(dets: np.ndarray, t: Tile, img_w: int, img_h: int, margin: float = 2.0) -> np.ndarray:
+    """(K,) bool: the box touches an edge of its tile that is not an image border (it may be cut)."""
+    x1, y1, x2, y2 = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3]
+    left = (t.x > 0) & (x1 <= t.x + margin)
+    top = (t.y > 0) & (y1 <= t.y + margin)
+    right = (t.x + t.width < img_w) & (x2 >= t.x + t.width - margin)
+    bottom = (t.y + t.height < img_h) & (y2 >= t.y + t.height - margin)
+    return left | top | right | bottom
+
+
+def merge(dets: np.ndarray, cut: np.ndarray, source: np.ndarray, iou: float = 0.5, contain: float = 0.6,
+          max_det: int = 10000) -> np.ndarray:
+    """Merge tile detections into image detections.
+
+    Border rule first: a box cut by an interior tile edge is dropped when a box of the same class
+    from another tile, not cut, covers at least ``contain`` of it (the neighbour saw the object
+    whole). Then class-aware NMS at ``iou``. ``source`` (K,) is each detection's tile index.
+    """
+    if len(dets) == 0:
+        return dets.reshape(0, 6)
+    keep = np.ones(len(dets), bool)
+    cut_idx = np.nonzero(cut)[0]
+    whole_idx = np.nonzero(~cut)[0]
+    if len(cut_idx) and len(whole_idx):
+        a, b = dets[cut_idx], dets[whole_idx]
+        ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+        iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+        area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)
+        covered = (ix * iy) / area[:, None] >= contain
+        covered &= a[:, None, 5] == b[None, :, 5]
+        covered &= source[cut_idx][:, None] != source[whole_idx][None, :]
+        keep[cut_idx[covered.any(axis=1)]] = False
+    kept = dets[keep]
+    t = torch.from_numpy(kept)
+    idx = batched_nms(t[:, :4], t[:, 4], t[:, 5].long(), iou)[:max_det]
+    return kept[idx.numpy()]
