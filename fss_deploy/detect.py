@@ -151,7 +151,7 @@ def check_output_dir(out: Path) -> None:
     """Fail before any work when the output folder cannot be written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".fss-write-test"
+        probe = out / f".fss-write-test.{os.getpid()}"       # per process: ranks probe concurrently
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:

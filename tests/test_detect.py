@@ -1,0 +1,190 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from fss_deploy.backends import OnnxBackend, TorchBackend, load_backend
+from fss_deploy.detect import TiledDetector, resolve_sources, run_detect
+from fss_deploy.export import export_onnx
+from fss_deploy.tiling import Tile, cut_by_interior_edge, merge, plan_tiles, tile_views
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A briefly trained pico checkpoint and its ONNX export at 256 px."""
+    from fss_train.data.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("det")
+    synthesize(root / "data", SynthConfig(num_images=4, size=256, objects=12, min_size=14, max_size=48, seed=5))
+    (root / "pico.yaml").write_text("name: pico\nbackbone: cspdarknet\ndepth: 0.33\nwidth: 0.125\n")
+    r = runner.invoke(app, ["train", "--data", str(root / "data"), "--model", str(root / "pico.yaml"), "--epochs",
+                            "30", "--batch", "4", "--imgsz", "256", "--out", str(root / "run"), "--workers", "0",
+                            "--set", "lr_per_64=0.64", "--set", "mosaic=0", "--set", "eval_interval=30"])
+    assert r.exit_code == 0, r.output
+    ckpt = root / "run/last.pt"
+    onnx_path = export_onnx(ckpt, root / "m.onnx", dynamic=True).path
+    return ckpt, onnx_path, root
+
+
+def test_tile_plan_geometry():
+    tiles = plan_tiles(4000, 3000, 1024, 200)
+    xs = sorted({t.x for t in tiles})
+    ys = sorted({t.y for t in tiles})
+    assert xs == [0, 824, 1648, 2472, 2976] and ys == [0, 824, 1648, 1976]
+    assert max(t.x + t.width for t in tiles) == 4000 and max(t.y + t.height for t in tiles) == 3000
+    covered = np.zeros((3000, 4000), bool)
+    for t in tiles:
+        assert t.width == t.height == 1024
+        covered[t.y:t.y + t.height, t.x:t.x + t.width] = True
+    assert covered.all()
+    small = plan_tiles(300, 200, 1024, 200)
+    assert small == [Tile(0, 0, 300, 200)]
+    img = np.full((200, 300, 3), 7, np.uint8)
+    view = tile_views(img, small, 1024)[0]
+    assert view.shape == (1024, 1024, 3) and (view[:200, :300] == 7).all() and (view[200:] == 114).all()
+    big = np.zeros((2048, 2048, 3), np.uint8)
+    v = tile_views(big, plan_tiles(2048, 2048, 1024, 0), 1024)[0]
+    assert np.shares_memory(v, big)                   # tiles are views, not copies
+
+
+def test_object_across_a_tile_border_is_kept_once():
+    # image 1800 wide, tiles of 1024 with overlap 200: x origins 0 and 776
+    tiles = plan_tiles(1800, 1024, 1024, 200)
+    assert [t.x for t in tiles] == [0, 776]
+    whole = np.array([[900.0, 100, 1000, 160, 0.9, 2]])        # seen whole by the right tile
+    cut = np.array([[900.0, 100, 1024, 160, 0.8, 2]])          # the left tile sees it cut at x = 1024
+    a = cut_by_interior_edge(cut, tiles[0], 1800, 1024)
+    b = cut_by_interior_edge(whole, tiles[1], 1800, 1024)
+    assert a.tolist() == [True] and b.tolist() == [False]
+    dets = np.concatenate([cut, whole])
+    out = merge(dets, np.concatenate([a, b]), np.array([0, 1]), iou=0.9)   # IoU 0.81: NMS alone keeps both
+    assert len(out) == 1 and out[0, 4] == pytest.approx(0.9)
+    # an object on the image border is not "cut by an interior edge"
+    edge = np.array([[0.0, 10, 30, 40, 0.7, 1]])
+    assert not cut_by_interior_edge(edge, tiles[0], 1800, 1024).any()
+    # different classes never suppress each other
+    other = whole.copy()
+    other[0, 5] = 3
+    out = merge(np.concatenate([cut, other]), np.array([True, False]), np.array([0, 1]))
+    assert len(out) == 2
+
+
+def test_torch_and_onnxruntime_agree_on_a_dota_image(model, shared_data):
+    ckpt, onnx_path, _ = model
+    image = cv2.imread(str(shared_data / "dota_devkit_example/images/P0706.png"))
+    a = TiledDetector(TorchBackend(ckpt), overlap=64, batch=4, conf=0.05)(image)
+    b = TiledDetector(OnnxBackend(onnx_path), overlap=64, batch=4, conf=0.05)(image)
+    assert len(a) > 0 and len(a) == len(b)
+    import torch
+
+    from fss_deploy.export import match_detections
+    assert match_detections(torch.from_numpy(a), torch.from_numpy(b)).all()
+    assert np.abs(a[:, 4] - b[:, 4]).max() < 1e-4
+
+
+def test_detect_cli_outputs_resume_and_bad_images(model, tmp_path):
+    _, onnx_path, root = model
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i, src in enumerate(sorted((root / "data/images").glob("*.png"))[:3]):
+        big = cv2.resize(cv2.imread(str(src)), (600, 450))
+        cv2.imwrite(str(images / f"a{i}.png"), big)
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["detect", str(images), "--model", str(onnx_path), "--out", str(out), "--conf", "0.05",
+                            "--save-images", "--overlap", "64"])
+    assert r.exit_code == 1, r.output                                   # some failed…
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processed"] == 3 and len(summary["failed"]) == 1    # …the rest went on
+    assert "broken.png" in summary["failed"][0]["error"]
+    preds = json.loads((out / "predictions.json").read_text())
+    assert len(preds) == summary["detections"] > 0
+    assert {p["image_id"] for p in preds} <= {1, 2, 3, 4}
+    assert (out / "yolo/a0.txt").is_file() and (out / "images/a0.jpg").is_file()
+    task2 = sum(len((out / "dota" / f).read_text().splitlines()) for f in os.listdir(out / "dota"))
+    assert task2 == len(preds)
+    # rerun: nothing is redone, nothing duplicated
+    (images / "broken.png").unlink()
+    r = runner.invoke(app, ["detect", str(images), "--model", str(onnx_path), "--out", str(out), "--conf", "0.05",
+                            "--overlap", "64"])
+    assert r.exit_code == 0, r.output
+    again = json.loads((out / "summary.json").read_text())
+    assert again["skipped_done"] == 3 and again["processed"] == 0
+    assert json.loads((out / "predictions.json").read_text()) == preds
+
+
+def test_interrupted_run_resumes_without_duplicates(model, tmp_path):
+    _, onnx_path, root = model
+    paths = sorted((root / "data/images").glob("*.png"))
+    det = TiledDetector(load_backend(onnx_path), conf=0.05)
+    seen = []
+
+    def interrupt(path, dets):
+        seen.append(path)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_detect(paths, det, tmp_path, on_image=interrupt)
+    assert len(list((tmp_path / ".per_image").glob("*.json"))) == 2
+    r = runner.invoke(app, ["detect", *map(str, paths), "--model", str(onnx_path), "--out", str(tmp_path),
+                            "--conf", "0.05"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["skipped_done"] == 2 and summary["processed"] == 2 and summary["images_with_results"] == 4
+    preds = json.loads((tmp_path / "predictions.json").read_text())
+    keys = [(p["image_id"], tuple(p["bbox"]), p["category_id"]) for p in preds]
+    assert len(keys) == len(set(keys))
+
+
+def test_sources_and_errors(model, tmp_path):
+    _, onnx_path, root = model
+    lst = tmp_path / "list.txt"
+    imgs = sorted((root / "data/images").glob("*.png"))
+    lst.write_text(f"{imgs[0]}\n{imgs[1]}\n")
+    found = resolve_sources([str(lst), str(root / "data/images/*.png"), str(imgs[0])])
+    assert found[:2] == imgs[:2] and len(found) == 4
+    (tmp_path / "afile").write_text("x")
+    r = runner.invoke(app, ["detect", str(imgs[0]), "--model", str(onnx_path), "--out", str(tmp_path / "afile/o")])
+    assert r.exit_code == 1 and "not writable" in r.output
+    import onnx
+    proto = onnx.load(str(onnx_path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    r = runner.invoke(app, ["detect", str(imgs[0]), "--model", str(tmp_path / "bare.onnx"), "--out",
+                            str(tmp_path / "o")])
+    assert r.exit_code == 1 and "without fss metadata" in r.output
+    r = runner.invoke(app, ["detect", str(imgs[0]), "--model", str(onnx_path), "--backend", "torch",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "needs a .pt" in r.output
+    r = runner.invoke(app, ["detect", str(imgs[0]), "--model", str(onnx_path), "--tile", "512",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "export the model at 512" in r.output
+
+
+def test_two_ranks_shard_and_rank0_merges(model, tmp_path):
+    _, onnx_path, root = model
+    imgs = [str(p) for p in sorted((root / "data/images").glob("*.png"))]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "cli", "detect", *imgs, "--model", str(onnx_path), "--out",
+                             str(tmp_path / "one"), "--conf", "0.05"], env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "cli", "detect", *imgs, "--model", str(onnx_path), "--out", str(tmp_path / "two"),
+                          "--conf", "0.05"], env=env, capture_output=True, text=True)
+    assert two.returncode == 0, "\n".join(ln for ln in two.stderr.splitlines() if "elastic" not in ln)[-6000:]
+    s2 = json.loads((tmp_path / "two/summary.json").read_text())
+    assert s2["processed"] == 4
+    one = json.loads((tmp_path / "one/predictions.json").read_text())
+    both = json.loads((tmp_path / "two/predictions.json").read_text())
+    assert sorted(map(json.dumps, one)) == sorted(map(json.dumps, both))
