@@ -428,34 +428,64 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
         raise typer.Exit(1)
 
 
-@app.command(context_settings=PASSTHROUGH)
-def bench(ctx: typer.Context):
-    """Latency / FPS benchmarks and the zero-inference-overhead report."""
-    not_yet("bench")
-
-
 @app.command()
-def assign(image: Annotated[str, typer.Argument(help="image file")],
-           model: Annotated[str, typer.Option(help="checkpoint (.pt) or model card (untrained: random predictions)")],
-           gt: Annotated[str, typer.Option(help="labels: DOTA labelTxt, YOLO txt or COCO json")],
-           out: Annotated[str, typer.Option(help="output PNG")] = "assign.png",
-           assigner: Annotated[str, typer.Option(help="the assigner explained (fss)")] = "fss",
-           vs: Annotated[str, typer.Option(help="baseline drawn beside it")] = "simota",
-           imgsz: Annotated[int | None, typer.Option(help="network input size (default: model's)")] = None,
-           num_gts: Annotated[int, typer.Option(help="ground truths shown, small to large")] = 3,
-           seed: Annotated[int, typer.Option(help="seed of an untrained card's weights")] = 0):
-    """Visualise a label assignment (the paper's Fig. 3): P, Gaussian prior, dynamic k, weights, vs a baseline."""
-    from fss_train.assigners.figure import assignment_figure
+def bench(target: Annotated[str, typer.Argument(help="model file, or 'overhead' / 'tiled'")],
+          second: Annotated[str | None, typer.Argument(help="overhead: A; tiled: IMAGE")] = None,
+          third: Annotated[str | None, typer.Argument(help="overhead: B")] = None,
+          model: Annotated[str | None, typer.Option(help="tiled: the model")] = None,
+          backend: Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt")] = None,
+          device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+          imgsz: Annotated[int | None, typer.Option(help="input size (torch backend)")] = None,
+          batch: Annotated[int, typer.Option(help="batch (1 for the paper's setting)")] = 1,
+          warmup: Annotated[int, typer.Option(help="untimed runs first")] = 50,
+          iters: Annotated[int, typer.Option(help="timed runs")] = 300,
+          threads: Annotated[int, typer.Option(help="CPU threads (0: library default)")] = 0,
+          overlap: Annotated[int, typer.Option(help="tiled: overlap between tiles, px")] = 200,
+          out: Annotated[str, typer.Option(help="report folder")] = "runs/bench"):
+    """Latency/FPS at batch 1 FP32 (`fss bench MODEL`), the zero-overhead report (`fss bench overhead A B`),
+    tiled throughput (`fss bench tiled IMAGE --model M`). Writes report.md, report.json (and latency.png)."""
+    from fss_deploy.bench import bench_model, bench_overhead, bench_tiled, write_report
+    from fss_deploy.export import ExportError
     from fss_train.checkpoint import CheckpointError
 
     try:
-        summary = assignment_figure(image, model, gt, out, assigner, vs, imgsz, num_gts, seed)
-    except (ValueError, FileNotFoundError, CheckpointError) as exc:
+        if target == "overhead":
+            if not second or not third:
+                fail("usage: fss bench overhead A B")
+            report = bench_overhead(second, third, imgsz, warmup, iters, threads, device)
+            path = write_report(report, out, "overhead")
+            verdict = "[bold green]IDENTICAL GRAPH[/]" if report["identical_graph"] else "[bold red]DIFFERENT[/]"
+            console.print(f"{verdict}: params {report['a']['params']:,} / {report['b']['params']:,}, GFLOPs "
+                          f"{report['a']['flops'] / 1e9:.3f} / {report['b']['flops'] / 1e9:.3f}; latency A/B "
+                          f"{report['ratio_a_over_b']:.3f} (95% CI {report['ratio_ci95'][0]:.3f}–"
+                          f"{report['ratio_ci95'][1]:.3f}) -> {path}/report.md")
+            for d in report["differences"]:
+                console.print(f"  {d}", highlight=False)
+            if not report["identical_graph"]:
+                raise typer.Exit(1)
+            return
+        if target == "tiled":
+            if not second or not model:
+                fail("usage: fss bench tiled IMAGE --model MODEL")
+            report = bench_tiled(second, model, backend, batch if batch > 1 else 8, overlap, threads=threads,
+                                 device=device)
+            path = write_report(report, out, "tiled")
+            console.print(f"{report['seconds_per_image']:.3f} s/image, {report['tiles_per_s']:.1f} tiles/s, outside "
+                          f"the model {100 * report['outside_model_fraction']:.1f}% -> {path}/report.md")
+            return
+        if second or third:
+            fail("fss bench takes one model (or: overhead A B, tiled IMAGE --model M)")
+        report = bench_model(target, backend, imgsz, batch, warmup, iters, threads, device)
+        path = write_report(report, out, "latency")
+        st = report["stages"]
+        console.print(f"{report['input']} {report['environment']['backend']} {report['environment']['precision']}: "
+                      f"preprocess {st['preprocess']['median_ms']:.2f} ms, inference {st['inference']['median_ms']:.2f}"
+                      f" ms (p90 {st['inference']['p90_ms']:.2f}), postprocess {st['postprocess']['median_ms']:.2f} ms;"
+                      f" {report['fps']:.1f} FPS -> {path}/report.md")
+        if report.get("trtexec"):
+            console.print(f"trtexec equivalent: {report['trtexec']}", highlight=False)
+    except (ExportError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
-    for row in summary["gts"]:
-        console.print(f"GT {row['gt']}: k={row['k']} of {row['candidates']} candidates, FSS {row['fss_positives']} "
-                      f"positives (weights {row['weights']}), {vs} {row[f'{vs}_positives']}")
-    console.print(f"wrote {summary['png']}")
 
 
 @app.command(context_settings=PASSTHROUGH)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The recipe of the embedded default model models/fss-n-aerial.pt (run by `make default-model`).
+set -euo pipefail
+FSS=${FSS:-.venv/bin/fss}
+OUT=${OUT:-runs/default-model}
+$FSS data synth "$OUT/train" --num-images 320 --size 512 --objects 30 --min-size 10 --max-size 72 --seed 1
+$FSS data synth "$OUT/val" --num-images 32 --size 512 --objects 30 --min-size 10 --max-size 72 --seed 2
+$FSS train --data "$OUT/train" --val "$OUT/val" --model fss-n --assigner fss --epochs 30 --batch 16 --imgsz 512 \
+  --out "$OUT/run" --workers 1 --set lr_per_64=0.04 --set no_mosaic_epochs=5 --set eval_interval=5 --set seed=0

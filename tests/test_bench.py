@@ -1,0 +1,95 @@
+"""Reports carry the expected fields; no test asserts an absolute time."""
+
+import json
+
+import cv2
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from fss_deploy.bench import bootstrap_ratio, summarize
+from fss_deploy.export import export_onnx
+from fss_train.checkpoint import make_checkpoint, save_checkpoint
+from fss_train.nn import build_model, load_card
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    (root / "pico.yaml").write_text("name: pico\nbackbone: cspdarknet\ndepth: 0.33\nwidth: 0.125\n")
+    paths = []
+    for seed, assigner in ((0, "fss"), (1, "simota")):
+        torch.manual_seed(seed)
+        model = build_model(load_card(str(root / "pico.yaml")).with_classes(3))
+        paths.append(save_checkpoint(make_checkpoint(model, ["a", "b", "c"], assigner={"name": assigner,
+                                     "params": {}}, input_size=(128, 128)), root / f"{assigner}.pt"))
+    onnx_path = export_onnx(paths[0], root / "fss.onnx").path
+    return root, paths, onnx_path
+
+
+def test_latency_report_fields(tiny, tmp_path):
+    _, (ckpt, _), onnx_path = tiny
+    for model in (ckpt, onnx_path):
+        out = tmp_path / model.suffix[1:]
+        r = runner.invoke(app, ["bench", str(model), "--warmup", "2", "--iters", "10", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        report = json.loads((out / "report.json").read_text())
+        for stage in ("preprocess", "inference", "postprocess", "total"):
+            assert set(report["stages"][stage]) >= {"median_ms", "p90_ms", "p99_ms", "mean_ms"}
+            assert report["stages"][stage]["n"] == 10
+        env = report["environment"]
+        assert {"cpu", "threads", "torch", "onnxruntime", "precision", "tf32", "backend"} <= set(env)
+        assert env["precision"] == "fp32" and env["tf32"] is False and report["input"] == "1x3x128x128"
+        assert report["fps"] > 0 and len(report["samples_ms"]) == 10
+        assert "| inference |" in (out / "report.md").read_text()
+        assert cv2.imread(str(out / "latency.png")) is not None
+
+
+def test_overhead_report_identical_and_self_ratio(tiny, tmp_path):
+    _, (a, b), onnx_path = tiny
+    r = runner.invoke(app, ["bench", "overhead", str(a), str(b), "--warmup", "5", "--iters", "20", "--out",
+                            str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "o/report.json").read_text())
+    assert report["identical_graph"]
+    assert report["a"]["trained_with"] == "fss" and report["b"]["trained_with"] == "simota"
+    assert "IDENTICAL GRAPH" in (tmp_path / "o/report.md").read_text()
+    # a model against itself: the interleaved ratio sits near 1
+    r = runner.invoke(app, ["bench", "overhead", str(onnx_path), str(onnx_path), "--warmup", "10", "--iters", "120",
+                            "--out", str(tmp_path / "self")])
+    assert r.exit_code == 0, r.output
+    self_report = json.loads((tmp_path / "self/report.json").read_text())
+    assert 0.9 <= self_report["ratio_a_over_b"] <= 1.1, self_report["ratio_a_over_b"]
+    lo, hi = self_report["ratio_ci95"]
+    assert lo <= self_report["ratio_a_over_b"] <= hi
+
+
+def test_overhead_of_different_cards_exits_nonzero(tiny, tmp_path):
+    root, (a, _), _ = tiny
+    torch.manual_seed(0)
+    other = save_checkpoint(make_checkpoint(build_model(load_card("fss-n").with_classes(3)), ["a", "b", "c"],
+                                            input_size=(128, 128)), root / "n.pt")
+    r = runner.invoke(app, ["bench", "overhead", str(a), str(other), "--warmup", "1", "--iters", "4", "--out",
+                            str(tmp_path / "d")])
+    assert r.exit_code == 1 and "DIFFERENT" in r.output
+
+
+def test_tiled_report(tiny, tmp_path):
+    _, _, onnx_path = tiny
+    img = tmp_path / "big.png"
+    cv2.imwrite(str(img), (torch.rand(300, 420, 3) * 255).byte().numpy())
+    r = runner.invoke(app, ["bench", "tiled", str(img), "--model", str(onnx_path), "--overlap", "32",
+                            "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "t/report.json").read_text())
+    assert report["tiles"] > 1 and report["tiles_per_s"] > 0 and "outside_model_fraction" in report
+
+
+def test_statistics_helpers():
+    s = summarize([0.001, 0.002, 0.003, 0.004])
+    assert s["median_ms"] == pytest.approx(2.5) and s["n"] == 4
+    ratio, lo, hi = bootstrap_ratio([1.0] * 50, [2.0] * 50)
+    assert ratio == lo == hi == 0.5
