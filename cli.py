@@ -17,19 +17,11 @@ app.add_typer(data_app, name="data")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
 def fail(message: str, code: int = 1) -> None:
     from rich.markup import escape
 
     err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
     raise typer.Exit(code)
-
-
-def not_yet(verb: str) -> None:
-    err.print(f"fss {verb}: not available yet in this version of fss.", highlight=False)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -488,10 +480,42 @@ def bench(target: Annotated[str, typer.Argument(help="model file, or 'overhead' 
         fail(str(exc))
 
 
-@app.command(context_settings=PASSTHROUGH)
-def demo(ctx: typer.Context):
-    """The main job end to end on the embedded default."""
-    not_yet("demo")
+@app.command()
+def demo(out: Annotated[str, typer.Option(help="output folder")] = "runs/demo",
+         quick: Annotated[bool, typer.Option(help="tiny budget (the test suite's: under a minute)")] = False,
+         seed: Annotated[int, typer.Option(help="seed of data and training")] = 0):
+    """The main job end to end: synthetic data, FSS vs SimOTA training, export, identical graphs, tiled
+    detection on a large scene, benchmark, report.md."""
+    from demo import StageError, run_demo
+
+    try:
+        run_demo(out, quick, console, seed)
+    except StageError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def assign(image: Annotated[str, typer.Argument(help="image file")],
+           model: Annotated[str, typer.Option(help="checkpoint (.pt) or model card (untrained: random predictions)")],
+           gt: Annotated[str, typer.Option(help="labels: DOTA labelTxt, YOLO txt or COCO json")],
+           out: Annotated[str, typer.Option(help="output PNG")] = "assign.png",
+           assigner: Annotated[str, typer.Option(help="the assigner explained (fss)")] = "fss",
+           vs: Annotated[str, typer.Option(help="baseline drawn beside it")] = "simota",
+           imgsz: Annotated[int | None, typer.Option(help="network input size (default: model's)")] = None,
+           num_gts: Annotated[int, typer.Option(help="ground truths shown, small to large")] = 3,
+           seed: Annotated[int, typer.Option(help="seed of an untrained card's weights")] = 0):
+    """Visualise a label assignment (the paper's Fig. 3): P, Gaussian prior, dynamic k, weights, vs a baseline."""
+    from fss_train.assigners.figure import assignment_figure
+    from fss_train.checkpoint import CheckpointError
+
+    try:
+        summary = assignment_figure(image, model, gt, out, assigner, vs, imgsz, num_gts, seed)
+    except (ValueError, FileNotFoundError, CheckpointError) as exc:
+        fail(str(exc))
+    for row in summary["gts"]:
+        console.print(f"GT {row['gt']}: k={row['k']} of {row['candidates']} candidates, FSS {row['fss_positives']} "
+                      f"positives (weights {row['weights']}), {vs} {row[f'{vs}_positives']}")
+    console.print(f"wrote {summary['png']}")
 
 
 def _open_dataset(path: str, split: str = "train"):

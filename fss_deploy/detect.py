@@ -78,6 +78,7 @@ class TiledDetector:
     iou: float = 0.5
     full_image: bool = False
     max_det: int = 10000
+    border_rule: bool = True           # drop boxes cut by an interior tile edge when a neighbour saw them whole
     stats: dict = field(default_factory=lambda: {"tiles": 0, "infer_s": 0.0, "prep_s": 0.0, "post_s": 0.0})
 
     def __post_init__(self):
@@ -118,7 +119,8 @@ class TiledDetector:
                 for ti, (t, d) in enumerate(zip(group, self._infer(batch, len(group)))):
                     d = to_image_coords(d, t)
                     all_dets.append(d)
-                    all_cut.append(cut_by_interior_edge(d, t, w, h))
+                    all_cut.append(cut_by_interior_edge(d, t, w, h) if self.border_rule
+                                   else np.zeros(len(d), bool))
                     all_src.append(np.full(len(d), gi * self.batch + ti))
                 t0 = time.perf_counter()
         self.stats["tiles"] += len(tiles)
