@@ -10,7 +10,7 @@ STAMP := $(VENV)/.fss-installed
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup test test-all demo lint clean
+.PHONY: setup test test-all demo lint clean default-model bench-deps bench
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,21 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	@for card in models/*.yaml; do $(BIN)/fss info "$$card" || exit 1; done
+	$(BIN)/fss demo --out runs/demo
+
+# the recipe of the embedded default model (models/fss-n-aerial.pt); ~45 min on 2 CPU cores
+default-model: $(STAMP)
+	FSS=$(BIN)/fss ./scripts_default_model.sh
+	$(BIN)/python -m fss_train.slim runs/default-model/run/best.pt models/fss-n-aerial.pt
+
+# SAHI for benchmarks/tiled_vs_sahi.py, without its opencv-python (we use the headless build)
+bench-deps: $(STAMP)
+	$(BIN)/pip install -q --no-deps sahi==0.12.8
+	$(BIN)/pip install -q shapely fire termcolor click tqdm requests
+
+bench: bench-deps
+	$(BIN)/python benchmarks/assigners.py
+	$(BIN)/python benchmarks/tiled_vs_sahi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

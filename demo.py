@@ -144,6 +144,19 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
             console.print(f"{len(dets)} detections in {secs:.1f} s ({det.stats['tiles']} tiles); scene AP50 "
                           f"{coco['AP50']:.3f}, DOTA mAP50 {dota['mAP50']:.3f}")
 
+    # 4b. the embedded default: the bundled model on the bundled sample scene ----------------------
+    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
+
+    if DEFAULT_MODEL.is_file() and SAMPLE_IMAGE.is_file():
+        with stage("bundled default model on the bundled sample scene"):
+            results["default_model"] = evaluate_default_model(out / "default_model_sample.jpg")
+            dm = results["default_model"]
+            console.print(f"{DEFAULT_MODEL.name} on {SAMPLE_IMAGE.name} ({dm['objects']} labelled objects): "
+                          f"{dm['detections']} detections in {dm['seconds']} s, AP {dm['AP']:.3f}, AP50 "
+                          f"{dm['AP50']:.3f}, DOTA mAP50 {dm['mAP50_dota']:.3f}")
+    else:
+        console.print(f"[yellow]no bundled default model ({DEFAULT_MODEL.name}) in models/: stage skipped[/]")
+
     # 5. benchmark ----------------------------------------------------------------------------
     from fss_deploy.bench import bench_overhead, write_report
 
@@ -174,6 +187,38 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
     console.print(f"[bold]report:[/] {out / 'report.md'} (total {timings['total']} s)")
     return results
+
+
+def evaluate_default_model(annotated: Path | None = None, conf: float = 0.001) -> dict:
+    """The bundled model on the bundled sample scene (its labels ship beside it): COCO AP and DOTA mAP50."""
+    import numpy as np
+
+    from fss_deploy.backends import load_backend
+    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE, TiledDetector, annotate
+    from fss_train.data.formats import read_labels_for_image
+    from fss_train.data.records import Dataset, ImageRecord
+    from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
+    from fss_train.nn.preprocess import read_image
+
+    backend = load_backend(DEFAULT_MODEL)
+    image = read_image(SAMPLE_IMAGE)
+    h, w = image.shape[:2]
+    boxes, names, _ = read_labels_for_image(SAMPLE_IMAGE.with_suffix(".txt"), SAMPLE_IMAGE, (w, h))
+    classes = backend.class_names
+    labels = np.array([classes.index(n) for n in names], np.int64)
+    ds = Dataset(classes, [ImageRecord(SAMPLE_IMAGE, w, h, boxes, labels, np.zeros_like(labels), image_id=1)])
+    det = TiledDetector(backend, overlap=backend.input_size // 5, batch=8, conf=conf)
+    t0 = time.perf_counter()
+    dets = det(image)
+    secs = time.perf_counter() - t0
+    preds = [{"image_id": 1, "category_id": int(c) + 1, "score": float(s), "bbox": [float(x1), float(y1),
+              float(x2 - x1), float(y2 - y1)]} for x1, y1, x2, y2, s, c in dets]
+    coco = coco_eval(coco_gt_from_dataset(ds), preds)
+    if annotated is not None:
+        annotated.write_bytes(annotate(image, dets[dets[:, 4] >= 0.3], classes))
+    return {"model": DEFAULT_MODEL.name, "image": SAMPLE_IMAGE.name, "objects": int(len(labels)),
+            "detections": int((dets[:, 4] >= 0.3).sum()), "seconds": round(secs, 2), "tiles": det.stats["tiles"],
+            "AP": coco["AP"], "AP50": coco["AP50"], "APs": coco["APs"], "mAP50_dota": dota_eval(ds, preds)["mAP50"]}
 
 
 def _plot_curves(runs: dict, path: Path) -> None:
@@ -226,7 +271,16 @@ def _report_md(r: dict, budget: DemoBudget) -> str:
               f"{budget.scene}×{budget.scene} scene, {budget.tile} px tiles: "
               + ", ".join(f"{a} {d[a]['detections']} detections in {d[a]['seconds']} s ({d[a]['tiles']} tiles)"
                           for a in ("fss", "simota")), "",
-              "![FSS detections](scene_fss.jpg)", "", "## FSS assignment (paper Fig. 3)", "",
+              "![FSS detections](scene_fss.jpg)", ""]
+    if "default_model" in r:
+        dm = r["default_model"]
+        lines += ["## The embedded default", "",
+                  f"`models/{dm['model']}` on `models/{dm['image']}` (4000×4000, {dm['objects']} labelled objects, "
+                  f"held out from its training data): AP {dm['AP']:.3f}, AP50 {dm['AP50']:.3f}, AP_small "
+                  f"{dm['APs']:.3f}, DOTA mAP50 {dm['mAP50_dota']:.3f}; {dm['detections']} detections at score ≥ 0.3 "
+                  f"in {dm['seconds']} s ({dm['tiles']} tiles, torch CPU).", "",
+                  "![default](default_model_sample.jpg)", ""]
+    lines += ["## FSS assignment (paper Fig. 3)", "",
               "![assignment](assignment_fss_vs_simota.png)", "", "## Training curves", "",
               "![curves](training_curves.png)", "", "## Stage times (s)", ""]
     lines += [f"- {k}: {v}" for k, v in r["timings_s"].items()]

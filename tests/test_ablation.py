@@ -1,0 +1,43 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import ablation  # noqa: E402
+
+
+def _fake_run(folder: Path, epochs: int, ap: float, rc: float):
+    folder.mkdir(parents=True)
+    rows = [{"epoch": e + 1, "AP": ap, "AP50": ap + 0.2, "AP75": ap - 0.05, "APs": ap - 0.1, "seconds": 10.0 + e,
+             "pos_per_gt": 3.0, "rank_consistency": rc * (e + 1) / epochs} for e in range(epochs)]
+    (folder / "results.json").write_text(json.dumps(rows))
+
+
+def test_report_aggregates_seeds_and_marks_missing_runs(tmp_path):
+    b = ablation.Budget(train=8, val=4, size=128, objects=10, epochs=2, batch=4, seeds=(0, 1))
+    out = tmp_path / "study"
+    _fake_run(out / "runs/main-fss-s0", 2, 0.30, 0.5)
+    _fake_run(out / "runs/main-fss-s1", 2, 0.20, 0.4)
+    _fake_run(out / "runs/main-maxiou-s0", 2, 0.10, 0.1)
+    _fake_run(out / "runs/t3-fss-gamma0-s0", 1, 0.25, 0.3)      # incomplete: 1 of 2 epochs
+    report = tmp_path / "ablation.md"
+    ablation.write_report(report, out, b, "smoke")
+    text = report.read_text()
+    assert "| fss | 2 | 0.2500 ± 0.0500 |" in text
+    assert "| simota | 0 |" in text
+    assert "| Max-IoU | 0.1000 |" in text and "| + suboptimal selection (FSS, γ = 0) | not run yet |" in text
+    assert (tmp_path / "ablation_rank_consistency.png").is_file()
+
+
+@pytest.mark.slow
+def test_smoke_budget_end_to_end(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/ablation.py"), "--budget", "smoke", "--only",
+                          "main,table3", "--out", str(tmp_path), "--report", str(tmp_path / "r.md")], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| fss | 1 |" in (tmp_path / "r.md").read_text()
