@@ -70,6 +70,14 @@ def test_dota_metric_perfect_partial_and_difficult(shared_data, tmp_path):
                                  str(shared_data / "dota_devkit_yolo_demo/DOTA_demo"), "--metric", "dota"])
     assert result.exit_code == 0, result.output
     assert "mAP50 (VOC07, DOTA devkit) 1.0000" in result.output
+    # from labels alone: a copy of the folder without images/
+    import shutil
+    labels_only = tmp_path / "labels_only"
+    shutil.copytree(shared_data / "dota_devkit_yolo_demo/DOTA_demo/labelTxt", labels_only / "labelTxt")
+    result = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "task2"), "--data", str(labels_only),
+                                 "--metric", "dota"])
+    assert result.exit_code == 0, result.output
+    assert "mAP50 (VOC07, DOTA devkit) 1.0000" in result.output
 
 
 def test_eval_errors(tmp_path, shared_data):

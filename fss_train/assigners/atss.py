@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from fss_train.assigners.base import AssignResult, prepare_inputs
+from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.sparse import (
     build_result,
     centre_window,
@@ -28,7 +28,7 @@ def prior_boxes(points: torch.Tensor, strides: torch.Tensor, scale: float) -> to
 
 
 @dataclass(frozen=True)
-class ATSSAssigner:
+class ATSSAssigner(Assigner):
     """One square prior of ``prior_scale`` · stride per point; per GT and level the ``topk``
     points nearest the GT centre are candidates; positive when IoU(prior, GT) ≥ mean + std of
     the candidates' IoUs and the point lies inside the GT. Conflicts keep the highest IoU.
@@ -43,13 +43,7 @@ class ATSSAssigner:
 
     name = "atss"
 
-    def params(self) -> dict:
-        return asdict(self)
-
-    @torch.no_grad()
-    def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
-                 ) -> AssignResult:
-        inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
+    def assign(self, inp) -> AssignResult:
         pairs = self.candidates(inp)
         pts = inp.points[pairs.a]
         gt = inp.gt_boxes[pairs.b, pairs.g]                                            # (N, 4)

@@ -6,6 +6,7 @@ All boxes are xyxy in input pixels; everything runs in float32 under ``torch.no_
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +78,28 @@ def prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels
     obj = pred_obj.detach().to(f32) if pred_obj is not None else torch.ones(b, a, device=pred_scores.device)
     return Inputs(pred_scores.detach().to(f32), obj, pred_boxes.detach().to(f32), points.to(f32), strides.to(f32),
                   gt_labels.long(), gt_boxes.detach().to(f32), gt_mask.bool())
+
+
+class Assigner:
+    """Base of every assigner (subclasses are frozen dataclasses whose fields are the parameters).
+
+    ``assigner(pred_scores (B,A,C), pred_obj (B,A) | None, pred_boxes (B,A,4), points (A,2),
+    strides (A,), gt_labels (B,M), gt_boxes (B,M,4), gt_mask (B,M)) -> AssignResult``
+    """
+
+    name = "?"
+
+    def params(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @torch.no_grad()
+    def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
+                 ) -> AssignResult:
+        return self.assign(prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes,
+                                          gt_mask))
+
+    def assign(self, inp: Inputs) -> AssignResult:
+        raise NotImplementedError
 
 
 def empty_result(b: int, a: int, c: int, device) -> AssignResult:

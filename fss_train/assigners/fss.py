@@ -14,11 +14,11 @@ Per GT g and candidate point i (sparse pairs, see ``sparse.py``):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from fss_train.assigners.base import AssignResult, prepare_inputs
+from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.sparse import (
     Pairs,
     build_result,
@@ -45,7 +45,7 @@ CONFLICT_MODES = ("score", "iou")
 
 
 @dataclass(frozen=True)
-class FSSAssigner:
+class FSSAssigner(Assigner):
     """FSS label assignment. Every option of FSS-SPEC.md is a field; defaults are the spec's."""
 
     alpha: float = 1.0          # exponent of the joint classification score s in t
@@ -74,13 +74,7 @@ class FSSAssigner:
         if self.topq < 1 or self.eps < 0 or self.rho <= 0 or self.sigma_min <= 0 or self.w_max <= 0:
             raise ValueError(f"fss: invalid parameters {self.params()}")
 
-    def params(self) -> dict:
-        return asdict(self)
-
-    @torch.no_grad()
-    def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
-                 ) -> AssignResult:
-        inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
+    def assign(self, inp) -> AssignResult:
         pairs = self.candidates(inp)                                                      # step 2
         steps = self.steps(inp, pairs)
         return build_result(inp, pairs, steps["pos"], steps["u"], steps["w"])

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from fss_train.assigners.atss import prior_boxes
-from fss_train.assigners.base import AssignResult, prepare_inputs
+from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.sparse import build_result, enumerate_pairs, pair_ious, prior_overlaps, seg_argmax, seg_max
 from fss_train.boxes import box_iou_aligned
 
 
 @dataclass(frozen=True)
-class MaxIoUAssigner:
+class MaxIoUAssigner(Assigner):
     """Square priors of ``prior_scale`` · stride; each point takes the GT of highest prior IoU:
     positive at IoU ≥ ``pos_iou``, negative below ``neg_iou``, ignored in between; each GT's
     best prior is forced positive. Class target one-hot × IoU of the predicted box."""
@@ -24,13 +24,7 @@ class MaxIoUAssigner:
 
     name = "maxiou"
 
-    def params(self) -> dict:
-        return asdict(self)
-
-    @torch.no_grad()
-    def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
-                 ) -> AssignResult:
-        inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
+    def assign(self, inp) -> AssignResult:
         B, A, _, _ = inp.shape
         # every pair with IoU > 0 is enumerated, so sparse maxima equal the dense ones
         pairs = self.candidates(inp)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from fss_train.assigners.base import AssignResult, prepare_inputs
+from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.sparse import (
     build_result,
     enumerate_pairs,
@@ -24,7 +24,7 @@ LOG_CLAMP = -100.0  # torch's BCE clamps log() at -100; so does the cost here
 
 
 @dataclass(frozen=True)
-class SimOTAAssigner:
+class SimOTAAssigner(Assigner):
     """cost = BCE(sqrt(cls·obj), one-hot) summed over classes + iou_weight · (−log IoU);
     k = max(1, ⌊Σ top-q IoU⌋); a point claimed twice keeps the lowest cost; target one-hot × IoU.
 
@@ -39,13 +39,7 @@ class SimOTAAssigner:
 
     name = "simota"
 
-    def params(self) -> dict:
-        return asdict(self)
-
-    @torch.no_grad()
-    def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
-                 ) -> AssignResult:
-        inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
+    def assign(self, inp) -> AssignResult:
         pairs = self.candidates(inp)
         seg, n = pairs.seg, pairs.num_seg
         cost = self.cost(inp, pairs)                                                   # (N,)

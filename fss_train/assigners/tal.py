@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from fss_train.assigners.base import AssignResult, prepare_inputs
+from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.sparse import (
     build_result,
     enumerate_pairs,
@@ -23,7 +23,7 @@ EPS = 1e-9
 
 
 @dataclass(frozen=True)
-class TALAssigner:
+class TALAssigner(Assigner):
     """t = s^alpha · IoU^beta on points whose centre is inside the box (s = p[c_g] · obj);
     top-k per GT by t; a point claimed twice keeps the highest IoU; class targets
     one-hot × t · max IoU / max t (maxima over each GT's final positives)."""
@@ -35,13 +35,7 @@ class TALAssigner:
 
     name = "tal"
 
-    def params(self) -> dict:
-        return asdict(self)
-
-    @torch.no_grad()
-    def __call__(self, pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask
-                 ) -> AssignResult:
-        inp = prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels, gt_boxes, gt_mask)
+    def assign(self, inp) -> AssignResult:
         pairs = self.candidates(inp)
         seg, n = pairs.seg, pairs.num_seg
         s = pair_class_prob(inp, pairs) * inp.pred_obj[pairs.b, pairs.a]               # (N,)

@@ -29,7 +29,7 @@ def read_dataset(path: str | Path, split: str = "train") -> Dataset:
     if p.is_file() and p.suffix in (".yaml", ".yml"):
         return read_yolo(p, split)
     if p.is_dir() and (p / "labelTxt").is_dir():
-        return read_dota(p)
+        return read_dota(p)                     # images/ may be absent: evaluation from labels alone
     if p.is_dir() and (p / "annotations.json").is_file():
         return read_coco(p / "annotations.json")
     if not p.exists():
@@ -246,8 +246,8 @@ def read_dota(folder: str | Path, classes: list[str] | None = None) -> Dataset:
     name found (each reported once)."""
     folder = Path(folder)
     img_dir, lab_dir = folder / "images", folder / "labelTxt"
-    if not img_dir.is_dir() or not lab_dir.is_dir():
-        raise ValueError(f"{folder}: a DOTA folder needs images/ and labelTxt/")
+    if not lab_dir.is_dir():
+        raise ValueError(f"{folder}: a DOTA folder needs labelTxt/ (and images/)")
     fixed = classes is not None or (folder / "classes.txt").is_file()
     if classes is None:
         classes = ([c.strip() for c in (folder / "classes.txt").read_text().splitlines() if c.strip()]
@@ -255,6 +255,8 @@ def read_dota(folder: str | Path, classes: list[str] | None = None) -> Dataset:
     classes = list(classes)
     problems: list[Problem] = []
     records = []
+    if not img_dir.is_dir():
+        return _read_dota_labels_only(folder, lab_dir, classes, fixed, problems)
     for i, img in enumerate(sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)):
         size = image_size(img)
         if size is None:
@@ -269,6 +271,24 @@ def read_dota(folder: str | Path, classes: list[str] | None = None) -> Dataset:
             rows = _read_dota_lines(label, size, classes, fixed, problems)
         _fill(rec, rows)
         records.append(rec)
+    return Dataset(classes, records, problems, str(folder))
+
+
+def _read_dota_labels_only(folder: Path, lab_dir: Path, classes: list[str], fixed: bool,
+                           problems: list[Problem]) -> Dataset:
+    """Evaluation from labels alone (no images/): the image size is unknown, so boxes are not
+    clipped; width and height are set to the extent of the labelled objects."""
+    records = []
+    big = (10 ** 9, 10 ** 9)
+    for i, label in enumerate(sorted(lab_dir.glob("*.txt"))):
+        rows = _read_dota_lines(label, big, classes, fixed, problems)
+        rec = ImageRecord(folder / "images" / f"{label.stem}.png", 1, 1, image_id=i)
+        _fill(rec, rows)
+        if len(rec.boxes):
+            rec.width, rec.height = int(np.ceil(rec.boxes[:, 2].max())), int(np.ceil(rec.boxes[:, 3].max()))
+        records.append(rec)
+    problems.append(Problem(str(folder), None, "no images/ folder: read from labelTxt alone (sizes unknown, "
+                                               "boxes not clipped)", "repaired"))
     return Dataset(classes, records, problems, str(folder))
 
 
