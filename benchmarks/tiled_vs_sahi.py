@@ -103,16 +103,22 @@ def f1(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def model_time(backend: OnnxBackend, tiles: int, batch: int, repeats: int = 5) -> float:
-    """Pure backend time for ``tiles`` tiles at ``batch`` (median per call × calls)."""
+    """Pure backend time for ``tiles`` tiles in calls of ``batch`` (and one smaller remainder call),
+    from the median time of each call size."""
     size = backend.input_size
-    x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-    backend.infer(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+    def per_call(n: int) -> float:
+        x = np.random.default_rng(0).random((n, 3, size, size), dtype=np.float32)
         backend.infer(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * -(-tiles // batch)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            backend.infer(x)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    full, rest = divmod(tiles, batch)
+    return (per_call(batch) * full if full else 0.0) + (per_call(rest) if rest else 0.0)
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

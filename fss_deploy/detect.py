@@ -263,14 +263,16 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
 def annotate(image: np.ndarray, dets: np.ndarray, class_names: list[str]) -> bytes:
     """A JPEG of the image with its boxes (line width scaled to the image size)."""
     canvas = image.copy()
-    lw = max(1, round(max(image.shape[:2]) / 1500))
-    rng = np.random.default_rng(0)
-    colours = [tuple(int(c) for c in rng.integers(64, 256, 3)) for _ in class_names]
+    lw = max(1, round(max(image.shape[:2]) / 2500))
+    palette = [(0, 255, 255), (255, 128, 0), (255, 0, 255), (0, 255, 0), (0, 128, 255), (255, 255, 0), (128, 0, 255)]
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
     for x1, y1, x2, y2, score, cls in dets:
         c = int(cls)
-        cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), colours[c], lw)
-        if x2 - x1 > 24:
-            cv2.putText(canvas, f"{class_names[c]} {score:.2f}", (int(x1), max(10, int(y1) - 3)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.35 * lw, colours[c], lw)
+        colour = palette[c % len(palette)]
+        cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), colour, lw)
+        text = f"{class_names[c]} {score:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
+        if x2 - x1 >= tw:                   # dense scenes: a label only where it fits its box
+            cv2.putText(canvas, text, (int(x1), max(th, int(y1) - 2)), font, scale, colour, 1, cv2.LINE_AA)
     ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return buf.tobytes()
