@@ -79,6 +79,8 @@ class TiledDetector:
     full_image: bool = False
     max_det: int = 10000
     border_rule: bool = True           # drop boxes cut by an interior tile edge when a neighbour saw them whole
+    prefetch: bool | None = None       # build batch i+1 on a thread while batch i runs (default: GPU backends only;
+                                       # on CPU the backend already uses every core and a second thread competes)
     stats: dict = field(default_factory=lambda: {"tiles": 0, "infer_s": 0.0, "prep_s": 0.0, "post_s": 0.0})
 
     def __post_init__(self):
@@ -91,6 +93,8 @@ class TiledDetector:
             raise ValueError(f"--overlap ({self.overlap}) must be smaller than the tile ({self.tile})")
         if self.backend.fixed_batch:
             self.batch = self.backend.fixed_batch
+        if self.prefetch is None:
+            self.prefetch = self.backend.device.startswith("cuda")
 
     def _infer(self, batch: np.ndarray, n: int) -> list[np.ndarray]:
         t0 = time.perf_counter()
@@ -110,11 +114,14 @@ class TiledDetector:
         all_dets, all_cut, all_src = [], [], []
         with ThreadPoolExecutor(max_workers=1) as prep:            # build batch i+1 while batch i runs
             t0 = time.perf_counter()
-            future = prep.submit(tile_batch, image, groups[0], self.tile, pad)
+            future = prep.submit(tile_batch, image, groups[0], self.tile, pad) if self.prefetch else None
             for gi, group in enumerate(groups):
-                batch = future.result()
-                if gi + 1 < len(groups):
-                    future = prep.submit(tile_batch, image, groups[gi + 1], self.tile, pad)
+                if self.prefetch:
+                    batch = future.result()
+                    if gi + 1 < len(groups):
+                        future = prep.submit(tile_batch, image, groups[gi + 1], self.tile, pad)
+                else:
+                    batch = tile_batch(image, group, self.tile, pad)
                 self.stats["prep_s"] += time.perf_counter() - t0
                 for ti, (t, d) in enumerate(zip(group, self._infer(batch, len(group)))):
                     d = to_image_coords(d, t)

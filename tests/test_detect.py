@@ -188,3 +188,12 @@ def test_two_ranks_shard_and_rank0_merges(model, tmp_path):
     one = json.loads((tmp_path / "one/predictions.json").read_text())
     both = json.loads((tmp_path / "two/predictions.json").read_text())
     assert sorted(map(json.dumps, one)) == sorted(map(json.dumps, both))
+
+
+def test_prefetch_and_inline_batches_agree(model, shared_data):
+    _, onnx_path, _ = model
+    image = cv2.imread(str(shared_data / "dota_devkit_example/images/P1888.png"))
+    backend = OnnxBackend(onnx_path)
+    a = TiledDetector(backend, overlap=64, batch=3, conf=0.05, prefetch=True)(image)
+    b = TiledDetector(backend, overlap=64, batch=3, conf=0.05, prefetch=False)(image)
+    assert np.array_equal(a, b)
