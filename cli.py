@@ -162,7 +162,9 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              batch: Annotated[int, typer.Option(help="images per batch")] = 8,
              device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
              json_out: Annotated[str | None, typer.Option("--json", help="write metrics (and predictions) here")]
-             = None):
+             = None,
+             max_dets: Annotated[int, typer.Option(help="COCO detections per image (100 = COCO; raise it for dense "
+                                                        "aerial images)")] = 100):
     """Evaluate a model or saved predictions (COCO metrics via pycocotools, or the DOTA devkit's VOC07 mAP)."""
     from pathlib import Path
 
@@ -189,7 +191,7 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
             preds = _predict_with(model, ds, imgsz, batch, device)
         if metric == "coco":
             gt = data if data.endswith(".json") and predictions is not None else coco_gt_from_dataset(ds)
-            result = coco_eval(gt, preds)
+            result = coco_eval(gt, preds, max_dets=max_dets)
         else:
             result = dota_eval(ds, preds)
     except (ValueError, FileNotFoundError, CheckpointError, KeyError) as exc:

@@ -134,7 +134,7 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
             secs = time.perf_counter() - t0
             preds = [{"image_id": scene_ds.records[0].image_id, "category_id": int(c) + 1, "score": float(s),
                       "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]} for x1, y1, x2, y2, s, c in dets]
-            coco = coco_eval(coco_gt_from_dataset(scene_ds), preds)
+            coco = coco_eval(coco_gt_from_dataset(scene_ds), preds, max_dets=len(preds) or 100)
             dota = dota_eval(scene_ds, preds)
             shown = dets[dets[:, 4] >= 0.25]
             (out / f"scene_{a}.jpg").write_bytes(annotate(image, shown, scene_ds.classes))
@@ -213,7 +213,7 @@ def evaluate_default_model(annotated: Path | None = None, conf: float = 0.001) -
     secs = time.perf_counter() - t0
     preds = [{"image_id": 1, "category_id": int(c) + 1, "score": float(s), "bbox": [float(x1), float(y1),
               float(x2 - x1), float(y2 - y1)]} for x1, y1, x2, y2, s, c in dets]
-    coco = coco_eval(coco_gt_from_dataset(ds), preds)
+    coco = coco_eval(coco_gt_from_dataset(ds), preds, max_dets=len(preds) or 100)   # dense: no 100 cap
     if annotated is not None:
         annotated.write_bytes(annotate(image, dets[dets[:, 4] >= 0.3], classes))
     return {"model": DEFAULT_MODEL.name, "image": SAMPLE_IMAGE.name, "objects": int(len(labels)),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fss_deploy.graph import InferenceGraph
-from fss_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from fss_train.checkpoint import CheckpointError, default_file_mode, load_checkpoint, model_from_checkpoint
 from fss_train.nn import count_flops, count_params
 from fss_train.nn.preprocess import MEAN, STD, letterbox, read_image, to_tensor
 
@@ -152,6 +152,7 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v
         onnx.save(proto, tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -88,6 +88,7 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())          # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -111,6 +112,13 @@ def check_plain(value, where: str = "checkpoint") -> None:
     elif not (isinstance(value, torch.Tensor) or type(value) in PLAIN_SCALARS):
         raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__name__}; "
                         "checkpoints hold only tensors and plain types")
+
+
+def default_file_mode() -> int:
+    """0666 minus the process umask (what ``open()`` would have given)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -194,7 +194,7 @@ def recalibrate_bn(model, loader, batches: int, device) -> None:
 
 def evaluate(model, loader, ds: Dataset, device, cfg) -> dict:
     preds = predict(model, loader, device, cfg.eval_conf, cfg.eval_iou, cfg.max_det)
-    metrics = coco_eval(coco_gt_from_dataset(ds), preds)
+    metrics = coco_eval(coco_gt_from_dataset(ds), preds, max_dets=cfg.max_det)
     if cfg.metric == "dota":
         metrics["mAP50_dota"] = dota_eval(ds, preds)["mAP50"]
     metrics["fitness"] = metrics["mAP50_dota"] if cfg.metric == "dota" else metrics["AP"]

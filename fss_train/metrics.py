@@ -33,8 +33,13 @@ def coco_gt_from_dataset(ds: Dataset) -> dict:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbose: bool = False) -> dict:
-    """COCO bbox metrics; returns {name: value} with the 12 standard stats."""
+def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbose: bool = False,
+              max_dets: int = 100) -> dict:
+    """COCO bbox metrics; returns {name: value} with the 12 standard stats.
+
+    ``max_dets`` is the per-image detection cap of AP and AR100 (COCO's 100 by default). Dense
+    aerial images hold hundreds to thousands of objects: with 100 their recall is capped, so
+    evaluate them with the detector's own limit (training uses ``max_det``)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -46,12 +51,36 @@ def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbo
             return {k: 0.0 for k in COCO_STAT_NAMES}
         coco_dt = coco_gt.loadRes(preds)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.maxDets = [1, 10, int(max_dets)]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
+        if max_dets == 100:
+            ev.summarize()
+            stats = list(ev.stats)
+        else:       # pycocotools' summarize() hard-codes 100 for the headline AP: read its arrays instead
+            stats = _stats_at(ev, int(max_dets))
     if verbose:
         print(sink.getvalue())
-    return {k: float(v) for k, v in zip(COCO_STAT_NAMES, ev.stats)}
+    return {k: float(v) for k, v in zip(COCO_STAT_NAMES, stats)}
+
+
+def _stats_at(ev, max_dets: int) -> list[float]:
+    """The 12 COCO summary numbers from ``ev.eval`` (precision [T, R, K, A, M], recall [T, K, A, M])
+    with ``max_dets`` in place of 100."""
+    p = ev.params
+
+    def mean(ap: bool, iou: float | None = None, area: str = "all", mdet: int = max_dets) -> float:
+        a = p.areaRngLbl.index(area)
+        m = p.maxDets.index(mdet)
+        x = ev.eval["precision"][..., a, m] if ap else ev.eval["recall"][..., a, m]
+        if iou is not None:
+            x = x[np.where(np.isclose(p.iouThrs, iou))[0]]
+        x = x[x > -1]
+        return float(x.mean()) if x.size else -1.0
+
+    return [mean(True), mean(True, 0.5), mean(True, 0.75), mean(True, area="small"), mean(True, area="medium"),
+            mean(True, area="large"), mean(False, mdet=1), mean(False, mdet=10), mean(False),
+            mean(False, area="small"), mean(False, area="medium"), mean(False, area="large")]
 
 
 def _coco_from_dict(gt: dict):

@@ -23,6 +23,24 @@ def test_coco_reference_stats(shared_data):
     assert list(stats.values()) == pytest.approx(SYN, abs=1e-4)
 
 
+def test_max_dets_path_reproduces_pycocotools_at_100(shared_data, monkeypatch):
+    import fss_train.metrics as metrics
+    ref = shared_data / "coco_eval_reference/tests/dataset/cocoapi"
+    gt, dt = ref / "instances_val2014_100.json", ref / "instances_val2014_fakebbox100_results.json"
+    standard = coco_eval(gt, dt)
+    # our array-reading summary, forced at 100, equals pycocotools' own summarize()
+    real = metrics._stats_at
+    calls = []
+    monkeypatch.setattr(metrics, "_stats_at", lambda ev, m: calls.append(m) or real(ev, m))
+    from pycocotools.cocoeval import COCOeval
+    monkeypatch.setattr(COCOeval, "summarize", lambda self: setattr(self, "stats", real(self, 100)))
+    ours = coco_eval(gt, dt)
+    assert list(ours.values()) == pytest.approx(list(standard.values()), abs=1e-12)
+    # a larger cap can only keep or raise recall
+    wide = coco_eval(gt, dt, max_dets=1000)
+    assert wide["AR100"] >= standard["AR100"] - 1e-12 and wide["AP"] >= 0
+
+
 def test_eval_cli_scores_saved_predictions(shared_data, tmp_path):
     ref = shared_data / "coco_eval_reference/tests/dataset/cocoapi"
     out = tmp_path / "m.json"
