@@ -380,6 +380,9 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
         sources = [str(SAMPLE_IMAGE)]
     out_dir = Path(out)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if not str(model).endswith((".pt", ".pth")) or (backend and backend != "torch"):
+        from fss_deploy.backends import torch_postprocess_only
+        torch_postprocess_only()
     try:
         check_output_dir(out_dir)
         paths = resolve_sources(sources)
@@ -438,9 +441,15 @@ def bench(target: Annotated[str, typer.Argument(help="model file, or 'overhead' 
           out: Annotated[str, typer.Option(help="report folder")] = "runs/bench"):
     """Latency/FPS at batch 1 FP32 (`fss bench MODEL`), the zero-overhead report (`fss bench overhead A B`),
     tiled throughput (`fss bench tiled IMAGE --model M`). Writes report.md, report.json (and latency.png)."""
+    from fss_deploy.backends import torch_postprocess_only
     from fss_deploy.bench import bench_model, bench_overhead, bench_tiled, write_report
     from fss_deploy.export import ExportError
     from fss_train.checkpoint import CheckpointError
+
+    models = [m for m in (target, second, third, model) if m and m not in ("overhead", "tiled")]
+    if not threads and all(not m.endswith((".pt", ".pth")) for m in models if Path(m).suffix in
+                           (".pt", ".pth", ".onnx", ".engine")):
+        torch_postprocess_only()
 
     try:
         if target == "overhead":

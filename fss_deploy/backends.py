@@ -65,7 +65,7 @@ class TorchBackend(Backend):
 class OnnxBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = True):
         import onnxruntime as ort
 
         _, meta = read_onnx(path)
@@ -82,6 +82,8 @@ class OnnxBackend(Backend):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.device = device
 
@@ -126,6 +128,13 @@ class TensorRTBackend(Backend):
         self.context.execute_async_v3(self.stream.cuda_stream)
         self.stream.synchronize()
         return out.cpu().numpy()
+
+
+def torch_postprocess_only() -> None:
+    """Call first in a process whose backend is onnxruntime or TensorRT: torch then only
+    post-processes, and a multi-threaded torch pool (once started) makes onnxruntime's spinning
+    threads collide with it — measured on 2 cores: 25 tiles of 1024 px in 1.92 s instead of 1.22 s."""
+    torch.set_num_threads(1)
 
 
 def load_backend(model: str | Path, backend: str | None = None, device: str = "cpu", imgsz: int | None = None,

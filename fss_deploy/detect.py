@@ -107,6 +107,18 @@ class TiledDetector:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(K, 6) detections in image pixels."""
+        if self.backend.name == "torch":
+            return self._detect(image)
+        # torch only post-processes here; keep its pool from competing with the backend's threads
+        # (see backends.torch_postprocess_only, which callers should use at process start)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._detect(image)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _detect(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         tiles = plan_tiles(w, h, self.tile, self.overlap)
         groups = [tiles[i:i + self.batch] for i in range(0, len(tiles), self.batch)]
