@@ -26,6 +26,9 @@ NO_AUG = ["--set", "mosaic=0", "--set", "scale=0", "--set", "translate=0", "--se
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     synthesize(root / "data", SynthConfig(num_images=4, size=128, objects=6, min_size=14, max_size=40, seed=5))
+    # Max-IoU's 8·stride priors barely overlap 14–40 px objects (IoU ≈ 0.1 at stride 8): it learns
+    # only its forced best priors there. It gets objects its priors can match, and twice the steps.
+    synthesize(root / "large", SynthConfig(num_images=4, size=128, objects=4, min_size=36, max_size=60, seed=5))
     card = root / "pico.yaml"
     card.write_text("name: pico\nbackbone: cspdarknet\ndepth: 0.33\nwidth: 0.125\ndepthwise: false\n")
     return root
@@ -38,14 +41,17 @@ def train_args(tiny, out, assigner="fss", epochs=80, extra=()):
             *extra]
 
 
-@pytest.mark.parametrize("assigner,min_ap50", [("fss", 0.5), ("simota", 0.5), ("tal", 0.5), ("atss", 0.5),
-                                               ("maxiou", 0.15)])
-def test_tiny_model_overfits_four_images(tiny, tmp_path, assigner, min_ap50):
+@pytest.mark.parametrize("assigner,min_ap50,data,epochs", [("fss", 0.5, "data", 80), ("simota", 0.5, "data", 80),
+                                                           ("tal", 0.5, "data", 80), ("atss", 0.5, "data", 80),
+                                                           ("maxiou", 0.4, "large", 160)])
+def test_tiny_model_overfits_four_images(tiny, tmp_path, assigner, min_ap50, data, epochs):
     torch.manual_seed(0)
-    result = runner.invoke(app, train_args(tiny, tmp_path / "run", assigner))
+    args = train_args(tiny, tmp_path / "run", assigner, epochs=epochs)
+    args[args.index("--data") + 1] = str(tiny / data)
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "run/results.json").read_text())
-    assert len(rows) == 80 and rows[-1]["loss"] < rows[0]["loss"]
+    assert len(rows) == epochs and rows[-1]["loss"] < rows[0]["loss"]
     assert rows[-1]["AP50"] > min_ap50, rows[-1]
     for name in ("last.pt", "best.pt", "results.csv", "results.png", "config.yaml"):
         assert (tmp_path / "run" / name).is_file(), name
