@@ -128,29 +128,23 @@ def main() -> None:
     studies = set(args.only.split(","))
     sets = ensure_data(out, b)
     train, val = sets["synthetic"]
-    done: dict[str, dict] = {}
+    # order: the first seed of every table first, so an interrupted study still fills each table
+    plan = []
     if "main" in studies:
-        for seed in b.seeds:
-            for a in MAIN:
-                r = run(out, f"main-{a}-s{seed}", train, val, b, a, seed)
-                if r:
-                    done[r["name"]] = r
+        plan += [(f"main-{a}-s{b.seeds[0]}", a, b.seeds[0], None) for a in MAIN]
     if "table3" in studies:
-        r = run(out, "t3-fss-gamma0-s0", train, val, b, "fss", b.seeds[0], {"gamma": 0.0})
-        if r:
-            done[r["name"]] = r
+        plan.append(("t3-fss-gamma0-s0", "fss", b.seeds[0], {"gamma": 0.0}))
+    if "main" in studies:
+        plan += [(f"main-{a}-s{seed}", a, seed, None) for seed in b.seeds[1:] for a in MAIN]
     if "sens" in studies:
-        for param, values in SENSITIVITY.items():
-            for v in values:
-                r = run(out, f"sens-{param}={v}-s0", train, val, b, "fss", b.seeds[0], {param: v})
-                if r:
-                    done[r["name"]] = r
+        plan += [(f"sens-{p}={v}-s0", "fss", b.seeds[0], {p: v}) for p, values in SENSITIVITY.items() for v in values]
+    for name, assigner, seed, params in plan:
+        run(out, name, train, val, b, assigner, seed, params)
+        write_report(Path(args.report), out, b, args.budget)       # the report is current after every run
     if "dota-sanity" in sets and "main" in studies:
         dtrain, dval = sets["dota-sanity"]
         for a in ("fss", "simota"):
-            r = run(out, f"dota-{a}-s0", dtrain, dval, b, a, b.seeds[0])
-            if r:
-                done[r["name"]] = r
+            run(out, f"dota-{a}-s0", dtrain, dval, b, a, b.seeds[0])
     write_report(Path(args.report), out, b, args.budget)
 
 
