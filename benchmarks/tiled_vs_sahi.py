@@ -58,7 +58,7 @@ def sahi_model(backend: OnnxBackend, conf: float, iou: float):
             h, w = image.shape[:2]
             canvas[:h, :w] = image[..., ::-1]                      # SAHI gives RGB; our input path takes BGR
             out = backend.infer(to_array([canvas]))
-            self._original_predictions = postprocess(torch.from_numpy(out), conf, iou)[0].numpy()
+            self._original_predictions = postprocess(torch.from_numpy(out), conf, iou, max_det=10000)[0].numpy()
 
         def _create_object_prediction_list_from_original_predictions(self, shift_amount_list=None,
                                                                      full_shape_list=None):

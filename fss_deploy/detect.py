@@ -136,7 +136,7 @@ class TiledDetector:
                     batch = tile_batch(image, group, self.tile, pad)
                 self.stats["prep_s"] += time.perf_counter() - t0
                 for ti, (t, d) in enumerate(zip(group, self._infer(batch, len(group)))):
-                    d = to_image_coords(d, t)
+                    d = to_image_coords(d, t, w, h)
                     all_dets.append(d)
                     all_cut.append(cut_by_interior_edge(d, t, w, h) if self.border_rule
                                    else np.zeros(len(d), bool))

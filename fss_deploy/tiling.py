@@ -50,13 +50,12 @@ def tile_batch(image: np.ndarray, tiles: list[Tile], tile: int, pad_to: int | No
     return out
 
 
-def to_image_coords(dets: np.ndarray, t: Tile) -> np.ndarray:
+def to_image_coords(dets: np.ndarray, t: Tile, img_w: int, img_h: int) -> np.ndarray:
+    """Tile pixels -> image pixels, clipped to the image (not to the tile: a box the model extends
+    past the tile edge is its guess at the unseen part of a cut object, and the merge needs it)."""
     out = dets.copy()
-    out[:, [0, 2]] += t.x
-    out[:, [1, 3]] += t.y
-    # nothing outside the part of the tile that holds image pixels
-    out[:, [0, 2]] = out[:, [0, 2]].clip(t.x, t.x + t.width)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(t.y, t.y + t.height)
+    out[:, [0, 2]] = (out[:, [0, 2]] + t.x).clip(0, img_w)
+    out[:, [1, 3]] = (out[:, [1, 3]] + t.y).clip(0, img_h)
     return out
 
 
