@@ -28,8 +28,9 @@ def make_ckpt(tmp_path, card="fss-n", seed=0, assigner="fss", name="m.pt", size=
                                            input_size=(size, size)), tmp_path / name)
 
 
-@pytest.mark.parametrize("card,size,dynamic", [("fss-n", 320, False), ("fss-n", 640, True), ("fss-r50", 320, True),
-                                               ("fss-r50", 640, False)])
+@pytest.mark.parametrize("card", ["fss-n", "fss-r50"])
+@pytest.mark.parametrize("size", [320, 640])
+@pytest.mark.parametrize("dynamic", [False, True])
 def test_onnxruntime_matches_torch(tmp_path, card, size, dynamic):
     ckpt = make_ckpt(tmp_path, card, size=size)
     res = export_onnx(ckpt, tmp_path / "m.onnx", batch=2 if not dynamic else 1, dynamic=dynamic)
