@@ -160,7 +160,8 @@ def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
              f"{b.val} val synthetic dense aerial images of {b.size} px (~{b.objects} objects of 6–40 px each, "
              f"occlusion ≤ 0.4), {b.epochs} epochs, batch {b.batch}, lr 0.08 per 64 images, seeds {list(b.seeds)}. "
              "Metrics: COCO AP of the EMA model on the validation set at the last epoch (pycocotools). "
-             "Incomplete runs are marked; numbers are whatever the runs produced.", "",
+             "Incomplete runs are marked; numbers are whatever the runs produced. s / epoch is wall-clock "
+             "(median over epochs) and comparable only between runs that had the machine to themselves.", "",
              "## Main table (mean ± std over seeds)", "",
              "| assigner | runs | AP | AP50 | AP75 | AP_small | s / epoch | pos/GT | rank consistency |",
              "|---|---|---|---|---|---|---|---|---|"]
