@@ -17,3 +17,21 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/data is not beside the checkout")
     return path
+
+
+def train_pico(root: Path, size: int, objects: int, min_size: float, max_size: float, epochs: int) -> Path:
+    """Synthesize 4 images and train a tiny (pico) model on them through the CLI; returns last.pt."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from fss_train.data.synth import SynthConfig, synthesize
+
+    synthesize(root / "data", SynthConfig(num_images=4, size=size, objects=objects, min_size=min_size,
+                                          max_size=max_size, seed=5))
+    (root / "pico.yaml").write_text("name: pico\nbackbone: cspdarknet\ndepth: 0.33\nwidth: 0.125\n")
+    r = CliRunner().invoke(app, ["train", "--data", str(root / "data"), "--model", str(root / "pico.yaml"),
+                                 "--epochs", str(epochs), "--batch", "4", "--imgsz", str(size), "--out",
+                                 str(root / "run"), "--workers", "0", "--set", "lr_per_64=0.64", "--set", "mosaic=0",
+                                 "--set", f"eval_interval={epochs}"])
+    assert r.exit_code == 0, r.output
+    return root / "run/last.pt"

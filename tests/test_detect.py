@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import train_pico
 from typer.testing import CliRunner
 
 from cli import app
@@ -22,16 +23,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A briefly trained pico checkpoint and its ONNX export at 256 px."""
-    from fss_train.data.synth import SynthConfig, synthesize
-
     root = tmp_path_factory.mktemp("det")
-    synthesize(root / "data", SynthConfig(num_images=4, size=256, objects=12, min_size=14, max_size=48, seed=5))
-    (root / "pico.yaml").write_text("name: pico\nbackbone: cspdarknet\ndepth: 0.33\nwidth: 0.125\n")
-    r = runner.invoke(app, ["train", "--data", str(root / "data"), "--model", str(root / "pico.yaml"), "--epochs",
-                            "30", "--batch", "4", "--imgsz", "256", "--out", str(root / "run"), "--workers", "0",
-                            "--set", "lr_per_64=0.64", "--set", "mosaic=0", "--set", "eval_interval=30"])
-    assert r.exit_code == 0, r.output
-    ckpt = root / "run/last.pt"
+    ckpt = train_pico(root, size=256, objects=12, min_size=14, max_size=48, epochs=30)
     onnx_path = export_onnx(ckpt, root / "m.onnx", dynamic=True).path
     return ckpt, onnx_path, root
 

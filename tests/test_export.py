@@ -5,6 +5,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import train_pico
 from typer.testing import CliRunner
 
 from cli import app
@@ -53,16 +54,7 @@ def test_onnxruntime_matches_torch(tmp_path, card, size, dynamic):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A briefly trained pico checkpoint (real BN statistics, spread-out scores)."""
-    from fss_train.data.synth import SynthConfig, synthesize
-
-    root = tmp_path_factory.mktemp("trained")
-    synthesize(root / "data", SynthConfig(num_images=4, size=128, objects=6, min_size=14, max_size=40, seed=5))
-    (root / "pico.yaml").write_text("name: pico\nbackbone: cspdarknet\ndepth: 0.33\nwidth: 0.125\n")
-    r = runner.invoke(app, ["train", "--data", str(root / "data"), "--model", str(root / "pico.yaml"), "--epochs",
-                            "40", "--batch", "4", "--imgsz", "128", "--out", str(root / "run"), "--workers", "0",
-                            "--set", "lr_per_64=0.64", "--set", "mosaic=0", "--set", "eval_interval=40"])
-    assert r.exit_code == 0, r.output
-    return root / "run/last.pt"
+    return train_pico(tmp_path_factory.mktemp("trained"), size=128, objects=6, min_size=14, max_size=40, epochs=40)
 
 
 def test_verify_on_real_images(tmp_path, shared_data, trained):
