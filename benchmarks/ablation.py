@@ -49,6 +49,7 @@ BUDGETS = {
     "small": Budget(train=240, val=60, size=384, objects=60, epochs=12, batch=16, seeds=(0, 1, 2)),
     "full": Budget(train=1000, val=200, size=512, objects=120, epochs=40, batch=16, seeds=(0, 1, 2)),
 }
+NOTES_MARK = "<!-- hand-written reading below; kept when the tables above are rewritten -->"
 MAIN = ["fss", "simota", "tal", "atss", "maxiou"]
 SENSITIVITY = {"alpha": [0.5, 2.0], "beta": [3.0, 9.0], "rho": [0.125, 0.5], "gamma": [0.5, 2.0]}
 
@@ -98,6 +99,10 @@ def run(out: Path, name: str, train: Path, val: Path, b: Budget, assigner: str, 
     if subprocess.run(cmd, cwd=ROOT).returncode != 0 or not results.is_file():
         print(f"   {name} failed or was interrupted; rerun the script to resume it", flush=True)
         return None
+    # the 5-minute load average at the end of a ~4-minute run tells whether the run had the machine alone
+    # (training is ~2-3 runnable threads); s / epoch of a run that shared the CPU is not an overhead figure
+    (folder / "ablation_meta.json").write_text(json.dumps({"load5_at_end": os.getloadavg()[1],
+                                                           "cores": os.cpu_count()}))
     return {"name": name, "rows": json.loads(results.read_text())}
 
 
@@ -190,10 +195,24 @@ def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
                 lines.append(f"| {param} | {v} | {f['AP']:.4f} | {f['AP50']:.4f} |")
             else:
                 lines.append(f"| {param} | {v} | not run yet | |")
+    lines += ["", "## Every run", "",
+              "Load is the machine's 5-minute load average when the run ended (recorded from this script's second "
+              "version on; '–' = not recorded); on this 2-core box a run alone shows about 2–3.", "",
+              "| run | epochs | AP | AP50 | APs | s / epoch | load |", "|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        f = final(r["rows"])
+        meta = out / "runs" / name / "ablation_meta.json"
+        load = f"{json.loads(meta.read_text())['load5_at_end']:.1f}" if meta.is_file() else "–"
+        fmt = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
+        lines.append(f"| {name} | {r['rows'][-1]['epoch']}/{b.epochs} | {fmt(f['AP'])} | {fmt(f['AP50'])} | "
+                     f"{fmt(f['APs'])} | {f['sec_per_epoch']:.1f} | {load} |")
     _curves(runs, path.parent / "ablation_rank_consistency.png")
     lines += ["", "## Rank consistency over training", "", "![curves](ablation_rank_consistency.png)", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    notes = path.read_text().partition(NOTES_MARK)[2] if path.is_file() else ""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n" + NOTES_MARK + (notes or "\n"))
+    os.replace(tmp, path)
     print(f"wrote {path}")
 
 

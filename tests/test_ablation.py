@@ -41,3 +41,22 @@ def test_smoke_budget_end_to_end(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| fss | 1 |" in (tmp_path / "r.md").read_text()
+
+
+def test_report_keeps_hand_written_notes_and_lists_every_run(tmp_path):
+    b = ablation.Budget(train=8, val=4, size=128, objects=10, epochs=2, batch=4, seeds=(0,))
+    out = tmp_path / "study"
+    _fake_run(out / "runs/main-fss-s0", 2, 0.30, 0.5)
+    _fake_run(out / "runs/sens-rho=0.5-s0", 1, 0.25, 0.3)       # incomplete
+    (out / "runs/main-fss-s0/ablation_meta.json").write_text(json.dumps({"load5_at_end": 2.4, "cores": 2}))
+    report = tmp_path / "ablation.md"
+    ablation.write_report(report, out, b, "smoke")
+    report.write_text(report.read_text() + "\nFSS loses here because of the prior.\n")
+    _fake_run(out / "runs/main-tal-s0", 2, 0.40, 0.6)
+    ablation.write_report(report, out, b, "smoke")
+    text = report.read_text()
+    assert text.count("FSS loses here because of the prior.") == 1
+    assert "| tal | 1 | 0.4000 |" in text
+    assert "| main-fss-s0 | 2/2 | 0.3000 |" in text and text.split("| main-fss-s0 |")[1].split("\n")[0].endswith(
+        "| 2.4 |")
+    assert "| sens-rho=0.5-s0 | 1/2 |" in text and "| rho | 0.5 | not run yet |" in text
