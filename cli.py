@@ -164,7 +164,10 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              json_out: Annotated[str | None, typer.Option("--json", help="write metrics (and predictions) here")]
              = None,
              max_dets: Annotated[int, typer.Option(help="COCO detections per image (100 = COCO; raise it for dense "
-                                                        "aerial images)")] = 100):
+                                                        "aerial images)")] = 100,
+             alignment: Annotated[bool, typer.Option(help="also measure task alignment: Spearman(score, IoU) over "
+                                                          "each GT's candidate points, top-1 agreement, top-1 IoU")]
+             = False):
     """Evaluate a model or saved predictions (COCO metrics via pycocotools, or the DOTA devkit's VOC07 mAP)."""
     from pathlib import Path
 
@@ -177,6 +180,9 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
         fail("give a MODEL checkpoint or --predictions, not both")
     if not data:
         fail("--data is required")
+    if alignment and model is None:
+        fail("--alignment needs a MODEL checkpoint (it looks at every candidate point, not at saved detections)")
+    align = None
     try:
         ds = _read_eval_dataset(data, split)
         if predictions is not None:
@@ -189,6 +195,8 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
                     raise ValueError(f"{p}: a COCO results json is a list of detections")
         else:
             preds = _predict_with(model, ds, imgsz, batch, device)
+            if alignment:
+                align = _alignment_of(model, ds, imgsz, batch, device)
         if metric == "coco":
             gt = data if data.endswith(".json") and predictions is not None else coco_gt_from_dataset(ds)
             result = coco_eval(gt, preds, max_dets=max_dets)
@@ -203,10 +211,17 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
         for k, v in result["per_class"].items():
             console.print(f"{k:20s} {v:.4f}")
         console.print(f"[bold]mAP50 (VOC07, DOTA devkit) {result['mAP50']:.4f}[/]")
+    if align is not None:
+        console.print(f"task alignment over {align['num_gt']} GTs (candidates: inside the box or within "
+                      f"{align['radius']} strides of its centre): rank consistency {align['rank_consistency']:.4f}, "
+                      f"top-1 agreement {align['top1_agreement']:.4f}, top-1 IoU {align['top1_iou']:.4f} "
+                      f"(best {align['best_iou']:.4f})")
     if json_out:
         from fss_train.data.formats import atomic_write_text
-        atomic_write_text(json_out, json.dumps({"metric": metric, "result": result, "num_predictions": len(preds)},
-                                               indent=2))
+        record = {"metric": metric, "result": result, "num_predictions": len(preds)}
+        if align is not None:
+            record["alignment"] = align
+        atomic_write_text(json_out, json.dumps(record, indent=2))
 
 
 def _read_eval_dataset(data: str, split: str):
@@ -234,6 +249,19 @@ def _predict_with(model_path: str, ds, imgsz, batch: int, device: str) -> list:
     dev = torch.device(device)
     loader = make_loader(DetectionDataset(ds, size), batch, shuffle=False, workers=0)
     return predict(model.to(dev), loader, dev, conf=0.001, iou=0.65, max_det=300)
+
+
+def _alignment_of(model_path: str, ds, imgsz, batch: int, device: str) -> dict:
+    import torch
+
+    from fss_train.alignment import task_alignment
+    from fss_train.checkpoint import load_model
+    from fss_train.data.loader import DetectionDataset, make_loader
+
+    model, ckpt = load_model(model_path)
+    dev = torch.device(device)
+    loader = make_loader(DetectionDataset(ds, imgsz or ckpt["input_size"][0]), batch, shuffle=False, workers=0)
+    return task_alignment(model.to(dev), loader, dev)
 
 
 @app.command()

@@ -24,6 +24,7 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def run(out: Path, name: str, train: Path, val: Path, b: Budget, assigner: str, 
     if results.is_file():
         rows = json.loads(results.read_text())
         if rows and rows[-1]["epoch"] >= b.epochs:
+            alignment(folder, val)
             return {"name": name, "rows": rows}
     cmd = fss_cmd() + ["train", "--data", str(train), "--val", str(val), "--model", "fss-n", "--assigner", assigner,
                        "--epochs", str(b.epochs), "--batch", str(b.batch), "--imgsz", str(b.size), "--out",
@@ -103,15 +105,29 @@ def run(out: Path, name: str, train: Path, val: Path, b: Budget, assigner: str, 
     # (training is ~2-3 runnable threads); s / epoch of a run that shared the CPU is not an overhead figure
     (folder / "ablation_meta.json").write_text(json.dumps({"load5_at_end": os.getloadavg()[1],
                                                            "cores": os.cpu_count()}))
+    alignment(folder, val)
     return {"name": name, "rows": json.loads(results.read_text())}
 
 
-def final(rows: list[dict]) -> dict:
-    last = rows[-1]
-    secs = [r["seconds"] for r in rows if r.get("seconds")]
+def alignment(folder: Path, val: Path) -> None:
+    """Task alignment of the run's final (EMA, precise-BN) model on the validation set, on candidates
+    that do not depend on the assigner (``fss eval --alignment``); cached in alignment.json."""
+    dest = folder / "alignment.json"
+    if dest.is_file() or not (folder / "last.pt").is_file():
+        return
+    subprocess.run(fss_cmd() + ["eval", str(folder / "last.pt"), "--data", str(val), "--alignment", "--json",
+                                str(dest)], cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def final(run: dict) -> dict:
+    last = run["rows"][-1]
+    secs = [r["seconds"] for r in run["rows"] if r.get("seconds")]
+    al = run.get("alignment") or {}
     return {"AP": last.get("AP"), "AP50": last.get("AP50"), "AP75": last.get("AP75"), "APs": last.get("APs"),
             "sec_per_epoch": float(np.median(secs)) if secs else float("nan"),
-            "pos_per_gt": last.get("pos_per_gt"), "rank_consistency": last.get("rank_consistency")}
+            "pos_per_gt": last.get("pos_per_gt"), "rank_consistency": last.get("rank_consistency"),
+            "val_rank_consistency": al.get("rank_consistency"), "top1_agreement": al.get("top1_agreement"),
+            "top1_iou": al.get("top1_iou")}
 
 
 def mean_std(values: list[float]) -> str:
@@ -158,7 +174,9 @@ def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
     for res in sorted((out / "runs").glob("*/results.json")):
         rows = json.loads(res.read_text())
         if rows:
-            runs[res.parent.name] = {"rows": rows, "complete": rows[-1]["epoch"] >= b.epochs}
+            al = res.parent / "alignment.json"
+            runs[res.parent.name] = {"rows": rows, "complete": rows[-1]["epoch"] >= b.epochs,
+                                     "alignment": json.loads(al.read_text()).get("alignment") if al.is_file() else None}
     cpu = platform.processor() or platform.machine()
     lines = ["# Assignment ablation at small scale", "",
              f"Machine: {cpu}, {os.cpu_count()} cores, CPU only. Budget `{budget_name}`: fss-n, {b.train} train / "
@@ -168,42 +186,59 @@ def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
              "Incomplete runs are marked; numbers are whatever the runs produced. s / epoch is wall-clock "
              "(median over epochs) and comparable only between runs that had the machine to themselves.", "",
              "## Main table (mean ± std over seeds)", "",
-             "| assigner | runs | AP | AP50 | AP75 | AP_small | s / epoch | pos/GT | rank consistency |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| assigner | runs | AP | AP50 | AP75 | AP_small | s / epoch |", "|---|---|---|---|---|---|---|"]
+    align_lines = ["", "## What each assigner teaches (mean ± std over seeds)", "",
+                   "pos/GT and rank consistency (own positives) are training-time figures of the last epoch: the "
+                   "Spearman correlation of score and IoU over each GT's positives (GTs with ≥ 3 positives), a set "
+                   "that differs between assigners. The last three columns are measured on the validation set "
+                   "with the final model over one assigner-independent candidate set per GT (points inside the box "
+                   "or within 2.5 strides of its centre, `fss eval --alignment`): rank consistency, how often the "
+                   "highest-scoring candidate is also the best-localised one (top-1 agreement), and the IoU of the "
+                   "highest-scoring candidate (top-1 IoU: the box NMS keeps).", "",
+                   "| assigner | pos/GT | rank consistency (own positives) | rank consistency (candidates) | "
+                   "top-1 agreement | top-1 IoU |", "|---|---|---|---|---|---|"]
     for a in MAIN:
-        fin = [final(r["rows"]) for n, r in runs.items() if n.startswith(f"main-{a}-") and r["complete"]]
+        fin = [final(r) for n, r in runs.items() if n.startswith(f"main-{a}-") and r["complete"]]
         if not fin:
-            lines.append(f"| {a} | 0 | – | – | – | – | – | – | – |")
+            lines.append(f"| {a} | 0 | – | – | – | – | – |")
+            align_lines.append(f"| {a} | – | – | – | – | – |")
             continue
         lines.append(f"| {a} | {len(fin)} | " + " | ".join(mean_std([f[k] for f in fin]) for k in
-                     ("AP", "AP50", "AP75", "APs", "sec_per_epoch", "pos_per_gt", "rank_consistency")) + " |")
-    lines += ["", "## Table 3 shape (seed 0)", "", "| step | AP | AP50 | APs |", "|---|---|---|---|"]
+                     ("AP", "AP50", "AP75", "APs", "sec_per_epoch")) + " |")
+        align_lines.append(f"| {a} | " + " | ".join(mean_std([f[k] for f in fin]) for k in
+                           ("pos_per_gt", "rank_consistency", "val_rank_consistency", "top1_agreement",
+                            "top1_iou")) + " |")
+    lines += align_lines
+    fmt = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
+    lines += ["", "## Table 3 shape (seed 0)", "", "| step | AP | AP50 | APs | top-1 agreement |",
+              "|---|---|---|---|---|"]
     for label, name in (("Max-IoU", f"main-maxiou-s{b.seeds[0]}"), ("+ suboptimal selection (FSS, γ = 0)",
                         "t3-fss-gamma0-s0"), ("+ transformation (full FSS)", f"main-fss-s{b.seeds[0]}")):
         r = runs.get(name)
         if r and r["complete"]:
-            f = final(r["rows"])
-            lines.append(f"| {label} | {f['AP']:.4f} | {f['AP50']:.4f} | {f['APs']:.4f} |")
+            f = final(r)
+            lines.append(f"| {label} | {f['AP']:.4f} | {f['AP50']:.4f} | {f['APs']:.4f} | {fmt(f['top1_agreement'])} |")
         else:
-            lines.append(f"| {label} | not run yet | | |")
-    lines += ["", "## Sensitivity (FSS, seed 0)", "", "| parameter | value | AP | AP50 |", "|---|---|---|---|"]
+            lines.append(f"| {label} | not run yet | | | |")
+    lines += ["", "## Sensitivity (FSS, seed 0; defaults α 1, β 6, ρ 0.25, γ 1 = main-fss-s0)", "",
+              "| parameter | value | AP | AP50 | pos/GT | top-1 agreement |", "|---|---|---|---|---|---|"]
     for param, values in SENSITIVITY.items():
         for v in values:
             r = runs.get(f"sens-{param}={v}-s0")
             if r and r["complete"]:
-                f = final(r["rows"])
-                lines.append(f"| {param} | {v} | {f['AP']:.4f} | {f['AP50']:.4f} |")
+                f = final(r)
+                lines.append(f"| {param} | {v} | {f['AP']:.4f} | {f['AP50']:.4f} | {fmt(f['pos_per_gt'])} | "
+                             f"{fmt(f['top1_agreement'])} |")
             else:
-                lines.append(f"| {param} | {v} | not run yet | |")
+                lines.append(f"| {param} | {v} | not run yet | | | |")
     lines += ["", "## Every run", "",
               "Load is the machine's 5-minute load average when the run ended (recorded from this script's second "
               "version on; '–' = not recorded); on this 2-core box a run alone shows about 2–3.", "",
               "| run | epochs | AP | AP50 | APs | s / epoch | load |", "|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
-        f = final(r["rows"])
+        f = final(r)
         meta = out / "runs" / name / "ablation_meta.json"
         load = f"{json.loads(meta.read_text())['load5_at_end']:.1f}" if meta.is_file() else "–"
-        fmt = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
         lines.append(f"| {name} | {r['rows'][-1]['epoch']}/{b.epochs} | {fmt(f['AP'])} | {fmt(f['AP50'])} | "
                      f"{fmt(f['APs'])} | {f['sec_per_epoch']:.1f} | {load} |")
     _curves(runs, path.parent / "ablation_rank_consistency.png")
@@ -222,10 +257,20 @@ def _curves(runs: dict, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    for name, r in runs.items():
-        if name.startswith("main-") and name.endswith("-s0"):
-            ax.plot([x["epoch"] for x in r["rows"]], [x["rank_consistency"] for x in r["rows"]], marker="o",
-                    label=name.split("-")[1])
+    for a in MAIN:      # mean over the finished seeds, band = min..max
+        curves = [[np.nan if x.get("rank_consistency") is None else x["rank_consistency"] for x in r["rows"]]
+                  for n, r in runs.items() if n.startswith(f"main-{a}-") and r["complete"]]
+        if not curves:
+            continue
+        y = np.array(curves, dtype=float)
+        epochs = np.arange(1, y.shape[1] + 1)
+        label = f"{a} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # an epoch where no seed had a value
+            mean = np.nanmean(y, 0)
+        line, = ax.plot(epochs, mean, marker="o", label=label)
+        if len(curves) > 1:
+            ax.fill_between(epochs, np.nanmin(y, 0), np.nanmax(y, 0), color=line.get_color(), alpha=0.15)
     ax.set_xlabel("epoch")
     ax.set_ylabel("Spearman(cls score, IoU) over each GT's positives")
     ax.grid(alpha=0.3)

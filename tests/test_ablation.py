@@ -49,6 +49,8 @@ def test_report_keeps_hand_written_notes_and_lists_every_run(tmp_path):
     _fake_run(out / "runs/main-fss-s0", 2, 0.30, 0.5)
     _fake_run(out / "runs/sens-rho=0.5-s0", 1, 0.25, 0.3)       # incomplete
     (out / "runs/main-fss-s0/ablation_meta.json").write_text(json.dumps({"load5_at_end": 2.4, "cores": 2}))
+    (out / "runs/main-fss-s0/alignment.json").write_text(json.dumps({"alignment": {
+        "rank_consistency": 0.45, "top1_agreement": 0.18, "top1_iou": 0.43, "best_iou": 0.6, "num_gt": 10}}))
     report = tmp_path / "ablation.md"
     ablation.write_report(report, out, b, "smoke")
     report.write_text(report.read_text() + "\nFSS loses here because of the prior.\n")
@@ -59,4 +61,6 @@ def test_report_keeps_hand_written_notes_and_lists_every_run(tmp_path):
     assert "| tal | 1 | 0.4000 |" in text
     assert "| main-fss-s0 | 2/2 | 0.3000 |" in text and text.split("| main-fss-s0 |")[1].split("\n")[0].endswith(
         "| 2.4 |")
+    assert "| fss | 3.0000 | 0.5000 | 0.4500 | 0.1800 | 0.4300 |" in text      # alignment of the final model
+    assert "| tal | 3.0000 | 0.6000 | n/a | n/a | n/a |" in text                   # none measured
     assert "| sens-rho=0.5-s0 | 1/2 |" in text and "| rho | 0.5 | not run yet |" in text
