@@ -28,7 +28,7 @@ def test_report_aggregates_seeds_and_marks_missing_runs(tmp_path):
     report = tmp_path / "ablation.md"
     ablation.write_report(report, out, b, "smoke")
     text = report.read_text()
-    assert "| fss | 2 | 0.2500 ± 0.0500 |" in text
+    assert "| fss | 2 | 0.2500 ± 0.0707 |" in text
     assert "| simota | 0 |" in text
     assert "| Max-IoU | 0.1000 |" in text and "| + suboptimal selection (FSS, γ = 0) | not run yet |" in text
     assert (tmp_path / "ablation_rank_consistency.png").is_file()
