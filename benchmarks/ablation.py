@@ -204,7 +204,7 @@ def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
              "compares each assigner with FSS seed by seed (its AP minus FSS's AP on the same seed).", "",
              "| assigner | runs | AP | AP50 | AP75 | AP_small | s / epoch | AP − FSS AP (paired) |",
              "|---|---|---|---|---|---|---|---|"]
-    align_lines = ["", "## What each assigner teaches (mean ± std over seeds)", "",
+    align_lines = ["", "## What each assigner teaches (mean ± sample std over seeds)", "",
                    "pos/GT and rank consistency (own positives) are training-time figures of the last epoch: the "
                    "Spearman correlation of score and IoU over each GT's positives (GTs with ≥ 3 positives), a set "
                    "that differs between assigners. The last three columns are measured on the validation set "
