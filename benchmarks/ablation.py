@@ -142,6 +142,19 @@ def final(run: dict) -> dict:
             "top1_iou": al.get("top1_iou")}
 
 
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+def _row(runs: dict, name: str, cells: list[str], keys: tuple[str, ...]) -> str:
+    """A table row: ``cells`` then the run's final ``keys``, or 'not run yet' while it is incomplete."""
+    r = runs.get(name)
+    if not (r and r["complete"]):
+        return "| " + " | ".join(cells) + " | not run yet |" + " |" * (len(keys) - 1)
+    f = final(r)
+    return "| " + " | ".join(cells + [_fmt(f[k]) for k in keys]) + " |"
+
+
 def mean_std(values: list[float]) -> str:
     v = [x for x in values if x is not None and x == x]
     if not v:
@@ -230,28 +243,17 @@ def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
                            ("pos_per_gt", "rank_consistency", "val_rank_consistency", "top1_agreement",
                             "top1_iou")) + " |")
     lines += align_lines
-    fmt = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
     lines += ["", "## Table 3 shape (seed 0)", "", "| step | AP | AP50 | APs | top-1 agreement |",
               "|---|---|---|---|---|"]
     for label, name in (("Max-IoU", f"main-maxiou-s{b.seeds[0]}"), ("+ suboptimal selection (FSS, γ = 0)",
                         "t3-fss-gamma0-s0"), ("+ transformation (full FSS)", f"main-fss-s{b.seeds[0]}")):
-        r = runs.get(name)
-        if r and r["complete"]:
-            f = final(r)
-            lines.append(f"| {label} | {f['AP']:.4f} | {f['AP50']:.4f} | {f['APs']:.4f} | {fmt(f['top1_agreement'])} |")
-        else:
-            lines.append(f"| {label} | not run yet | | | |")
+        lines.append(_row(runs, name, [label], ("AP", "AP50", "APs", "top1_agreement")))
     lines += ["", "## Sensitivity (FSS, seed 0; defaults α 1, β 6, ρ 0.25, γ 1, dynamic_k prior = main-fss-s0)", "",
               "| parameter | value | AP | AP50 | pos/GT | top-1 agreement |", "|---|---|---|---|---|---|"]
     for param, values in SENSITIVITY.items():
         for v in values:
-            r = runs.get(f"sens-{param}={v}-s0")
-            if r and r["complete"]:
-                f = final(r)
-                lines.append(f"| {param} | {v} | {f['AP']:.4f} | {f['AP50']:.4f} | {fmt(f['pos_per_gt'])} | "
-                             f"{fmt(f['top1_agreement'])} |")
-            else:
-                lines.append(f"| {param} | {v} | not run yet | | | |")
+            lines.append(_row(runs, f"sens-{param}={v}-s0", [param, str(v)],
+                              ("AP", "AP50", "pos_per_gt", "top1_agreement")))
     tiles = out / "data/dota_tiles/annotations.json"
     if tiles.is_file():
         coco = json.loads(tiles.read_text())
@@ -262,12 +264,7 @@ def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
                   "so this checks that each assigner fits real aerial imagery with this recipe "
                   "— it is not a generalisation result.", "", "| assigner | AP | AP50 | APs |", "|---|---|---|---|"]
         for a in ("fss", "simota"):
-            r = runs.get(f"dota-{a}-s{b.seeds[0]}")
-            if r and r["complete"]:
-                f = final(r)
-                lines.append(f"| {a} | {fmt(f['AP'])} | {fmt(f['AP50'])} | {fmt(f['APs'])} |")
-            else:
-                lines.append(f"| {a} | not run yet | | |")
+            lines.append(_row(runs, f"dota-{a}-s{b.seeds[0]}", [a], ("AP", "AP50", "APs")))
     lines += ["", "## Every run", "",
               "Load is the machine's 5-minute load average when the run ended (recorded from this script's second "
               "version on; '–' = not recorded); on this 2-core box a run alone shows about 2–3.", "",
@@ -276,8 +273,8 @@ def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
         f = final(r)
         meta = out / "runs" / name / "ablation_meta.json"
         load = f"{json.loads(meta.read_text())['load5_at_end']:.1f}" if meta.is_file() else "–"
-        lines.append(f"| {name} | {r['rows'][-1]['epoch']}/{target_epochs(name, b, out)} | {fmt(f['AP'])} | "
-                     f"{fmt(f['AP50'])} | {fmt(f['APs'])} | {f['sec_per_epoch']:.1f} | {load} |")
+        lines.append(f"| {name} | {r['rows'][-1]['epoch']}/{target_epochs(name, b, out)} | {_fmt(f['AP'])} | "
+                     f"{_fmt(f['AP50'])} | {_fmt(f['APs'])} | {f['sec_per_epoch']:.1f} | {load} |")
     _curves(runs, path.parent / "ablation_rank_consistency.png")
     lines += ["", "## Rank consistency over training", "", "![curves](ablation_rank_consistency.png)", ""]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,13 @@ from fss_train.boxes import box_iou
 from fss_train.nn import decode
 
 
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks along the last dim (ties broken by position; scores and IoUs are continuous)."""
-    return x.argsort(dim=-1).argsort(dim=-1).float()
+def spearman(x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Spearman correlation of two 1-D tensors (ties broken by position; scores and IoUs are
+    continuous); None when one of them is constant."""
+    a, b = x.argsort().argsort().float(), y.argsort().argsort().float()
+    a, b = a - a.mean(), b - b.mean()
+    denom = a.norm() * b.norm()
+    return float((a * b).sum() / denom) if denom > 0 else None
 
 
 def candidates(gt: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, radius: float) -> torch.Tensor:
@@ -50,10 +54,8 @@ def per_gt(score: torch.Tensor, iou: torch.Tensor, cand: torch.Tensor) -> dict[s
     out = {"spearman": [], "agree": [], "top1_iou": [], "best_iou": []}
     for s, u, c in zip(score, iou, cand):
         s, u = s[c], u[c]
-        a, b = _ranks(s), _ranks(u)
-        a, b = a - a.mean(), b - b.mean()
-        denom = a.norm() * b.norm()
-        out["spearman"].append(float((a * b).sum() / denom) if denom > 0 else 0.0)
+        rho = spearman(s, u)
+        out["spearman"].append(0.0 if rho is None else rho)
         top = int(s.argmax())
         out["agree"].append(float(top == int(u.argmax())))
         out["top1_iou"].append(float(u[top]))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fss_train.alignment import spearman
 from fss_train.assigners.base import AssignResult
 from fss_train.data.records import Dataset
 from fss_train.losses import criterion
@@ -51,12 +52,9 @@ def rank_consistency(scores: torch.Tensor, ious: torch.Tensor, seg: torch.Tensor
         sel = seg == s
         if int(sel.sum()) < 3:
             continue
-        a = scores[sel].argsort().argsort().float()
-        b = ious[sel].argsort().argsort().float()
-        a, b = a - a.mean(), b - b.mean()
-        denom = a.norm() * b.norm()
-        if denom > 0:
-            total += float((a * b).sum() / denom)
+        rho = spearman(scores[sel], ious[sel])
+        if rho is not None:
+            total += rho
             count += 1
     return total, count
 

@@ -59,3 +59,13 @@ def test_eval_alignment_cli(tmp_path):
     result = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "m.json"), "--data", str(tmp_path / "d"),
                                  "--alignment"])
     assert result.exit_code == 1 and "--alignment needs a MODEL" in result.output
+
+
+def test_training_rank_consistency_shares_the_spearman():
+    from fss_train.engine import rank_consistency
+
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.8, 0.7, 0.5, 0.5])
+    ious = torch.tensor([0.2, 0.4, 0.6, 0.1, 0.2, 0.3, 0.4, 0.9])
+    seg = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])          # GT 2 has 2 positives: not counted
+    total, count = rank_consistency(scores, ious, seg)
+    assert count == 2 and abs(total - 0.0) < 1e-6        # +1 (GT 0) and -1 (GT 1)
