@@ -194,9 +194,7 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
                 if not isinstance(preds, list):
                     raise ValueError(f"{p}: a COCO results json is a list of detections")
         else:
-            preds = _predict_with(model, ds, imgsz, batch, device)
-            if alignment:
-                align = _alignment_of(model, ds, imgsz, batch, device)
+            preds, align = _predict_with(model, ds, imgsz, batch, device, alignment)
         if metric == "coco":
             gt = data if data.endswith(".json") and predictions is not None else coco_gt_from_dataset(ds)
             result = coco_eval(gt, preds, max_dets=max_dets)
@@ -235,9 +233,12 @@ def _read_eval_dataset(data: str, split: str):
     return read_dataset(data)
 
 
-def _predict_with(model_path: str, ds, imgsz, batch: int, device: str) -> list:
+def _predict_with(model_path: str, ds, imgsz, batch: int, device: str, alignment: bool = False) -> tuple:
+    """COCO predictions of a checkpoint over ``ds`` and, with ``alignment``, its task alignment on the same
+    loaded model and loader. Returns (predictions, alignment dict or None)."""
     import torch
 
+    from fss_train.alignment import task_alignment
     from fss_train.checkpoint import load_model
     from fss_train.data.loader import DetectionDataset, make_loader
     from fss_train.engine import predict
@@ -247,21 +248,10 @@ def _predict_with(model_path: str, ds, imgsz, batch: int, device: str) -> list:
         raise ValueError(f"{model_path}: classes {ckpt['class_names']} differ from the dataset's {ds.classes}")
     size = imgsz or ckpt["input_size"][0]
     dev = torch.device(device)
+    model = model.to(dev)
     loader = make_loader(DetectionDataset(ds, size), batch, shuffle=False, workers=0)
-    return predict(model.to(dev), loader, dev, conf=0.001, iou=0.65, max_det=300)
-
-
-def _alignment_of(model_path: str, ds, imgsz, batch: int, device: str) -> dict:
-    import torch
-
-    from fss_train.alignment import task_alignment
-    from fss_train.checkpoint import load_model
-    from fss_train.data.loader import DetectionDataset, make_loader
-
-    model, ckpt = load_model(model_path)
-    dev = torch.device(device)
-    loader = make_loader(DetectionDataset(ds, imgsz or ckpt["input_size"][0]), batch, shuffle=False, workers=0)
-    return task_alignment(model.to(dev), loader, dev)
+    preds = predict(model, loader, dev, conf=0.001, iou=0.65, max_det=300)
+    return preds, task_alignment(model, loader, dev) if alignment else None
 
 
 @app.command()
