@@ -1,19 +1,24 @@
-"""The paper's assignment experiments at small scale (issue #10): resumable, honest.
+"""Does FSS help? The assignment study (issues #10, #14): resumable, on CPU or on one GPU.
 
-    python benchmarks/ablation.py [--budget smoke|small|full] [--out runs/ablation] [--only main,table3,sens]
+    python benchmarks/ablation.py --budget decide                 # CPU, run by run, resumable
+    python benchmarks/ablation.py --budget decide --device cuda --parallel 6 --deadline 510 --store OUT/store \\
+        --report OUT/ablation.md                                  # one GPU, several trainings at once
+    python benchmarks/ablation.py --budget small --only main,table3,sens   # the earlier small study
 
-Data: a fixed synthetic dense aerial set (``fss data synth``: tiny, occluded objects) and, as a
-sanity set, the DOTA images of ../shared/data split into tiles. Studies:
+Variants (one ``fss train`` each, same recipe): FSS with the revised prior (ρ 0.5, FSS-SPEC of
+2026-11-26), FSS with the old prior (ρ 0.25), SimOTA, TAL, ATSS, Max-IoU — on two datasets:
 
-* main    — FSS, SimOTA, TAL, ATSS, Max-IoU on fss-n, identical recipe and budget, 3 seeds:
-            mean ± std of AP, AP50, AP75, AP_small, and seconds per training epoch.
-* table3  — Max-IoU -> + suboptimal selection (FSS, gamma = 0) -> + transformation (full FSS).
-* sens    — alpha, beta, rho, gamma, one seed each.
-* curves  — rank consistency (Spearman of cls score vs IoU over each GT's positives) per epoch.
+* synthetic — dense synthetic aerial scenes (``fss data synth``: 6–40 px objects, occlusion),
+  separate train and validation images (different generator seeds);
+* dota — the labelled DOTA images of ../shared/data cut into tiles; the tiles of P0003, P0004,
+  P0706 and P1478 train, the tiles of P0005 and P1888 validate (never the same image on both sides).
 
-Every run is ``fss train`` into its own folder; a run whose results.json holds its last epoch
-is skipped, an interrupted one resumes from last.pt — so the study completes across sittings.
-``docs/results/ablation.md`` is rewritten from whatever runs exist, stating machine, budget, seeds.
+Every finished run leaves one summary file in the store (default ``docs/results/ablation/<budget>/``,
+committed): its configuration, per-epoch metrics, the task alignment of the final model
+(``fss eval --alignment``), the resolved assigner parameters, the commit and machine it ran on.
+A run whose summary exists with the same configuration is skipped (so the study continues across
+sittings and machines); a changed configuration runs again. An interrupted run resumes from its
+``last.pt``. The report is rewritten from the store after every run.
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
 
 
 @dataclass(frozen=True)
@@ -43,98 +50,259 @@ class Budget:
     epochs: int
     batch: int
     seeds: tuple[int, ...]
+    dota_epochs: int = 0         # 0: as many image visits as a synthetic run
 
 
 BUDGETS = {
     "smoke": Budget(train=8, val=4, size=128, objects=10, epochs=2, batch=4, seeds=(0,)),
     "small": Budget(train=240, val=60, size=384, objects=60, epochs=12, batch=16, seeds=(0, 1, 2)),
-    "full": Budget(train=1000, val=200, size=512, objects=120, epochs=40, batch=16, seeds=(0, 1, 2)),
+    # sized to separate ~1 AP: 2.5x the images and 2x the epochs of `small`, 3x the validation images
+    "decide": Budget(train=600, val=180, size=384, objects=60, epochs=24, batch=16, seeds=(0, 1, 2), dota_epochs=60),
 }
 NOTES_MARK = "<!-- hand-written reading below; kept when the tables above are rewritten -->"
-MAIN = ["fss", "simota", "tal", "atss", "maxiou"]
-SENSITIVITY = {"alpha": [0.5, 2.0], "beta": [3.0, 9.0], "rho": [0.125, 0.5, 1.0], "gamma": [0.5, 2.0],
-               "dynamic_k": ["iou"]}     # dynamic_k=iou: SimOTA's k, no prior (does the count of positives explain?)
+# label -> (assigner, parameter overrides); "fss" is the spec default (ρ 0.5 since 2026-11-26)
+VARIANTS = {"fss": ("fss", {}), "fss-rho0.25": ("fss", {"rho": 0.25}), "simota": ("simota", {}),
+            "tal": ("tal", {}), "atss": ("atss", {}), "maxiou": ("maxiou", {})}
+# the order runs are launched in within a seed: FSS first, then the baselines
+ORDER = ["fss", "fss-rho0.25", "maxiou", "atss", "simota", "tal"]
+SENSITIVITY = {"alpha": [0.5, 2.0], "beta": [3.0, 9.0], "rho": [0.125, 0.25, 1.0], "gamma": [0.5, 2.0],
+               "dynamic_k": ["iou"]}
+DOTA_TRAIN = ("P0003", "P0004", "P0706", "P1478__1__853___962")
+DOTA_VAL = ("P0005", "P1888")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    dataset: str                 # synthetic | dota
+    variant: str
+    assigner: str
+    params: dict = field(default_factory=dict)
+    seed: int = 0
+    epochs: int = 1
+
+    def config(self, b: Budget, budget_name: str) -> dict:
+        """What the result depends on; a stored summary is reused only when this matches."""
+        return {"budget": budget_name, "dataset": self.dataset, "assigner": self.assigner, "params": self.params,
+                "seed": self.seed, "epochs": self.epochs, "batch": b.batch, "imgsz": b.size, "model": "fss-n",
+                "data": asdict(b) | {"seeds": None}}
 
 
 def fss_cmd() -> list[str]:
     return [sys.executable, "-m", "cli"]
 
 
-def ensure_data(out: Path, b: Budget) -> dict:
+def _sh(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def ensure_data(out: Path, b: Budget) -> dict[str, tuple[Path, Path]]:
+    """{dataset: (train, val)} — generated once per budget folder."""
     data = out / "data"
-    if not (data / "train/annotations.json").is_file():
-        common = ["--size", str(b.size), "--objects", str(b.objects), "--min-size", "6", "--max-size", "40",
-                  "--occlusion", "0.4", "--truncation", "0.05"]
-        subprocess.run(fss_cmd() + ["data", "synth", str(data / "train"), "--num-images", str(b.train), "--seed",
-                                    "100", *common], check=True, cwd=ROOT)
-        subprocess.run(fss_cmd() + ["data", "synth", str(data / "val"), "--num-images", str(b.val), "--seed",
-                                    "200", *common], check=True, cwd=ROOT)
+    common = ["--size", str(b.size), "--objects", str(b.objects), "--min-size", "6", "--max-size", "40",
+              "--occlusion", "0.4", "--truncation", "0.05"]
+    for split, n, seed in (("train", b.train, 100), ("val", b.val, 200)):
+        if not (data / split / "annotations.json").is_file():
+            _sh(fss_cmd() + ["data", "synth", str(data / split), "--num-images", str(n), "--seed", str(seed), *common])
     sets = {"synthetic": (data / "train", data / "val")}
-    dota = SHARED / "dota_devkit_yolo_demo/DOTA_demo"
-    if dota.is_dir():
-        tiles = data / "dota_tiles"
-        if not (tiles / "annotations.json").is_file():
-            subprocess.run(fss_cmd() + ["data", "split", str(dota), "--out", str(tiles), "--tile", str(b.size),
-                                        "--gap", str(b.size // 5)], cwd=ROOT)
-        if (tiles / "annotations.json").is_file():
-            sets["dota-sanity"] = (tiles / "annotations.json", tiles / "annotations.json")
+    tiles = {split: data / f"dota_{split}_tiles" for split in ("train", "val")}
+    for split, stems in (("train", DOTA_TRAIN), ("val", DOTA_VAL)):
+        if (tiles[split] / "annotations.json").is_file():
+            continue
+        src = data / f"dota_{split}_src"
+        found = 0
+        for stem in stems:
+            for folder in SHARED.glob("dota_devkit*/**/images"):
+                img, lab = folder / f"{stem}.png", folder.parent / "labelTxt" / f"{stem}.txt"
+                if img.is_file() and lab.is_file():
+                    for sub, f in (("images", img), ("labelTxt", lab)):
+                        (src / sub).mkdir(parents=True, exist_ok=True)
+                        link = src / sub / f.name
+                        if not link.exists():
+                            link.symlink_to(f.resolve())
+                    found += 1
+                    break
+        if found == len(stems):
+            _sh(fss_cmd() + ["data", "split", str(src), "--out", str(tiles[split]), "--tile", str(b.size),
+                             "--gap", str(b.size // 5)])
+    if all((t / "annotations.json").is_file() for t in tiles.values()):
+        sets["dota"] = (tiles["train"] / "annotations.json", tiles["val"] / "annotations.json")
     return sets
 
 
-def run(out: Path, name: str, train: Path, val: Path, b: Budget, assigner: str, seed: int,
-        params: dict | None = None) -> dict | None:
-    folder = out / "runs" / name
-    results = folder / "results.json"
-    if results.is_file():
-        rows = json.loads(results.read_text())
-        if rows and rows[-1]["epoch"] >= b.epochs:
-            alignment(folder, val)
-            return {"name": name, "rows": rows}
-    cmd = fss_cmd() + ["train", "--data", str(train), "--val", str(val), "--model", "fss-n", "--assigner", assigner,
-                       "--epochs", str(b.epochs), "--batch", str(b.batch), "--imgsz", str(b.size), "--out",
-                       str(folder), "--workers", "1", "--set", f"seed={seed}", "--set", "lr_per_64=0.08",
-                       "--set", f"eval_interval={max(1, b.epochs // 4)}", "--set", "no_mosaic_epochs=2"]
-    for k, v in (params or {}).items():
-        cmd += ["--set", f"assigner_params.{k}={v}"]
-    if (folder / "last.pt").is_file():
-        cmd.append("--resume")
-    print(f"== {name}", flush=True)
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0 or not results.is_file():
-        print(f"   {name} failed or was interrupted; rerun the script to resume it", flush=True)
-        return None
-    # the 5-minute load average at the end of a ~4-minute run tells whether the run had the machine alone
-    # (training is ~2-3 runnable threads); s / epoch of a run that shared the CPU is not an overhead figure
-    (folder / "ablation_meta.json").write_text(json.dumps({"load5_at_end": os.getloadavg()[1],
-                                                           "cores": os.cpu_count()}))
-    alignment(folder, val)
-    return {"name": name, "rows": json.loads(results.read_text())}
-
-
 def dota_epochs(b: Budget, out: Path) -> int:
-    """The DOTA sanity runs see as many images as the synthetic ones (56 tiles: 4× the epochs)."""
-    tiles = out / "data/dota_tiles/annotations.json"
+    if b.dota_epochs:
+        return b.dota_epochs
+    tiles = out / "data/dota_train_tiles/annotations.json"
     n = len(json.loads(tiles.read_text())["images"]) if tiles.is_file() else b.train
     return b.epochs * max(1, round(b.train / max(n, 1)))
 
 
-def target_epochs(name: str, b: Budget, out: Path) -> int:
-    return dota_epochs(b, out) if name.startswith("dota-") else b.epochs
+def plan(b: Budget, out: Path, studies: set[str], datasets: set[str]) -> list[Spec]:
+    """Seed-major order: every variant of seed 0 first, so paired comparisons exist as early as possible."""
+    specs: list[Spec] = []
+    for seed in b.seeds:
+        if "main" in studies:
+            for ds in ("synthetic", "dota"):
+                if ds in datasets:
+                    epochs = b.epochs if ds == "synthetic" else dota_epochs(b, out)
+                    prefix = "main" if ds == "synthetic" else "dota"
+                    specs += [Spec(f"{prefix}-{v}-s{seed}", ds, v, *VARIANTS[v], seed=seed, epochs=epochs)
+                              for v in ORDER]
+        if seed == b.seeds[0] and "table3" in studies:
+            specs.append(Spec(f"t3-fss-gamma0-s{seed}", "synthetic", "fss-gamma0", "fss", {"gamma": 0.0}, seed,
+                              b.epochs))
+        if seed == b.seeds[0] and "sens" in studies:
+            specs += [Spec(f"sens-{p}={v}-s{seed}", "synthetic", f"fss-{p}={v}", "fss", {p: v}, seed, b.epochs)
+                      for p, values in SENSITIVITY.items() for v in values]
+    return specs
 
 
-def alignment(folder: Path, val: Path) -> None:
-    """Task alignment of the run's final (EMA, precise-BN) model on the validation set, on candidates
-    that do not depend on the assigner (``fss eval --alignment``); cached in alignment.json."""
-    dest = folder / "alignment.json"
-    if dest.is_file() or not (folder / "last.pt").is_file():
+def resolved_params(spec: Spec) -> dict:
+    from fss_train.assigners import build_assigner
+    return build_assigner(spec.assigner, **spec.params).params()
+
+
+def git_commit() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return (r.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+
+
+def load_summary(store: Path, spec: Spec, cfg: dict) -> dict | None:
+    f = store / f"{spec.name}.json"
+    if not f.is_file():
+        return None
+    s = json.loads(f.read_text())
+    return s if s.get("config") == cfg else None
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+class Runner:
+    """Launches ``fss train`` for a spec and, when it finishes, measures alignment and stores the summary."""
+
+    def __init__(self, out: Path, store: Path, sets: dict, b: Budget, budget_name: str, device: str, workers: int):
+        self.out, self.store, self.sets, self.b, self.budget_name = out, store, sets, b, budget_name
+        self.device, self.workers = device, workers
+
+    def folder(self, spec: Spec) -> Path:
+        return self.out / "runs" / spec.name
+
+    def start(self, spec: Spec) -> subprocess.Popen:
+        train, val = self.sets[spec.dataset]
+        folder = self.folder(spec)
+        b = self.b
+        cmd = fss_cmd() + ["train", "--data", str(train), "--val", str(val), "--model", "fss-n", "--assigner",
+                           spec.assigner, "--epochs", str(spec.epochs), "--batch", str(b.batch), "--imgsz",
+                           str(b.size), "--out", str(folder), "--workers", str(self.workers), "--device",
+                           self.device, "--set", f"seed={spec.seed}", "--set", "lr_per_64=0.08", "--set",
+                           f"eval_interval={max(1, spec.epochs // 4)}", "--set", "no_mosaic_epochs=2"]
+        for k, v in spec.params.items():
+            cmd += ["--set", f"assigner_params.{k}={v}"]
+        if (folder / "last.pt").is_file():
+            cmd.append("--resume")
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"== {spec.name} ({self.device})", flush=True)
+        log = open(folder / "train.log", "a")
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def finish(self, spec: Spec, returncode: int, wall_s: float) -> dict | None:
+        folder = self.folder(spec)
+        results = folder / "results.json"
+        rows = json.loads(results.read_text()) if results.is_file() else []
+        if returncode != 0 or not rows or rows[-1]["epoch"] < spec.epochs:
+            print(f"   {spec.name} failed or was interrupted (see {folder}/train.log); rerun to resume", flush=True)
+            return None
+        align = folder / "alignment.json"
+        if not align.is_file():
+            subprocess.run(fss_cmd() + ["eval", str(folder / "last.pt"), "--data", str(self.sets[spec.dataset][1]),
+                                        "--alignment", "--device", self.device, "--json", str(align)], cwd=ROOT,
+                           stdout=subprocess.DEVNULL)
+        alignment = json.loads(align.read_text()).get("alignment") if align.is_file() else None
+        summary = {"config": spec.config(self.b, self.budget_name), "rows": rows, "alignment": alignment,
+                   "assigner_params": resolved_params(spec),
+                   "meta": {"commit": git_commit(), "device": device_name(self.device), "cores": os.cpu_count(),
+                            "load5_at_end": os.getloadavg()[1], "wall_s": round(wall_s, 1),
+                            "finished": time.strftime("%Y-%m-%d %H:%M")}}
+        write_json_atomic(self.store / f"{spec.name}.json", summary)
+        return summary
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cuda (unavailable)"
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def execute(specs: list[Spec], runner: Runner, parallel: int, deadline: float, on_done) -> None:
+    """Run ``specs`` with at most ``parallel`` at once; launch nothing after ``deadline`` seconds and stop
+    (terminate) whatever still runs at ``deadline`` + 60 s — stopped runs resume next time from last.pt."""
+    t0 = time.monotonic()
+    todo = [s for s in specs if load_summary(runner.store, s, s.config(runner.b, runner.budget_name)) is None]
+    running: dict[str, tuple[Spec, subprocess.Popen, float]] = {}
+    while todo or running:
+        now = time.monotonic() - t0
+        while todo and len(running) < parallel and now < deadline:
+            spec = todo.pop(0)
+            running[spec.name] = (spec, runner.start(spec), time.monotonic())
+        if not running:
+            break
+        time.sleep(1.0)
+        for name, (spec, proc, started) in list(running.items()):
+            if proc.poll() is None and time.monotonic() - t0 > deadline + 60:
+                proc.terminate()
+                proc.wait()
+            if proc.poll() is not None:
+                del running[name]
+                runner.finish(spec, proc.returncode, time.monotonic() - started)
+                on_done()
+    if todo:
+        print(f"{len(todo)} runs not started before the deadline; rerun to continue", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="decide")
+    p.add_argument("--out", default=str(ROOT / "runs/ablation"), help="data and run folders (not committed)")
+    p.add_argument("--store", default="", help="run summaries (default docs/results/ablation/<budget>)")
+    p.add_argument("--only", default="main", help="studies: main,table3,sens")
+    p.add_argument("--datasets", default="synthetic,dota")
+    p.add_argument("--report", default="", help="default docs/results/ablation.md (decide) or ablation-<budget>.md")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--parallel", type=int, default=1, help="trainings at once (GPU: several share one card)")
+    p.add_argument("--workers", type=int, default=1, help="data loader workers per training")
+    p.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which nothing new starts")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the store and exit")
+    args = p.parse_args()
+    b = BUDGETS[args.budget]
+    out = Path(args.out) / args.budget
+    store = Path(args.store) if args.store else ROOT / "docs/results/ablation" / args.budget
+    report = Path(args.report) if args.report else ROOT / "docs/results" / (
+        "ablation.md" if args.budget == "decide" else f"ablation-{args.budget}.md")
+    if args.report_only:
+        write_report(report, store, b, args.budget)
         return
-    subprocess.run(fss_cmd() + ["eval", str(folder / "last.pt"), "--data", str(val), "--alignment", "--json",
-                                str(dest)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    sets = ensure_data(out, b)
+    datasets = set(args.datasets.split(",")) & set(sets)
+    specs = plan(b, out, set(args.only.split(",")), datasets)
+    runner = Runner(out, store, sets, b, args.budget, args.device, args.workers)
+    execute(specs, runner, max(1, args.parallel), args.deadline, lambda: write_report(report, store, b, args.budget))
+    write_report(report, store, b, args.budget)
 
 
-def final(run: dict) -> dict:
-    last = run["rows"][-1]
-    secs = [r["seconds"] for r in run["rows"] if r.get("seconds")]
-    al = run.get("alignment") or {}
+# ---------------------------------------------------------------------------------- report
+def final(s: dict) -> dict:
+    last = s["rows"][-1]
+    secs = [r["seconds"] for r in s["rows"] if r.get("seconds")]
+    al = s.get("alignment") or {}
     return {"AP": last.get("AP"), "AP50": last.get("AP50"), "AP75": last.get("AP75"), "APs": last.get("APs"),
             "sec_per_epoch": float(np.median(secs)) if secs else float("nan"),
             "pos_per_gt": last.get("pos_per_gt"), "rank_consistency": last.get("rank_consistency"),
@@ -146,15 +314,6 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
-def _row(runs: dict, name: str, cells: list[str], keys: tuple[str, ...]) -> str:
-    """A table row: ``cells`` then the run's final ``keys``, or 'not run yet' while it is incomplete."""
-    r = runs.get(name)
-    if not (r and r["complete"]):
-        return "| " + " | ".join(cells) + " | not run yet |" + " |" * (len(keys) - 1)
-    f = final(r)
-    return "| " + " | ".join(cells + [_fmt(f[k]) for k in keys]) + " |"
-
-
 def mean_std(values: list[float]) -> str:
     v = [x for x in values if x is not None and x == x]
     if not v:
@@ -162,158 +321,125 @@ def mean_std(values: list[float]) -> str:
     return f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    p.add_argument("--out", default=str(ROOT / "runs/ablation"))
-    p.add_argument("--only", default="main,table3,sens")
-    p.add_argument("--report", default=str(ROOT / "docs/results/ablation.md"))
-    args = p.parse_args()
-    b = BUDGETS[args.budget]
-    out = Path(args.out) / args.budget
-    studies = set(args.only.split(","))
-    sets = ensure_data(out, b)
-    train, val = sets["synthetic"]
-    # order: the first seed of every table first, so an interrupted study still fills each table
-    plan = []
-    if "main" in studies:
-        plan += [(f"main-{a}-s{b.seeds[0]}", a, b.seeds[0], None) for a in MAIN]
-    if "table3" in studies:
-        plan.append(("t3-fss-gamma0-s0", "fss", b.seeds[0], {"gamma": 0.0}))
-    if "main" in studies:
-        plan += [(f"main-{a}-s{seed}", a, seed, None) for seed in b.seeds[1:] for a in MAIN]
-    if "sens" in studies:
-        plan += [(f"sens-{p}={v}-s0", "fss", b.seeds[0], {p: v}) for p, values in SENSITIVITY.items() for v in values]
-    for name, assigner, seed, params in plan:
-        run(out, name, train, val, b, assigner, seed, params)
-        write_report(Path(args.report), out, b, args.budget)       # the report is current after every run
-    if "dota-sanity" in sets and "main" in studies:
-        dtrain, dval = sets["dota-sanity"]
-        db = replace(b, epochs=dota_epochs(b, out))
-        for a in ("fss", "simota"):
-            run(out, f"dota-{a}-s0", dtrain, dval, db, a, b.seeds[0])
-    write_report(Path(args.report), out, b, args.budget)
+def load_store(store: Path) -> dict[str, dict]:
+    return {f.stem: json.loads(f.read_text()) for f in sorted(store.glob("*.json"))} if store.is_dir() else {}
 
 
-def write_report(path: Path, out: Path, b: Budget, budget_name: str) -> None:
-    runs = {}
-    for res in sorted((out / "runs").glob("*/results.json")):
-        rows = json.loads(res.read_text())
-        if rows:
-            al = res.parent / "alignment.json"
-            done = rows[-1]["epoch"] >= target_epochs(res.parent.name, b, out)
-            runs[res.parent.name] = {"rows": rows, "complete": done,
-                                     "alignment": json.loads(al.read_text()).get("alignment") if al.is_file() else None}
-    cpu = platform.processor() or platform.machine()
-    lines = ["# Assignment ablation at small scale", "",
-             f"Machine: {cpu}, {os.cpu_count()} cores, CPU only. Budget `{budget_name}`: fss-n, {b.train} train / "
-             f"{b.val} val synthetic dense aerial images of {b.size} px (~{b.objects} objects of 6–40 px each, "
-             f"occlusion ≤ 0.4), {b.epochs} epochs, batch {b.batch}, lr 0.08 per 64 images, seeds {list(b.seeds)}. "
-             "Metrics: COCO AP of the EMA model on the validation set at the last epoch (pycocotools). "
-             "Incomplete runs are marked; numbers are whatever the runs produced. s / epoch is wall-clock "
-             "(median over epochs) and comparable only between runs that had the machine to themselves.", "",
-             "## Main table (mean ± sample std over seeds)", "",
-             "Runs with the same seed share initial weights, data order and augmentation, so the last column "
-             "compares each assigner with FSS seed by seed (its AP minus FSS's AP on the same seed).", "",
-             "| assigner | runs | AP | AP50 | AP75 | AP_small | s / epoch | AP − FSS AP (paired) |",
-             "|---|---|---|---|---|---|---|---|"]
-    align_lines = ["", "## What each assigner teaches (mean ± sample std over seeds)", "",
-                   "pos/GT and rank consistency (own positives) are training-time figures of the last epoch: the "
-                   "Spearman correlation of score and IoU over each GT's positives (GTs with ≥ 3 positives), a set "
-                   "that differs between assigners. The last three columns are measured on the validation set "
-                   "with the final model over one assigner-independent candidate set per GT (points inside the box "
-                   "or within 2.5 strides of its centre, `fss eval --alignment`): rank consistency, how often the "
-                   "highest-scoring candidate is also the best-localised one (top-1 agreement), and the IoU of the "
-                   "highest-scoring candidate (top-1 IoU: the box NMS keeps).", "",
-                   "| assigner | pos/GT | rank consistency (own positives) | rank consistency (candidates) | "
-                   "top-1 agreement | top-1 IoU |", "|---|---|---|---|---|---|"]
-    for a in MAIN:
-        fin = [final(r) for n, r in runs.items() if n.startswith(f"main-{a}-") and r["complete"]]
+def _table(runs: dict, prefix: str, seeds: tuple[int, ...]) -> tuple[list[str], list[str]]:
+    """Main-table and alignment rows for runs named ``<prefix>-<variant>-s<seed>``."""
+    main, align = [], []
+    for v in ORDER:
+        fin = {seed: final(runs[f"{prefix}-{v}-s{seed}"]) for seed in seeds if f"{prefix}-{v}-s{seed}" in runs}
         if not fin:
-            lines.append(f"| {a} | 0 | – | – | – | – | – | – |")
-            align_lines.append(f"| {a} | – | – | – | – | – |")
+            main.append(f"| {v} | 0 | – | – | – | – | – | – |")
+            align.append(f"| {v} | – | – | – | – | – |")
             continue
-        paired = [final(runs[f"main-{a}-s{seed}"])["AP"] - final(runs[f"main-fss-s{seed}"])["AP"] for seed in b.seeds
-                  if all(runs.get(f"main-{x}-s{seed}", {}).get("complete") for x in (a, "fss"))]
-        n_seeds = f" ({len(paired)} seed{'s' if len(paired) > 1 else ''})" if paired else ""
-        delta = "–" if a == "fss" else mean_std(paired) + n_seeds
-        lines.append(f"| {a} | {len(fin)} | " + " | ".join(mean_std([f[k] for f in fin]) for k in
-                     ("AP", "AP50", "AP75", "APs", "sec_per_epoch")) + f" | {delta} |")
-        align_lines.append(f"| {a} | " + " | ".join(mean_std([f[k] for f in fin]) for k in
-                           ("pos_per_gt", "rank_consistency", "val_rank_consistency", "top1_agreement",
-                            "top1_iou")) + " |")
-    lines += align_lines
-    lines += ["", "## Table 3 shape (seed 0)", "", "| step | AP | AP50 | APs | top-1 agreement |",
-              "|---|---|---|---|---|"]
-    for label, name in (("Max-IoU", f"main-maxiou-s{b.seeds[0]}"), ("+ suboptimal selection (FSS, γ = 0)",
-                        "t3-fss-gamma0-s0"), ("+ transformation (full FSS)", f"main-fss-s{b.seeds[0]}")):
-        lines.append(_row(runs, name, [label], ("AP", "AP50", "APs", "top1_agreement")))
-    lines += ["", "## Sensitivity (FSS, seed 0; defaults α 1, β 6, ρ 0.25, γ 1, dynamic_k prior = main-fss-s0)", "",
-              "| parameter | value | AP | AP50 | pos/GT | top-1 agreement |", "|---|---|---|---|---|---|"]
-    for param, values in SENSITIVITY.items():
-        for v in values:
-            lines.append(_row(runs, f"sens-{param}={v}-s0", [param, str(v)],
-                              ("AP", "AP50", "pos_per_gt", "top1_agreement")))
-    tiles = out / "data/dota_tiles/annotations.json"
-    if tiles.is_file():
-        coco = json.loads(tiles.read_text())
-        lines += ["", "## DOTA sanity set (seed 0)", "",
-                  f"{len(coco['images'])} tiles of {b.size} px cut from the DOTA images in ../shared/data "
-                  f"({len(coco['annotations'])} objects, {len(coco['categories'])} classes); trained and evaluated "
-                  f"on the same tiles for {dota_epochs(b, out)} epochs (as many images as a synthetic run), "
-                  "so this checks that each assigner fits real aerial imagery with this recipe "
-                  "— it is not a generalisation result.", "", "| assigner | AP | AP50 | APs |", "|---|---|---|---|"]
-        for a in ("fss", "simota"):
-            lines.append(_row(runs, f"dota-{a}-s{b.seeds[0]}", [a], ("AP", "AP50", "APs")))
-    lines += ["", "## Every run", "",
-              "Load is the machine's 5-minute load average when the run ended (recorded from this script's second "
-              "version on; '–' = not recorded); on this 2-core box a run alone shows about 2–3.", "",
-              "| run | epochs | AP | AP50 | APs | s / epoch | load |", "|---|---|---|---|---|---|---|"]
+        ref = {seed: final(runs[f"{prefix}-fss-s{seed}"]) for seed in seeds if f"{prefix}-fss-s{seed}" in runs}
+        paired = [fin[s]["AP"] - ref[s]["AP"] for s in fin if s in ref]
+        per_seed = ", ".join(f"{d:+.4f}" for d in paired)
+        delta = "–" if v == "fss" else (f"{mean_std(paired)} ({per_seed})" if paired else "–")
+        f = list(fin.values())
+        main.append(f"| {v} | {len(f)} | " + " | ".join(mean_std([x[k] for x in f]) for k in
+                    ("AP", "AP50", "AP75", "APs", "sec_per_epoch")) + f" | {delta} |")
+        align.append(f"| {v} | " + " | ".join(mean_std([x[k] for x in f]) for k in
+                     ("pos_per_gt", "rank_consistency", "val_rank_consistency", "top1_agreement", "top1_iou")) + " |")
+    return main, align
+
+
+def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
+    runs = load_store(store)
+    machines = sorted({r["meta"]["device"] for r in runs.values()}) or ["(no run finished yet)"]
+    params = {}
+    for r in runs.values():
+        params.setdefault(r["config"]["assigner"] + str(r["config"]["params"] or ""), r["assigner_params"])
+    header = ["| assigner | runs | AP | AP50 | AP75 | AP_small | s / epoch | AP − FSS AP, paired by seed (per seed) |",
+              "|---|---|---|---|---|---|---|---|"]
+    align_header = ["| assigner | pos/GT | rank consistency (own positives) | rank consistency (candidates) | "
+                    "top-1 agreement | top-1 IoU |", "|---|---|---|---|---|---|"]
+    lines = [f"# Assignment study — budget `{budget_name}`", "",
+             f"Machines: {'; '.join(machines)}. Budget `{budget_name}`: fss-n, batch {b.batch}, {b.size} px, "
+             f"lr 0.08 per 64 images, seeds {list(b.seeds)}. Synthetic: {b.train} train / {b.val} val dense "
+             f"aerial images (~{b.objects} objects of 6–40 px each, occlusion ≤ 0.4), {b.epochs} epochs. "
+             f"DOTA: tiles of {', '.join(DOTA_TRAIN)} train, tiles of {', '.join(DOTA_VAL)} validate, "
+             f"{b.dota_epochs or 'matched'} epochs. Metrics: COCO AP (pycocotools) of the EMA model on the "
+             "validation images at the last epoch. Runs with the same seed share initial weights, data order "
+             "and augmentation, so the last column compares each assigner with FSS (ρ 0.5) seed by seed. "
+             "s / epoch is wall-clock and comparable only between runs on the same machine at the same load.",
+             "", f"Finished runs: {len(runs)} (listed at the end with commit, machine and load).", ""]
+    for title, prefix in (("Synthetic dense aerial scenes", "main"), ("DOTA tiles (held-out images)", "dota")):
+        main, align = _table(runs, prefix, b.seeds)
+        lines += [f"## {title} (mean ± sample std over seeds)", "", *header, *main, "",
+                  "What each assigner teaches: pos/GT and rank consistency over each GT's own positives are "
+                  "training-time figures of the last epoch; the last three are measured on the validation set "
+                  "with the final model over one assigner-independent candidate set per GT (`fss eval "
+                  "--alignment`).", "", *align_header, *align, ""]
+    t3 = [("Max-IoU", f"main-maxiou-s{b.seeds[0]}"), ("+ suboptimal selection (FSS, γ = 0)",
+          f"t3-fss-gamma0-s{b.seeds[0]}"), ("+ transformation (full FSS)", f"main-fss-s{b.seeds[0]}")]
+    if f"t3-fss-gamma0-s{b.seeds[0]}" in runs:
+        lines += ["## Table 3 shape (seed 0)", "", "| step | AP | AP50 | APs | top-1 agreement |",
+                  "|---|---|---|---|---|"]
+        for label, name in t3:
+            f = final(runs[name]) if name in runs else None
+            lines.append(f"| {label} | " + (" | ".join(_fmt(f[k]) for k in ("AP", "AP50", "APs", "top1_agreement"))
+                                            if f else "not run yet | | |") + " |")
+        lines.append("")
+    sens = [n for n in runs if n.startswith("sens-")]
+    if sens:
+        lines += ["## Sensitivity (FSS, seed 0)", "", "| run | AP | AP50 | pos/GT | top-1 agreement |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {n} | " + " | ".join(_fmt(final(runs[n])[k]) for k in ("AP", "AP50", "pos_per_gt",
+                                                                               "top1_agreement")) + " |" for n in sens]
+        lines.append("")
+    lines += ["## Parameters each assigner ran with", ""]
+    lines += [f"- `{k}`: {json.dumps(v, sort_keys=True)}" for k, v in sorted(params.items())]
+    lines += ["", "## Every finished run", "", "| run | epochs | AP | AP50 | APs | s / epoch | wall | load | commit | "
+              "machine | finished |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
-        f = final(r)
-        meta = out / "runs" / name / "ablation_meta.json"
-        load = f"{json.loads(meta.read_text())['load5_at_end']:.1f}" if meta.is_file() else "–"
-        lines.append(f"| {name} | {r['rows'][-1]['epoch']}/{target_epochs(name, b, out)} | {_fmt(f['AP'])} | "
-                     f"{_fmt(f['AP50'])} | {_fmt(f['APs'])} | {f['sec_per_epoch']:.1f} | {load} |")
-    _curves(runs, path.parent / "ablation_rank_consistency.png")
-    lines += ["", "## Rank consistency over training", "", "![curves](ablation_rank_consistency.png)", ""]
+        f, m = final(r), r["meta"]
+        lines.append(f"| {name} | {r['rows'][-1]['epoch']} | {_fmt(f['AP'])} | {_fmt(f['AP50'])} | {_fmt(f['APs'])} | "
+                     f"{f['sec_per_epoch']:.1f} | {m['wall_s'] / 60:.0f} min | {m['load5_at_end']:.1f} | "
+                     f"{m['commit']} | {m['device']} | {m['finished']} |")
+    png = path.with_name(path.stem + "_rank_consistency.png")
+    if _curves(runs, png):
+        lines += ["", "## Rank consistency over training (synthetic)", "", f"![curves]({png.name})", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     notes = path.read_text().partition(NOTES_MARK)[2] if path.is_file() else ""
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n" + NOTES_MARK + (notes or "\n"))
     os.replace(tmp, path)
-    print(f"wrote {path}")
+    print(f"wrote {path}", flush=True)
 
 
-def _curves(runs: dict, png: Path) -> None:
+def _curves(runs: dict, png: Path) -> bool:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    for a in MAIN:      # mean over the finished seeds, band = min..max
+    for v in ORDER:      # mean over the finished seeds, band = min..max
         curves = [[np.nan if x.get("rank_consistency") is None else x["rank_consistency"] for x in r["rows"]]
-                  for n, r in runs.items() if n.startswith(f"main-{a}-") and r["complete"]]
+                  for n, r in runs.items() if n.startswith(f"main-{v}-s")]
         if not curves:
             continue
-        y = np.array(curves, dtype=float)
-        epochs = np.arange(1, y.shape[1] + 1)
-        label = f"{a} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
+        n = min(len(c) for c in curves)
+        y = np.array([c[:n] for c in curves], dtype=float)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)     # an epoch where no seed had a value
             mean = np.nanmean(y, 0)
-        line, = ax.plot(epochs, mean, marker="o", label=label)
+        line, = ax.plot(np.arange(1, n + 1), mean, marker="o", label=f"{v} ({len(curves)} seeds)")
         if len(curves) > 1:
-            ax.fill_between(epochs, np.nanmin(y, 0), np.nanmax(y, 0), color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("Spearman(cls score, IoU) over each GT's positives")
-    ax.grid(alpha=0.3)
-    if ax.lines:
+            ax.fill_between(np.arange(1, n + 1), np.nanmin(y, 0), np.nanmax(y, 0), color=line.get_color(), alpha=0.15)
+    drew = bool(ax.lines)
+    if drew:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("Spearman(cls score, IoU) over each GT's positives")
+        ax.grid(alpha=0.3)
         ax.legend()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
+        fig.tight_layout()
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=80)
     plt.close(fig)
+    return drew
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,57 +9,77 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import ablation  # noqa: E402
 
+B = ablation.Budget(train=8, val=4, size=128, objects=10, epochs=2, batch=4, seeds=(0, 1))
 
-def _fake_run(folder: Path, epochs: int, ap: float, rc: float):
-    folder.mkdir(parents=True)
+
+def _summary(store: Path, name: str, ap: float, rc: float = 0.5, epochs: int = 2, alignment=None, params=None):
+    variant = name.rsplit("-s", 1)[0].split("-", 1)[1]
+    assigner, overrides = ablation.VARIANTS.get(variant, ("fss", {}))
     rows = [{"epoch": e + 1, "AP": ap, "AP50": ap + 0.2, "AP75": ap - 0.05, "APs": ap - 0.1, "seconds": 10.0 + e,
              "pos_per_gt": 3.0, "rank_consistency": rc * (e + 1) / epochs} for e in range(epochs)]
-    (folder / "results.json").write_text(json.dumps(rows))
+    ablation.write_json_atomic(store / f"{name}.json", {
+        "config": {"assigner": assigner, "params": params or overrides}, "rows": rows, "alignment": alignment,
+        "assigner_params": {"rho": 0.5} if assigner == "fss" else {"topk": 10},
+        "meta": {"commit": "abc1234", "device": "test CPU", "cores": 2, "load5_at_end": 2.4, "wall_s": 600.0,
+                 "finished": "2026-11-26 12:00"}})
 
 
-def test_report_aggregates_seeds_and_marks_missing_runs(tmp_path):
-    b = ablation.Budget(train=8, val=4, size=128, objects=10, epochs=2, batch=4, seeds=(0, 1))
-    out = tmp_path / "study"
-    _fake_run(out / "runs/main-fss-s0", 2, 0.30, 0.5)
-    _fake_run(out / "runs/main-fss-s1", 2, 0.20, 0.4)
-    _fake_run(out / "runs/main-maxiou-s0", 2, 0.10, 0.1)
-    _fake_run(out / "runs/t3-fss-gamma0-s0", 1, 0.25, 0.3)      # incomplete: 1 of 2 epochs
+def test_report_pairs_by_seed_and_prints_parameters(tmp_path):
+    store = tmp_path / "store"
+    _summary(store, "main-fss-s0", 0.30)
+    _summary(store, "main-fss-s1", 0.20)
+    _summary(store, "main-tal-s0", 0.40, alignment={"rank_consistency": 0.45, "top1_agreement": 0.18,
+                                                    "top1_iou": 0.43})
+    _summary(store, "dota-simota-s0", 0.05)
     report = tmp_path / "ablation.md"
-    ablation.write_report(report, out, b, "smoke")
+    ablation.write_report(report, store, B, "smoke")
     text = report.read_text()
     assert "| fss | 2 | 0.2500 ± 0.0707 |" in text
-    assert "| simota | 0 |" in text
-    assert "| Max-IoU | 0.1000 |" in text and "| + suboptimal selection (FSS, γ = 0) | not run yet |" in text
+    assert "| 0.1000 (+0.1000) |" in text                          # tal − fss on seed 0 only
+    assert "| simota | 0 |" in text.split("## DOTA")[0]
+    assert "| tal | 3.0000 | 0.5000 | 0.4500 | 0.1800 | 0.4300 |" in text
+    assert '- `fss`: {"rho": 0.5}' in text and '- `tal`: {"topk": 10}' in text
+    assert "| main-tal-s0 | 2 | 0.4000 |" in text and "| abc1234 | test CPU |" in text
     assert (tmp_path / "ablation_rank_consistency.png").is_file()
 
 
+def test_report_keeps_hand_written_notes(tmp_path):
+    store = tmp_path / "store"
+    _summary(store, "main-fss-s0", 0.30)
+    report = tmp_path / "ablation.md"
+    ablation.write_report(report, store, B, "smoke")
+    report.write_text(report.read_text() + "\nFSS loses here because of the prior.\n")
+    _summary(store, "main-tal-s0", 0.40)
+    ablation.write_report(report, store, B, "smoke")
+    text = report.read_text()
+    assert text.count("FSS loses here because of the prior.") == 1 and "| tal | 1 | 0.4000 |" in text
+
+
+def test_stored_summary_is_reused_only_for_the_same_configuration(tmp_path):
+    spec = ablation.Spec("main-fss-s0", "synthetic", "fss", "fss", {}, 0, 2)
+    cfg = spec.config(B, "smoke")
+    ablation.write_json_atomic(tmp_path / "main-fss-s0.json", {"config": cfg, "rows": []})
+    assert ablation.load_summary(tmp_path, spec, cfg) is not None
+    other = ablation.Spec("main-fss-s0", "synthetic", "fss", "fss", {"rho": 0.25}, 0, 2)
+    assert ablation.load_summary(tmp_path, other, other.config(B, "smoke")) is None
+    longer = ablation.Spec("main-fss-s0", "synthetic", "fss", "fss", {}, 0, 3)
+    assert ablation.load_summary(tmp_path, longer, longer.config(B, "smoke")) is None
+
+
+def test_plan_is_seed_major_with_fss_first():
+    specs = ablation.plan(ablation.BUDGETS["decide"], Path("/nonexistent"), {"main"}, {"synthetic", "dota"})
+    names = [s.name for s in specs]
+    assert names[:2] == ["main-fss-s0", "main-fss-rho0.25-s0"]
+    assert names.index("dota-tal-s0") < names.index("main-fss-s1")
+    assert len(names) == 2 * 6 * 3
+    assert next(s for s in specs if s.name == "main-fss-rho0.25-s0").params == {"rho": 0.25}
+
+
 @pytest.mark.slow
-def test_smoke_budget_end_to_end(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/ablation.py"), "--budget", "smoke", "--only",
-                          "main,table3", "--out", str(tmp_path), "--report", str(tmp_path / "r.md")], cwd=ROOT,
-                         capture_output=True, text=True)
+def test_smoke_budget_end_to_end_two_at_once(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/ablation.py"), "--budget", "smoke", "--datasets",
+                          "synthetic", "--parallel", "2", "--out", str(tmp_path), "--store", str(tmp_path / "store"),
+                          "--report", str(tmp_path / "r.md")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| fss | 1 |" in (tmp_path / "r.md").read_text()
-
-
-def test_report_keeps_hand_written_notes_and_lists_every_run(tmp_path):
-    b = ablation.Budget(train=8, val=4, size=128, objects=10, epochs=2, batch=4, seeds=(0,))
-    out = tmp_path / "study"
-    _fake_run(out / "runs/main-fss-s0", 2, 0.30, 0.5)
-    _fake_run(out / "runs/sens-rho=0.5-s0", 1, 0.25, 0.3)       # incomplete
-    (out / "runs/main-fss-s0/ablation_meta.json").write_text(json.dumps({"load5_at_end": 2.4, "cores": 2}))
-    (out / "runs/main-fss-s0/alignment.json").write_text(json.dumps({"alignment": {
-        "rank_consistency": 0.45, "top1_agreement": 0.18, "top1_iou": 0.43, "best_iou": 0.6, "num_gt": 10}}))
-    report = tmp_path / "ablation.md"
-    ablation.write_report(report, out, b, "smoke")
-    report.write_text(report.read_text() + "\nFSS loses here because of the prior.\n")
-    _fake_run(out / "runs/main-tal-s0", 2, 0.40, 0.6)
-    ablation.write_report(report, out, b, "smoke")
-    text = report.read_text()
-    assert text.count("FSS loses here because of the prior.") == 1
-    assert "| tal | 1 | 0.4000 |" in text
-    assert "| main-fss-s0 | 2/2 | 0.3000 |" in text and text.split("| main-fss-s0 |")[1].split("\n")[0].endswith(
-        "| 2.4 |")
-    assert "| fss | 3.0000 | 0.5000 | 0.4500 | 0.1800 | 0.4300 |" in text      # alignment of the final model
-    assert "| tal | 3.0000 | 0.6000 | n/a | n/a | n/a |" in text                   # none measured
-    assert "| sens-rho=0.5-s0 | 1/2 |" in text and "| rho | 0.5 | not run yet |" in text
+    assert len(list((tmp_path / "store").glob("main-*.json"))) == 6

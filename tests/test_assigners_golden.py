@@ -68,10 +68,10 @@ def test_fss_every_step_by_hand():
 
 
 def test_fss_prior_dynamic_k_is_smaller_for_a_scattered_iou_landscape():
-    # a narrow prior (default rho) around the best point: k shrinks from floor(3.3) = 3 to 1
+    # a narrow prior (rho 0.25, the spec before 2026-11-26) around the best point: k shrinks from 3 to 1
     args = case(ROW, 8, ROW_PRED, [[p] for p in ROW_P], [GT])
     inp = prepare_inputs(*args)
-    narrow = FSSAssigner(alpha=1.0, beta=1.0)
+    narrow = FSSAssigner(alpha=1.0, beta=1.0, rho=0.25)
     st = narrow.steps(inp, narrow.candidates(inp))
     # sigma_x = max(0.25 · 24, 4) = 6; G at dx = -16, -8, 0, 8
     G = [math.exp(-0.5 * (dx / 6.0) ** 2) for dx in (-16, -8, 0, 8)]
@@ -79,6 +79,23 @@ def test_fss_prior_dynamic_k_is_smaller_for_a_scattered_iou_landscape():
     assert st["k"][0].item() == 1 and st["pos"].tolist() == [False, False, True, False]
     plain = FSSAssigner(alpha=1.0, beta=1.0, dynamic_k="iou")
     assert plain.steps(inp, plain.candidates(inp))["k"][0].item() == 3   # floor(0.9 + 1 + 0.9 + 0.5)
+
+
+def test_fss_default_prior_is_the_revised_spec():
+    # rho 0.5 (FSS-SPEC revision 2026-11-26): sigma_x = max(0.5 · 24, 4) = 12, so k = floor(2.471) = 2
+    assert FSSAssigner().rho == 0.5
+    args = case(ROW, 8, ROW_PRED, [[p] for p in ROW_P], [GT])
+    inp = prepare_inputs(*args)
+    fss = FSSAssigner(alpha=1.0, beta=1.0)
+    st = fss.steps(inp, fss.candidates(inp))
+    G = [math.exp(-0.5 * (dx / 12.0) ** 2) for dx in (-16, -8, 0, 8)]
+    assert sum(u * g for u, g in zip(ROW_U, G)) == pytest.approx(2.4711, abs=1e-4)
+    assert st["k"][0].item() == 2
+    # r = P · G: point 2 (P ∝ 0.81) and point 1 (P ∝ 0.8 · G 0.80) beat point 3 (0.354 · 0.80) and point 0
+    assert st["pos"].tolist() == [False, True, True, False]
+    t = [math.sqrt(p) * u for p, u in zip(ROW_P, ROW_U)]
+    w1, w2 = t[1] / ((t[1] + t[2]) / 2), t[2] / ((t[1] + t[2]) / 2)
+    assert fss(*args).weights[0].tolist() == pytest.approx([0.0, w1, w2, 0.0], abs=1e-3)
 
 
 def test_simota_by_hand():

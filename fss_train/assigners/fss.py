@@ -52,7 +52,7 @@ class FSSAssigner(Assigner):
     beta: float = 6.0           # exponent of the IoU u in t
     center_radius: float = 2.5  # candidate region half-size around the GT centre, in strides
     eps: float = 1e-4           # additive smoothing of the probability matrix (units of t)
-    rho: float = 0.25           # Gaussian σ as a fraction of the GT side
+    rho: float = 0.5            # Gaussian σ as a fraction of the GT side (spec revision 2026-11-26; was 0.25)
     sigma_min: float = 0.5      # floor of σ, in strides of the potentially optimal point
     topq: int = 10              # number of (prior-weighted) IoUs summed for the dynamic k
     gamma: float = 1.0          # power of P in the weights (0 = uniform: SubOptSel only)
