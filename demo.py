@@ -95,10 +95,11 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
             run = Run(cfg, out / f"train_{assigner}", log=lambda m: console.print(m, highlight=False))
             with TrainProgress() as progress:
                 final = run.fit(progress)
+            final = final | {"params": run.assigner.params()}
             runs[assigner] = {"ckpt": out / f"train_{assigner}/last.pt", "final": final,
                               "rows": json.loads((out / f"train_{assigner}/results.json").read_text())}
     results["train"] = {a: {k: r["final"].get(k) for k in ("AP", "AP50", "APs", "pos_per_gt", "rank_consistency",
-                                                              "seconds")} for a, r in runs.items()}
+                                                              "seconds", "params")} for a, r in runs.items()}
 
     # 3. export + prove identical ---------------------------------------------------------------
     from fss_deploy.export import compare, export_onnx
@@ -260,6 +261,8 @@ def _report_md(r: dict, budget: DemoBudget) -> str:
     for a in ("fss", "simota"):
         lines.append(f"| {a} | {f(t[a]['AP'])} | {f(t[a]['AP50'])} | {f(t[a]['APs'])} | {f(t[a]['pos_per_gt'])} | "
                      f"{f(t[a]['rank_consistency'])} | {f(d[a]['AP50'])} | {f(d[a]['mAP50_dota'])} |")
+    lines += [""] + [f"- `{a}` ran with " + ", ".join(f"{k}={v}" for k, v in (t[a].get("params") or {}).items())
+                     for a in ("fss", "simota")]
     lines += ["", "## Zero inference overhead", "",
               f"- graph fingerprints: **{'IDENTICAL' if c['identical'] else 'DIFFERENT'}** "
               f"(`{c['fingerprint'][:16]}…`)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -96,3 +98,40 @@ def tile_origins(length: int, tile: int, gap: int) -> list[int]:
 def tile_grid(width: int, height: int, tile: int, gap: int) -> list[tuple[int, int]]:
     """(x, y) origins of every tile of a width × height image, row by row."""
     return [(x, y) for y in tile_origins(height, tile, gap) for x in tile_origins(width, tile, gap)]
+
+
+def box_ciou_aligned(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Element-wise Complete IoU (Zheng et al., AAAI 2020) of (..., 4) xyxy boxes -> (...,).
+
+    CIoU = IoU − ρ²/c² − α·v, ρ the centre distance, c the enclosing box diagonal,
+    v = 4/π² (atan(w_b/h_b) − atan(w_a/h_a))², α = v / (1 − IoU + v). ``eps`` enters as in
+    Ultralytics' ``bbox_iou`` (added to the heights, the union and c²), so the values — and the
+    task-aligned assignment built on them — agree with that implementation bit for bit on the same inputs.
+    """
+    w1, h1 = a[..., 2] - a[..., 0], a[..., 3] - a[..., 1] + eps
+    w2, h2 = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1] + eps
+    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
+    inter = iw * ih
+    union = w1 * h1 + w2 * h2 - inter + eps
+    iou = inter / union
+    cw = torch.maximum(a[..., 2], b[..., 2]) - torch.minimum(a[..., 0], b[..., 0])
+    ch = torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1])
+    c2 = cw.pow(2) + ch.pow(2) + eps
+    rho2 = ((b[..., 0] + b[..., 2] - a[..., 0] - a[..., 2]).pow(2)
+            + (b[..., 1] + b[..., 3] - a[..., 1] - a[..., 3]).pow(2)) / 4
+    v = (4 / math.pi ** 2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)).pow(2)
+    alpha = v / (1 - iou + v + eps)
+    return iou - (rho2 / c2 + v * alpha)
+
+
+def box_iou_exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of broadcastable (..., 4) xyxy boxes without any epsilon, as YOLOX's ``bboxes_iou``
+    computes it (the intersection counts only where the boxes overlap strictly on both axes).
+    Pairwise: ``box_iou_exact(a[:, None], b[None])`` -> (m, n). Boxes must have positive area."""
+    tl = torch.maximum(a[..., :2], b[..., :2])
+    br = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (br - tl).prod(dim=-1) * (tl < br).all(dim=-1)
+    area_a = (a[..., 2:] - a[..., :2]).prod(dim=-1)
+    area_b = (b[..., 2:] - b[..., :2]).prod(dim=-1)
+    return inter / (area_a + area_b - inter)

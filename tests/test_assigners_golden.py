@@ -101,29 +101,62 @@ def test_fss_default_prior_is_the_revised_spec():
 def test_simota_by_hand():
     probs = [[p, 0.1] for p in ROW_P]
     args = case(ROW, 8, ROW_PRED, probs, [GT])
-    sim = SimOTAAssigner()
-    inp = prepare_inputs(*args)
-    pairs = sim.candidates(inp)
-    neg1 = -math.log(1 - math.sqrt(0.1))
-    cost = [-math.log(math.sqrt(p)) + neg1 + 3 * -math.log(u + 1e-8) for p, u in zip(ROW_P, ROW_U)]
-    assert sim.cost(inp, pairs).tolist() == pytest.approx(cost, abs=1e-4)
-    # k = floor(0.9 + 1 + 0.9 + 0.5) = 3; cheapest three: points 1, 2, 0
-    res = sim(*args)
+    # candidates: centre square ±20 px around (12, 4) holds all four points; the box only points 0-2,
+    # so point 3 pays YOLOX's 1e5 penalty. k = floor(0.9 + 1 + 0.9 + 0.5) = 3 -> points 0, 1, 2
+    res = SimOTAAssigner()(*args)
     assert res.fg_mask[0].tolist() == [True, True, True, False]
     assert res.target_scores[0, :, 0].tolist() == pytest.approx([0.9, 1.0, 0.9, 0.0], abs=1e-6)
     assert res.target_scores[0, :, 1].abs().sum() == 0
     assert res.weights[0].tolist() == [1.0, 1.0, 1.0, 0.0]
 
 
+def test_simota_penalty_is_a_cost_not_an_exclusion():
+    # every prediction equals the GT: k = floor(4 × IoU 1) = 4 > the 3 points in box ∩ centre, so the
+    # reference also takes point 3 despite its 1e5 penalty
+    args = case(ROW, 8, [GT[0]] * 4, [[p] for p in ROW_P], [GT])
+    assert SimOTAAssigner()(*args).fg_mask[0].tolist() == [True, True, True, True]
+    # the 2023 variant (centre square of ±1.5 strides = ±12 px only): point 3 (16 px away) is no candidate
+    # of the union at all; points 0 and 2 lie exactly 8 px away, inside
+    res = SimOTAAssigner(region="centre", center_radius=1.5, penalty=1e6)(*args)
+    assert res.fg_mask[0].tolist() == [True, True, True, False]
+
+
 def test_tal_by_hand():
     args = case(ROW, 8, ROW_PRED, [[p] for p in ROW_P], [GT])
     res = TALAssigner(topk=2)(*args)
-    # only points 0-2 lie inside the box; t = sqrt(p) · u^6 = 0.2657, 0.8, 0.4783 -> top-2 = points 1, 2
-    t = [math.sqrt(p) * u**6 for p, u in zip(ROW_P[:3], ROW_U[:3])]
+
+    def ciou(p, g=GT[0], eps=1e-7):     # Complete IoU written out (Zheng et al. 2020), Ultralytics' eps placement
+        iw = max(0.0, min(p[2], g[2]) - max(p[0], g[0]))
+        ih = max(0.0, min(p[3], g[3]) - max(p[1], g[1]))
+        w1, h1, w2, h2 = g[2] - g[0], g[3] - g[1] + eps, p[2] - p[0], p[3] - p[1] + eps
+        iou = iw * ih / (w1 * h1 + w2 * h2 - iw * ih + eps)
+        c2 = (max(p[2], g[2]) - min(p[0], g[0])) ** 2 + (max(p[3], g[3]) - min(p[1], g[1])) ** 2 + eps
+        rho2 = ((p[0] + p[2] - g[0] - g[2]) ** 2 + (p[1] + p[3] - g[1] - g[3]) ** 2) / 4
+        v = 4 / math.pi ** 2 * (math.atan(w2 / h2) - math.atan(w1 / h1)) ** 2
+        return iou - (rho2 / c2 + v * v / (1 - iou + v + eps))
+
+    # points 0-2 lie inside the box (its 8 px height is widened to 16, which adds no point here);
+    # t = sqrt(p) · CIoU^6 = 0.26, 0.8, 0.47 -> top-2 = points 1, 2
+    u = [ciou(p) for p in ROW_PRED[:3]]
+    t = [math.sqrt(p) * ui**6 for p, ui in zip(ROW_P[:3], u)]
+    assert u[0] == pytest.approx(0.8977, abs=1e-4) and u[1] == pytest.approx(1.0, abs=1e-6)
     assert res.fg_mask[0].tolist() == [False, True, True, False]
-    # normalised targets t · max IoU / max t over the positives (max IoU 1.0, max t 0.8)
-    expected = [0.0, t[1] * 1.0 / t[1], t[2] * 1.0 / t[1], 0.0]
+    # normalised targets t · max u / max t over the positives (max u = u[1], max t = t[1])
+    expected = [0.0, 1.0 * u[1], t[2] * u[1] / t[1], 0.0]
     assert res.target_scores[0, :, 0].tolist() == pytest.approx(expected, abs=1e-5)
+    # TOOD's plain IoU: the same selection here, targets from IoU
+    tood = TALAssigner(topk=2, overlap="iou", min_side=0)(*args)
+    assert tood.fg_mask[0].tolist() == [False, True, True, False]
+
+
+def test_tal_widens_small_boxes_to_min_side():
+    # a 6 × 6 px GT centred at (16, 16) on a stride-8 grid: no point centre lies inside it, but widened
+    # to 16 × 16 ([8, 24]²) it holds the four points (12|20, 12|20)
+    pts = [(4.0 + 8 * i, 4.0 + 8 * j) for j in range(4) for i in range(4)]
+    gt = ([13.0, 13.0, 19.0, 19.0], 0)
+    args = case(pts, 8, [gt[0]] * 16, [[0.5]] * 16, [gt])
+    assert TALAssigner()(*args).num_fg == 4
+    assert TALAssigner(min_side=0)(*args).num_fg == 0
 
 
 SIX = [(4.0 + 8 * i, 4.0) for i in range(6)]

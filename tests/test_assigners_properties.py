@@ -83,13 +83,14 @@ def test_zero_gts_gives_all_background(name):
     assert ASSIGNERS[name]()(*empty).num_fg == 0
 
 
-@pytest.mark.parametrize("name", ["fss", "simota", "tal", "atss"])
+@pytest.mark.parametrize("name", ["fss", "tal", "atss"])
 @settings(max_examples=25, deadline=None)
 @given(seed=seeds)
 def test_every_gt_with_a_candidate_gets_a_positive(name, seed):
-    """Unless every candidate point is the only positive of another GT (then none can be spared)."""
+    """Unless every candidate point is the only positive of another GT (then none can be spared).
+    (SimOTA and TAL as their references do not promise this; TAL's ``rescue`` option does.)"""
     args = random_scene(seed, M=8)
-    assigner = ASSIGNERS[name]()
+    assigner = ASSIGNERS[name](rescue=True)
     res = assigner(*args)
     pairs = assigner.candidates(prepare_inputs(*args))
     B, A = res.fg_mask.shape
@@ -166,7 +167,10 @@ def test_fss_dynamic_k_iou_reproduces_simota_k(seed):
     fss = FSSAssigner(dynamic_k="iou")
     pairs = fss.candidates(inp)
     steps = fss.steps(inp, pairs)
-    assert torch.equal(steps["k"], SimOTAAssigner().dynamic_k(steps["u"], pairs))
+    for seg in pairs.seg.unique().tolist():       # SimOTA's k over the GT's own candidates
+        u = steps["u"][pairs.seg == seg]
+        k = max(1, int(u.topk(min(10, u.numel())).values.sum()))
+        assert int(steps["k"][seg]) == min(k, u.numel())
 
 
 @settings(max_examples=20, deadline=None)
@@ -202,6 +206,12 @@ def test_fss_bad_option_is_a_clear_error():
 def test_grid_windows_dense_and_chunked_enumeration_agree(name, monkeypatch):
     args = random_scene(5, B=2, M=12)
     assigner = ASSIGNERS[name]()
+    if name == "simota":          # dense over (GT chunk × candidate points), no pair enumeration
+        one = SimOTAAssigner(chunk_elems=1)(*args)
+        full = assigner(*args)
+        for field in ("fg_mask", "gt_index", "target_scores"):
+            assert torch.equal(getattr(one, field), getattr(full, field)), field
+        return
     inp = prepare_inputs(*args)
     assert sparse.grid_levels(inp.points, inp.strides) is not None
     grid_pairs = assigner.candidates(inp)

@@ -39,7 +39,7 @@ class ATSSAssigner(Assigner):
     # the nearest 9 grid points always lie within 4 strides of the centre on each axis
     window: float = 4.0
     inside_eps: float = 0.01    # a point must be this many pixels inside the box
-    rescue: bool = True
+    rescue: bool = False        # a GT left without positives takes its best candidate (not in the reference)
 
     name = "atss"
 
