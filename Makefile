@@ -10,7 +10,7 @@ STAMP := $(VENV)/.fss-installed
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup test test-all demo lint clean default-model bench-deps bench
+.PHONY: setup test test-all demo lint clean default-model bench-deps bench ablation ablation-gpu reference-fixtures gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,30 @@ bench-deps: $(STAMP)
 bench: bench-deps
 	$(BIN)/python benchmarks/assigners.py
 	$(BIN)/python benchmarks/tiled_vs_sahi.py
+
+# the assignment study (issue #14); CPU: resumable run by run (~26 min per synthetic run on 2 cores);
+# finished runs land in docs/results/ablation/decide/*.json and the report in docs/results/ablation.md
+ablation: $(STAMP)
+	$(BIN)/python benchmarks/ablation.py --budget decide
+
+# on a lent GPU machine (bare; no venv there): the checks and measurements of issue #16, then the study's
+# GPU mode (several trainings at once, nothing new after 7 min); results under OUT. `make gpu-wheels` first,
+# here, and carry .gpu-wheels/ with the working tree.
+OUT ?= runs/gpu-out
+gpu-check:
+	bash benchmarks/gpu_run.sh $(OUT) check
+
+ablation-gpu:
+	bash benchmarks/gpu_run.sh $(OUT) ablation
+
+gpu-wheels:
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-wheels pycocotools==2.0.10
+
+# golden fixtures of the baseline assigners from the reference code (side venv under runs/refenv; needs
+# network for PyPI; YOLOX_MAIN=DIR adds YOLOX main's 2023 SimOTA)
+reference-fixtures:
+	$(PY) benchmarks/reference_fixtures.py --setup $(if $(YOLOX_MAIN),--yolox-main $(YOLOX_MAIN))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -47,9 +47,11 @@ def is_main() -> bool:
 
 
 def setup_distributed(device_name: str) -> tuple[torch.device, int, int]:
-    """Join the process group when started by torchrun; returns (device, rank, world)."""
+    """Join the process group when started by torchrun (also with one process, so ``torchrun
+    --nproc_per_node 1`` exercises the NCCL/gloo path of a multi-GPU run); returns (device, rank, world)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    launched = "TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ
+    if (world > 1 or launched) and not dist.is_initialized():
         backend = "nccl" if device_name.startswith("cuda") else "gloo"
         dist.init_process_group(backend)
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -83,6 +85,7 @@ class Run:
         self.card = load_card(cfg.model).with_classes(len(self.classes))
         self.model = build_model(self.card).to(self.device)
         self.assigner = build_assigner(cfg.assigner, **cfg.assigner_params)
+        log(f"assigner {cfg.assigner}: " + ", ".join(f"{k}={v}" for k, v in self.assigner.params().items()))
         self.recipe = RECIPES[cfg.assigner]
         self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
                                          momentum=cfg.momentum, nesterov=True)
@@ -90,11 +93,14 @@ class Run:
         self.start_epoch, self.best, self.rows = 0, float("-inf"), []
         if resume:
             self._resume()
-        if self.world > 1 and self.device.type == "cuda" and cfg.sync_bn:
+        distributed = dist.is_initialized()
+        if distributed:
+            log(f"joined the process group: backend {dist.get_backend()}, rank {self.rank} of {self.world}")
+        if distributed and self.device.type == "cuda" and cfg.sync_bn:
             # keeps the same Parameter objects, so the optimiser (and resumed state) stays valid
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net = self.model
-        if self.world > 1:
+        if distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         aug = AugmentConfig(cfg.mosaic, cfg.scale, cfg.translate, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v, cfg.fliplr,
