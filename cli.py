@@ -116,6 +116,7 @@ def train(data: Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or D
           val: Annotated[str, typer.Option(help="validation dataset (default: data.yaml val split, else --data)")] = "",
           workers: Annotated[int, typer.Option(help="data loader workers per process")] = 2,
           resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt")] = False,
+          exist_ok: Annotated[bool, typer.Option(help="start over in an OUT that already holds a run")] = False,
           set_: Annotated[list[str] | None, typer.Option("--set", help="override: key=value (see fss_train/config.py)")]
           = None):
     """Train a detector with FSS or a baseline assigner. Writes config.yaml, results.csv/png, last.pt, best.pt."""
@@ -134,8 +135,9 @@ def train(data: Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or D
                            "batch": batch, "imgsz": imgsz, "device": device, "workers": workers},
                           parse_overrides(set_ or []))
         from fss_train.train import Run
-        run = Run(cfg, out, resume=resume, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
-    except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as exc:
+        run = Run(cfg, out, resume=resume, log=lambda m: err.print(m, highlight=False, soft_wrap=True),
+                  exist_ok=exist_ok)
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, RuntimeError) as exc:
         fail(str(exc))
     if run.start_epoch >= cfg.epochs:
         fail(f"{out}/last.pt already finished epoch {run.start_epoch}; pass --epochs N (> {run.start_epoch}) "
@@ -360,7 +362,12 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
            iou: Annotated[float, typer.Option(help="class-aware NMS IoU for the merge")] = 0.5,
            full_image: Annotated[bool, typer.Option(help="add a whole-image pass for objects larger than a tile")]
            = False,
-           out: Annotated[str, typer.Option(help="output folder")] = "runs/detect",
+           out: Annotated[str, typer.Option(help="output folder (default runs/detect, runs/detect2, … for a run "
+                                                  "with another model, settings or inputs)")] = "runs/detect",
+           exist_ok: Annotated[bool, typer.Option(help="replace OUT's results when they came from another run")]
+           = False,
+           max_det: Annotated[int, typer.Option(help="detections kept per image (a warning names images that "
+                                                    "reach it)")] = 10000,
            save_images: Annotated[bool, typer.Option(help="write annotated images")] = False,
            formats: Annotated[str, typer.Option(help="comma-separated: coco,dota,yolo")] = "coco,dota,yolo",
            threads: Annotated[int, typer.Option(help="CPU threads for the backend (0: library default)")] = 0):
@@ -374,10 +381,13 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
         DEFAULT_MODEL,
         FORMATS,
         SAMPLE_IMAGE,
+        OutputConflict,
         TiledDetector,
         check_output_dir,
+        prepare_output,
         resolve_sources,
         run_detect,
+        run_identity,
         write_outputs,
     )
     from fss_deploy.export import ExportError
@@ -397,6 +407,8 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
             fail(f"no SOURCE given and the bundled sample {SAMPLE_IMAGE.name} is missing; pass images or folders")
         sources = [str(SAMPLE_IMAGE)]
     out_dir = Path(out)
+    if max_det < 1:
+        fail(f"--max-det must be at least 1, got {max_det}")
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if not str(model).endswith((".pt", ".pth")) or (backend and backend != "torch"):
         from fss_deploy.backends import torch_postprocess_only
@@ -408,12 +420,20 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
             fail(f"no images found in {sources}")
         engine = load_backend(model, backend, f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
                               if device.startswith("cuda") and world > 1 else device, threads=threads)
-        detector = TiledDetector(engine, tile, overlap, batch, conf, iou, full_image)
-    except (ExportError, CheckpointError, FileNotFoundError, PermissionError, ValueError, RuntimeError) as exc:
+        detector = TiledDetector(engine, tile, overlap, batch, conf, iou, full_image, max_det)
+        if world > 1:
+            import torch.distributed as dist
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        identity = run_identity(detector, Path(model))
+        if rank == 0:
+            out_dir = prepare_output(out_dir, identity, exist_ok, increment=out == "runs/detect")
+        if world > 1:
+            dist.barrier()
+            if rank:
+                out_dir = prepare_output(out_dir, identity, False, increment=out == "runs/detect")
+    except (ExportError, CheckpointError, FileNotFoundError, PermissionError, ValueError, RuntimeError,
+            OutputConflict) as exc:
         fail(str(exc))
-    if world > 1:
-        import torch.distributed as dist
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     progress = Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, disable=rank != 0)
     with progress:
@@ -432,6 +452,9 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
         summary = write_outputs(paths, out_dir, engine.class_names, fmts, summaries)
         for f in summary["failed"]:
             err.print(f"[yellow]skipped:[/] {f['error']}", highlight=False)
+        for f in summary["hit_max_det"]:
+            err.print(f"[yellow]warning:[/] {f}: {max_det} detections, the --max-det cap; raise it to keep more",
+                      highlight=False)
         console.print(f"{summary['images']} images ({summary['processed']} processed, {summary['skipped_done']} "
                       f"already done, {len(summary['failed'])} failed): {summary['detections']} detections, "
                       f"{summary['seconds_per_image']:.2f} s/image, {summary['tiles_per_s']:.1f} tiles/s -> {out_dir}",

@@ -92,7 +92,7 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                                "imgsz": budget.size, "workers": 0 if quick else 1, "seed": seed,
                                "lr_per_64": 0.16, "warmup_epochs": 1.0, "no_mosaic_epochs": 2,
                                "eval_interval": budget.epochs})
-            run = Run(cfg, out / f"train_{assigner}", log=lambda m: console.print(m, highlight=False))
+            run = Run(cfg, out / f"train_{assigner}", log=lambda m: console.print(m, highlight=False), exist_ok=True)
             with TrainProgress() as progress:
                 final = run.fit(progress)
             final = final | {"params": run.assigner.params()}

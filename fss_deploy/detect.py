@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -168,6 +169,104 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+class OutputConflict(RuntimeError):
+    """The output folder holds results of another model, other settings or other inputs."""
+
+
+RESULT_FILES = (".per_image", "predictions.json", "images.json", "yolo", "dota", "images", "summary.json")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_identity(detector: TiledDetector, model: Path) -> dict:
+    """What the results of a detect run depend on (recorded as OUT/run.json): the model file's content and
+    every setting that changes detections. Inputs are checked per image (path, size and mtime in each
+    record), and the outputs are rebuilt from the records of this run's inputs only."""
+    return {"model": str(Path(model).resolve()), "model_sha256": file_sha256(Path(model)),
+            "backend": detector.backend.name, "tile": detector.tile, "overlap": detector.overlap,
+            "conf": detector.conf, "iou": detector.iou, "full_image": detector.full_image,
+            "max_det": detector.max_det, "border_rule": detector.border_rule}
+
+
+def prepare_output(out: Path, identity: dict, exist_ok: bool = False, increment: bool = False) -> Path:
+    """The folder this run writes into.
+
+    ``out`` itself when it is new or empty, or when its ``run.json`` records the same identity (then
+    finished images are reused: a resume). Otherwise, with ``exist_ok`` the earlier results are
+    deleted first; with ``increment`` (the default folder) the first ``out2``, ``out3``, … that is new
+    or matches is used, as Ultralytics does; else :class:`OutputConflict` says what differs.
+    """
+    record = out / "run.json"
+    if not out.exists() or not any(out.iterdir()):
+        atomic_write(record, json.dumps(identity, indent=1))
+        return out
+    try:
+        old = json.loads(record.read_text()) if record.is_file() else None
+    except (OSError, ValueError):
+        old = None
+    if old == identity:
+        return out
+    if old is None:
+        diff = ["it holds files but no run.json (not written by this version of fss detect)"]
+    else:
+        diff = [f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity.get(k)]
+    if exist_ok:
+        for name in RESULT_FILES:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        atomic_write(record, json.dumps(identity, indent=1))
+        return out
+    if increment:
+        n = 2
+        while True:
+            candidate = out.with_name(f"{out.name}{n}")
+            rec = candidate / "run.json"
+            if not candidate.exists() or (rec.is_file() and _same(rec, identity)):
+                return prepare_output(candidate, identity)
+            n += 1
+    raise OutputConflict(f"{out} holds the results of another run ({'; '.join(diff)}); pass another --out, or "
+                         "--exist-ok to replace them")
+
+
+def _same(record: Path, identity: dict) -> bool:
+    try:
+        return json.loads(record.read_text()) == identity
+    except (OSError, ValueError):
+        return False
+
+
+def input_fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def finished(record: Path, path: Path) -> bool:
+    """A per-image record counts only when it parses and was made from this very file (size, mtime)."""
+    try:
+        rec = json.loads(record.read_text())
+        return rec.get("input") == input_fingerprint(path)
+    except (OSError, ValueError, AttributeError):
+        return False           # missing, truncated (e.g. disk full) or from another file: redo it
+
+
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """A unique output name per input: the stem, or stem-<8 hex of the path> where stems collide
+    (``a/x.png``, ``b/x.png`` and ``x.jpg`` in one run never share ``yolo/x.txt`` or a DOTA image id)."""
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[p.stem.lower()] = stems.get(p.stem.lower(), 0) + 1
+    return {p: p.stem if stems[p.stem.lower()] == 1 else image_key(p) for p in paths}
+
+
 def check_output_dir(out: Path) -> None:
     """Fail before any work when the output folder cannot be written."""
     try:
@@ -196,13 +295,14 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
     per_image = out / ".per_image"
     per_image.mkdir(parents=True, exist_ok=True)
     mine = [p for i, p in enumerate(paths) if i % world == rank]
-    todo = [p for p in mine if not (per_image / f"{image_key(p)}.json").is_file()]
+    names = output_names(paths)
+    todo = [p for p in mine if not finished(per_image / f"{image_key(p)}.json", p)]
     skipped = len(mine) - len(todo)
     q: queue.Queue = queue.Queue(maxsize=2)                       # bounded: at most 2 decoded images ahead
     stop = threading.Event()
     thread = threading.Thread(target=_decoder, args=(todo, q, stop), daemon=True)
     thread.start()
-    failed, seconds = [], []
+    failed, seconds, capped = [], [], []
     try:
         while (item := q.get()) is not None:
             _, path, image, error = item
@@ -215,15 +315,19 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
             dets = detector(image)
             seconds.append(time.perf_counter() - t0)
             h, w = image.shape[:2]
+            if len(dets) >= detector.max_det:
+                capped.append(str(path))
             if save_images:
-                atomic_write(out / "images" / f"{path.stem}.jpg", annotate(image, dets, detector.backend.class_names))
-            record = {"file": str(path), "width": w, "height": h, "detections": np.round(dets, 3).tolist()}
+                atomic_write(out / "images" / f"{names[path]}.jpg", annotate(image, dets, detector.backend.class_names))
+            record = {"file": str(path), "input": input_fingerprint(path), "width": w, "height": h,
+                      "detections": np.round(dets, 3).tolist()}
             atomic_write(per_image / f"{image_key(path)}.json", json.dumps(record))
             if on_image:
                 on_image(path, dets)
     finally:
         stop.set()
     summary = {"images": len(mine), "processed": len(seconds), "skipped_done": skipped, "failed": failed,
+               "hit_max_det": capped, "max_det": detector.max_det,
                "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0,
                "tiles": detector.stats["tiles"],
                "tiles_per_s": detector.stats["tiles"] / max(sum(seconds), 1e-9) if seconds else 0.0,
@@ -240,12 +344,14 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
     images, preds = [], []
     dota: dict[str, list[str]] = {c: [] for c in class_names}
     total = 0
+    names = output_names(paths)
     for image_id, path in enumerate(paths, start=1):
         rec_path = out / ".per_image" / f"{image_key(path)}.json"
         if not rec_path.is_file():
             continue
         rec = json.loads(rec_path.read_text())
-        images.append({"id": image_id, "file_name": rec["file"], "width": rec["width"], "height": rec["height"]})
+        images.append({"id": image_id, "file_name": rec["file"], "name": names[path], "width": rec["width"],
+                       "height": rec["height"]})
         dets = np.array(rec["detections"], np.float64).reshape(-1, 6)
         total += len(dets)
         yolo_lines = []
@@ -253,12 +359,12 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
             c = int(cls)
             preds.append({"image_id": image_id, "category_id": c + 1, "score": round(float(score), 5),
                           "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]})
-            dota[class_names[c]].append(f"{path.stem} {score:.5f} {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}")
+            dota[class_names[c]].append(f"{names[path]} {score:.5f} {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}")
             w, h = rec["width"], rec["height"]
             yolo_lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
                               f"{(y2 - y1) / h:.6f} {score:.5f}")
         if "yolo" in formats:
-            atomic_write(out / "yolo" / f"{path.stem}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""))
+            atomic_write(out / "yolo" / f"{names[path]}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""))
     if "coco" in formats:
         atomic_write(out / "predictions.json", json.dumps(preds))
         atomic_write(out / "images.json", json.dumps({"images": images, "categories": [
@@ -271,6 +377,7 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
     secs = [s["seconds_per_image"] * s["processed"] for s in summaries]
     summary = {**summaries[0], "images": len(paths), "processed": processed,
                "skipped_done": sum(s["skipped_done"] for s in summaries), "failed": failed,
+               "hit_max_det": [f for s in summaries for f in s.get("hit_max_det", [])],
                "detections": total, "images_with_results": len(images),
                "seconds_per_image": sum(secs) / processed if processed else 0.0,
                "tiles": sum(s["tiles"] for s in summaries),

@@ -68,8 +68,16 @@ def setup_distributed(device_name: str) -> tuple[torch.device, int, int]:
 class Run:
     """Everything one training run holds; ``fit()`` reads top to bottom."""
 
-    def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, console=None, log=print):
+    def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, console=None, log=print,
+                 exist_ok: bool = False):
         self.cfg, self.out, self.console, self.log = cfg, Path(out), console, log
+        if not resume and not exist_ok and (self.out / "last.pt").is_file():
+            raise FileExistsError(f"{self.out} already holds a run (last.pt); pass --resume to continue it, "
+                                  "--exist-ok to start over in it (its last.pt, best.pt and results are replaced), "
+                                  "or choose another --out")
+        if exist_ok and not resume and is_main():
+            for name in ("last.pt", "best.pt", "results.csv", "results.json", "results.png"):
+                (self.out / name).unlink(missing_ok=True)      # nothing of the earlier run survives as stale
         self.device, self.rank, self.world = setup_distributed(cfg.device)
         if cfg.batch % self.world:
             raise ValueError(f"batch {cfg.batch} is not divisible by {self.world} processes")

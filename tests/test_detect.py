@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from fss_deploy.backends import OnnxBackend, TorchBackend, load_backend
-from fss_deploy.detect import TiledDetector, resolve_sources, run_detect
+from fss_deploy.detect import TiledDetector, prepare_output, resolve_sources, run_detect, run_identity
 from fss_deploy.export import export_onnx
 from fss_deploy.tiling import Tile, cut_by_interior_edge, merge, plan_tiles, tile_views
 
@@ -127,6 +127,7 @@ def test_interrupted_run_resumes_without_duplicates(model, tmp_path):
         if len(seen) == 2:
             raise KeyboardInterrupt
 
+    prepare_output(tmp_path, run_identity(det, onnx_path))       # what `fss detect` records first
     with pytest.raises(KeyboardInterrupt):
         run_detect(paths, det, tmp_path, on_image=interrupt)
     assert len(list((tmp_path / ".per_image").glob("*.json"))) == 2
@@ -190,3 +191,87 @@ def test_prefetch_and_inline_batches_agree(model, shared_data):
     a = TiledDetector(backend, overlap=64, batch=3, conf=0.05, prefetch=True)(image)
     b = TiledDetector(backend, overlap=64, batch=3, conf=0.05, prefetch=False)(image)
     assert np.array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------ results users can trust (#15)
+def _images(root, dest, n=2, names=None):
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, src in enumerate(sorted((root / "data/images").glob("*.png"))[:n]):
+        p = dest / (names[i] if names else f"im{i}.png")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(p), cv2.imread(str(src)))
+        out.append(p)
+    return out
+
+
+def _detect(*args):
+    r = runner.invoke(app, ["detect", *map(str, args), "--conf", "0.05", "--overlap", "64"])
+    assert "Traceback" not in r.output
+    return r
+
+
+def test_rerun_with_another_model_into_the_same_out_is_refused(model, tmp_path):
+    ckpt, onnx_path, root = model
+    imgs = _images(root, tmp_path / "imgs")
+    out = tmp_path / "out"
+    assert _detect(*imgs, "--model", onnx_path, "--out", out).exit_code == 0
+    before = (out / "predictions.json").read_bytes()
+    r = _detect(*imgs, "--model", ckpt, "--out", out)
+    assert r.exit_code != 0 and "holds the results of another run" in r.output and "model_sha256" in r.output
+    assert (out / "predictions.json").read_bytes() == before                     # nothing touched
+    r = _detect(*imgs, "--model", ckpt, "--out", out, "--exist-ok")                # asked: replaced, all redone
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "summary.json").read_text())["skipped_done"] == 0
+    assert json.loads((out / "run.json").read_text())["model"] == str(ckpt.resolve())
+
+
+def test_default_out_increments_for_other_settings(model, tmp_path, monkeypatch):
+    _, onnx_path, root = model
+    imgs = _images(root, tmp_path / "imgs", n=1)
+    monkeypatch.chdir(tmp_path)
+    assert _detect(*imgs, "--model", onnx_path).exit_code == 0
+    r = runner.invoke(app, ["detect", str(imgs[0]), "--model", str(onnx_path), "--conf", "0.5", "--overlap", "64"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "runs/detect/run.json").read_text())["conf"] == 0.05
+    assert json.loads((tmp_path / "runs/detect2/run.json").read_text())["conf"] == 0.5
+    assert json.loads((tmp_path / "runs/detect2/summary.json").read_text())["processed"] == 1
+
+
+def test_changed_image_and_truncated_record_are_redone(model, tmp_path):
+    _, onnx_path, root = model
+    imgs = _images(root, tmp_path / "imgs")
+    out = tmp_path / "out"
+    assert _detect(*imgs, "--model", onnx_path, "--out", out).exit_code == 0
+    cv2.imwrite(str(imgs[0]), cv2.flip(cv2.imread(str(imgs[0])), 1))            # same path, new content
+    records = sorted((out / ".per_image").glob("*.json"))
+    other = next(r for r in records if json.loads(r.read_text())["file"] == str(imgs[1]))
+    other.write_text(other.read_text()[:20])                                    # e.g. disk full mid-write
+    r = _detect(*imgs, "--model", onnx_path, "--out", out)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processed"] == 2 and summary["skipped_done"] == 0
+
+
+def test_same_stem_inputs_get_distinct_outputs(model, tmp_path):
+    _, onnx_path, root = model
+    imgs = _images(root, tmp_path, n=3, names=["a/x.png", "b/x.png", "x.jpg"])
+    out = tmp_path / "out"
+    r = _detect(*imgs, "--model", onnx_path, "--out", out, "--save-images")
+    assert r.exit_code == 0, r.output
+    assert len(list((out / "yolo").glob("x-*.txt"))) == 3 and len(list((out / "images").glob("x-*.jpg"))) == 3
+    names = {im["name"] for im in json.loads((out / "images.json").read_text())["images"]}
+    assert len(names) == 3
+    ids = {line.split()[0] for f in (out / "dota").iterdir() for line in f.read_text().splitlines()}
+    assert ids <= names and len(ids) >= 2
+
+
+def test_max_det_caps_and_warns(model, tmp_path):
+    _, onnx_path, root = model
+    imgs = _images(root, tmp_path / "imgs", n=1)
+    out = tmp_path / "out"
+    r = _detect(*imgs, "--model", onnx_path, "--out", out, "--max-det", "1")
+    assert r.exit_code == 0, r.output
+    assert "--max-det cap" in r.output and imgs[0].name in r.output
+    assert len(json.loads((out / "predictions.json").read_text())) == 1
+    assert _detect(*imgs, "--model", onnx_path, "--out", tmp_path / "o2", "--max-det", "0").exit_code != 0

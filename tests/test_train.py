@@ -173,3 +173,16 @@ def test_ddp_two_processes_match_one_process(tiny, tmp_path):
                                                                                    weights_only=True).values())
                 if v.is_floating_point())
     assert moved > 1e-4          # training really changed the weights
+
+
+def test_train_into_an_existing_run_needs_resume_or_exist_ok(tiny, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(tiny, out, epochs=1, extra=["--set", "eval_interval=100"])
+    assert runner.invoke(app, args).exit_code == 0
+    before = (out / "last.pt").read_bytes()
+    r = runner.invoke(app, args)                                 # forgot --resume: refused, nothing replaced
+    assert r.exit_code != 0 and "already holds a run" in r.output and "--resume" in r.output
+    assert "Traceback" not in r.output and (out / "last.pt").read_bytes() == before
+    r = runner.invoke(app, args + ["--exist-ok"])                # asked to start over
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((out / "results.json").read_text())) == 1
