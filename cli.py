@@ -40,10 +40,11 @@ def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file
         return
     table = Table(show_header=False, box=None)
     for key, value in facts.items():
-        if key == "params":
-            value = f"{value / 1e6:.3f} M"
-        elif key == "flops":
-            value = f"{value / 1e9:.2f} GFLOPs"
+        number = _number(value)
+        if key == "params" and number is not None:
+            value = f"{number / 1e6:.3f} M"
+        elif key == "flops" and number is not None:
+            value = f"{number / 1e9:.2f} GFLOPs"
         elif isinstance(value, list) and len(value) > 12:
             value = f"{len(value)}: " + ", ".join(map(str, value[:12])) + ", …"
         table.add_row(f"[bold]{key}[/]", str(value))
@@ -80,6 +81,14 @@ class TrainProgress:
         self.progress.console.print(f"epoch {row['epoch']}: loss {row['loss']:.4f} pos/GT {row['pos_per_gt']:.2f} "
                                     f"rank-consistency {row['rank_consistency']:.3f}{ap_txt} "
                                     f"({row['images_per_s']:.1f} img/s)", highlight=False)
+
+
+def _number(value) -> float | None:
+    """A number, also from the strings of ONNX metadata; None when it is not one."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _relaunch_distributed(nproc: int) -> None:
@@ -128,8 +137,10 @@ def train(data: Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or D
 
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_distributed(nproc)
-    if imgsz % 32:
-        fail(f"--imgsz must be a multiple of 32, got {imgsz}")
+    if imgsz % 32 or imgsz < 32:
+        fail(f"--imgsz must be a positive multiple of 32, got {imgsz}")
+    if epochs < 1 or batch < 1:
+        fail(f"--epochs and --batch must be at least 1, got {epochs} and {batch}")
     try:
         cfg = make_config({"data": data, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
                            "batch": batch, "imgsz": imgsz, "device": device, "workers": workers},
@@ -487,6 +498,8 @@ def bench(target: Annotated[str, typer.Argument(help="model file, or 'overhead' 
     from fss_deploy.export import ExportError
     from fss_train.checkpoint import CheckpointError
 
+    if iters < 1 or warmup < 0 or batch < 1:
+        fail(f"--iters and --batch must be at least 1 and --warmup at least 0, got {iters}, {batch}, {warmup}")
     models = [m for m in (target, second, third, model) if m and m not in ("overhead", "tiled")]
     if not threads and all(not m.endswith((".pt", ".pth")) for m in models if Path(m).suffix in
                            (".pt", ".pth", ".onnx", ".engine")):

@@ -22,6 +22,7 @@ from fss_train.nn.preprocess import MEAN, STD, letterbox, read_image, to_tensor
 ONNX_FORMAT = "fss-onnx/1"
 INPUT_NAME, OUTPUT_NAME = "images", "detections"
 DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 11, 20  # the TorchScript exporter's range that our graph (SiLU, Resize) exports to
 
 
 class ExportError(ValueError):
@@ -106,6 +107,8 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
     """Checkpoint -> ONNX (fused, decode inside, no NMS), written atomically."""
     import onnx
 
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"--opset {opset} is not supported: choose {MIN_OPSET}–{MAX_OPSET} (default {DEFAULT_OPSET})")
     ckpt_path = Path(ckpt_path)
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, weights)
