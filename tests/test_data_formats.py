@@ -174,3 +174,64 @@ def test_random_json_structures_never_crash_the_coco_reader(tmp_path_factory, va
         read_coco(f)
     except ValueError as exc:
         assert "a.json" in str(exc)
+
+
+# ------------------------------------------------------------------------------ nothing lost silently (#15)
+def _png(path, w=64, h=48):
+    import cv2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((h, w, 3), 127, np.uint8))
+    return path
+
+
+def _coco(tmp_path, images, anns):
+    js = tmp_path / "ann.json"
+    js.write_text(json.dumps({"images": images, "annotations": anns,
+                              "categories": [{"id": 1, "name": "car"}]}))
+    return js
+
+
+def test_coco_images_sharing_a_basename_convert_without_loss(tmp_path):
+    _png(tmp_path / "a/x.png")
+    _png(tmp_path / "b/x.png")
+    anns = [{"id": k + 1, "image_id": 1 + k % 2, "category_id": 1, "bbox": [2 + k, 2, 8, 8]} for k in range(40)]
+    ds = read_coco(_coco(tmp_path, [{"id": 1, "file_name": "a/x.png", "width": 64, "height": 48},
+                                    {"id": 2, "file_name": "b/x.png", "width": 64, "height": 48}], anns), tmp_path)
+    assert sum(len(r.boxes) for r in ds.records) == 40
+    for write, reread in ((write_yolo, lambda o: read_yolo(o)), (write_dota, lambda o: read_dota(o))):
+        out = write(ds, tmp_path / write.__name__)
+        back = reread(out)
+        assert len(back.records) == 2 and sum(len(r.boxes) for r in back.records) == 40
+
+
+def test_coco_duplicate_image_id_is_reported_not_moved(tmp_path):
+    _png(tmp_path / "p.png")
+    _png(tmp_path / "q.png")
+    _png(tmp_path / "r.png")
+    ds = read_coco(_coco(tmp_path, [{"id": 1, "file_name": "p.png", "width": 64, "height": 48},
+                                    {"id": 1, "file_name": "q.png", "width": 64, "height": 48},
+                                    {"id": 2, "file_name": "r.png", "width": 64, "height": 48}],
+                         [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                          {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5]}]), tmp_path)
+    assert [r.path.name for r in ds.records] == ["r.png"] and len(ds.records[0].boxes) == 1
+    assert any("image id 1 is used by more than one image" in p.message for p in ds.problems)
+
+
+def test_bom_and_orphan_label_files(tmp_path):
+    _png(tmp_path / "images/train/a.png")
+    (tmp_path / "labels/train").mkdir(parents=True)
+    (tmp_path / "labels/train/a.txt").write_bytes("\ufeff0 0.5 0.5 0.2 0.2\n0 0.3 0.3 0.1 0.1\n".encode())
+    (tmp_path / "labels/train/gone.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nnames: {0: car}\n")
+    ds = read_yolo(tmp_path / "data.yaml")
+    assert len(ds.records[0].boxes) == 2                                    # the BOM line is read
+    assert [p.message for p in ds.problems] == ["label file without an image"]
+    assert ds.problems[0].file.endswith("gone.txt")
+    dota = tmp_path / "dota"
+    _png(dota / "images/a.png")
+    (dota / "labelTxt").mkdir()
+    (dota / "labelTxt/a.txt").write_bytes("\ufeff1 1 20 1 20 20 1 20 plane 0\n".encode())
+    (dota / "labelTxt/b.txt").write_text("1 1 20 1 20 20 1 20 plane 0\n")
+    d = read_dota(dota)
+    assert len(d.records[0].boxes) == 1
+    assert any(p.file.endswith("b.txt") and "without an image" in p.message for p in d.problems)

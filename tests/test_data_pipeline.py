@@ -175,3 +175,17 @@ def test_check_reports_corrupt_images(tmp_path):
 def test_empty_dataset_record_helpers():
     ds = Dataset(["a"], [ImageRecord(path=__import__("pathlib").Path("x.png"), width=10, height=10)])
     assert ds.num_objects == 0
+
+
+def test_split_rerun_with_other_settings_is_refused(shared_data, tmp_path):
+    from fss_train.data import read_dota
+    from fss_train.data.split import split_dataset
+
+    ds = read_dota(shared_data / "dota_devkit_example")
+    out = tmp_path / "tiles"
+    first, _ = split_dataset(ds, out, tile=512, gap=100, workers=1)
+    again, _ = split_dataset(ds, out, tile=512, gap=100, workers=1)          # resume: same settings
+    assert len(again.records) == len(first.records)
+    with pytest.raises(ValueError, match="tile 512 -> 1024"):
+        split_dataset(ds, out, tile=1024, gap=100, workers=1)
+    assert len(list((out / "images").glob("*.png"))) == len(first.records)   # no tile of another tiling

@@ -7,10 +7,12 @@ naming the file and line. Only a dataset that cannot be opened at all raises Val
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
     file = str(json_path)
     records: dict[int, ImageRecord] = {}
     rows: dict[int, list] = {}
+    duplicate: set[int] = set()
     for img in data["images"]:
         try:
             rec = ImageRecord(root / img["file_name"], int(img["width"]), int(img["height"]), image_id=int(img["id"]))
@@ -66,6 +69,14 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
                 raise ValueError("width and height must be positive")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             problems.append(Problem(file, None, f"image entry {img!r:.80} is malformed: {exc}", "image skipped"))
+            continue
+        if rec.image_id in records or rec.image_id in duplicate:
+            other = records.pop(rec.image_id, None)
+            rows.pop(rec.image_id, None)
+            duplicate.add(rec.image_id)
+            problems.append(Problem(file, None, f"image id {rec.image_id} is used by more than one image "
+                                    f"({rec.path.name}{', ' + other.path.name if other else ''}): its annotations "
+                                    "cannot be attributed", "images with this id and their annotations skipped"))
             continue
         records[rec.image_id] = rec
         rows[rec.image_id] = []
@@ -77,6 +88,8 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
         if not isinstance(ann.get("image_id"), int) or not isinstance(ann.get("category_id"), int):
             problems.append(Problem(file, aid, "annotation without integer image_id/category_id", "skipped"))
             continue
+        if ann.get("image_id") in duplicate:
+            continue                                   # reported once with the duplicate id above
         rec = records.get(ann.get("image_id"))
         if rec is None:
             problems.append(Problem(file, aid, f"annotation for unknown image_id {ann.get('image_id')}", "skipped"))
@@ -180,7 +193,18 @@ def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
         rec = ImageRecord(img, size[0], size[1], image_id=i)
         _fill(rec, _read_yolo_lines(label, size, len(classes), problems))
         records.append(rec)
+    _report_orphan_labels({_yolo_label_path(img) for img in images}, entries, base, problems)
     return Dataset(classes, records, problems, str(data_yaml))
+
+
+def _report_orphan_labels(expected: set[Path], entries: list, base: Path, problems: list[Problem]) -> None:
+    """Label files in the split's labels/ folders that no image of the split uses: their objects are lost."""
+    for entry in entries:
+        lab_dir = _yolo_label_path(base / entry / "x").parent
+        if lab_dir.is_dir() and (base / entry).is_dir():
+            for label in sorted(lab_dir.rglob("*.txt")):
+                if label not in expected:
+                    problems.append(Problem(str(label), None, "label file without an image", "skipped"))
 
 
 def _yolo_label_path(img: Path) -> Path:
@@ -197,7 +221,7 @@ def _read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, probl
         return []          # an image without a label file is a background image (Ultralytics convention)
     w, h = size
     rows = []
-    text = label.read_bytes().decode("utf-8", errors="replace")
+    text = label.read_bytes().decode("utf-8-sig", errors="replace")     # a BOM is not part of line 1
     for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
@@ -220,20 +244,28 @@ def _read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, probl
     return rows
 
 
+def output_stems(records: list[ImageRecord]) -> list[str]:
+    """One output name per record: its stem, or ``stem-<8 hex of its path>`` where stems collide (two
+    ``x.png`` from different folders, or ``x.png`` and ``x.jpg``, never overwrite each other)."""
+    count = Counter(r.path.stem.lower() for r in records)
+    return [r.path.stem if count[r.path.stem.lower()] == 1
+            else f"{r.path.stem}-{hashlib.sha1(str(r.path.resolve()).encode()).hexdigest()[:8]}" for r in records]
+
+
 def write_yolo(ds: Dataset, out_dir: str | Path, split: str = "train") -> Path:
     """``out_dir/images/<split>/`` (hard links or copies), ``labels/<split>/*.txt`` and ``data.yaml``."""
     out = Path(out_dir)
     img_dir, lab_dir = out / "images" / split, out / "labels" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.mkdir(parents=True, exist_ok=True)
-    for rec in ds.records:
-        link_or_copy(rec.path, img_dir / rec.path.name)
+    for rec, name in zip(ds.records, output_stems(ds.records)):
+        link_or_copy(rec.path, img_dir / f"{name}{rec.path.suffix}")
         lines = []
         for k in range(len(rec.labels)):
             x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
             lines.append(f"{int(rec.labels[k])} {(x1 + x2) / 2 / rec.width:.6f} {(y1 + y2) / 2 / rec.height:.6f} "
                          f"{(x2 - x1) / rec.width:.6f} {(y2 - y1) / rec.height:.6f}")
-        atomic_write_text(lab_dir / f"{rec.path.stem}.txt", "\n".join(lines) + ("\n" if lines else ""))
+        atomic_write_text(lab_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
     cfg = {"path": ".", split: f"images/{split}", "names": {i: n for i, n in enumerate(ds.classes)}}
     atomic_write_text(out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False))
     return out / "data.yaml"
@@ -271,6 +303,10 @@ def read_dota(folder: str | Path, classes: list[str] | None = None) -> Dataset:
             rows = _read_dota_lines(label, size, classes, fixed, problems)
         _fill(rec, rows)
         records.append(rec)
+    stems = {p.stem for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    for label in sorted(lab_dir.glob("*.txt")):
+        if label.stem not in stems:
+            problems.append(Problem(str(label), None, "label file without an image", "skipped"))
     return Dataset(classes, records, problems, str(folder))
 
 
@@ -296,7 +332,7 @@ def _read_dota_lines(label: Path, size: tuple[int, int], classes: list[str], fix
                      problems: list[Problem]) -> list:
     w, h = size
     rows = []
-    text = label.read_bytes().decode("utf-8", errors="replace")
+    text = label.read_bytes().decode("utf-8-sig", errors="replace")     # a BOM is not part of line 1
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith(("imagesource:", "gsd:")):
@@ -333,9 +369,9 @@ def write_dota(ds: Dataset, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labelTxt").mkdir(parents=True, exist_ok=True)
-    for rec in ds.records:
-        link_or_copy(rec.path, out / "images" / rec.path.name)
-        atomic_write_text(out / "labelTxt" / f"{rec.path.stem}.txt", dota_label_text(ds, rec))
+    for rec, name in zip(ds.records, output_stems(ds.records)):
+        link_or_copy(rec.path, out / "images" / f"{name}{rec.path.suffix}")
+        atomic_write_text(out / "labelTxt" / f"{name}.txt", dota_label_text(ds, rec))
     atomic_write_text(out / "classes.txt", "\n".join(ds.classes) + "\n")
     return out
 
@@ -385,7 +421,7 @@ def read_labels_for_image(labels: str | Path, image: str | Path, size: tuple[int
             raise ValueError(f"{labels}: no image named {image.name}")
         rec = match[0]
         return rec.boxes, [ds.classes[i] for i in rec.labels], ds.problems
-    text = labels.read_bytes().decode("utf-8", errors="replace")
+    text = labels.read_bytes().decode("utf-8-sig", errors="replace")
     data_lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.startswith(("imagesource", "gsd"))]
     is_dota = bool(data_lines) and len(data_lines[0]) >= 9
     if is_dota:

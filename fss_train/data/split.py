@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from fss_train.boxes import tile_grid, tile_origins  # noqa: F401  (tile_origins re-exported)
-from fss_train.data.formats import atomic_write_text, write_coco
+from fss_train.data.formats import atomic_write_text, output_stems, write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
 from fss_train.nn.preprocess import read_image
 
@@ -45,8 +45,11 @@ def objects_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: f
     return boxes, rec.labels[keep], difficult[keep], polys
 
 
-def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ratio: float) -> list[dict]:
-    """Cut one image; returns the tiles' records as plain dicts (for the per-image done file)."""
+def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ratio: float,
+                stem: str | None = None) -> list[dict]:
+    """Cut one image; returns the tiles' records as plain dicts (for the per-image done file).
+    Tiles are named ``<stem>__1__<x>___<y>.png`` (DOTA devkit), ``stem`` defaulting to the file's."""
+    stem = stem or rec.path.stem
     image = read_image(rec.path)
     h, w = image.shape[:2]
     rows = []
@@ -56,7 +59,7 @@ def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ra
             padded = np.zeros((tile, tile, 3), np.uint8)
             padded[:crop.shape[0], :crop.shape[1]] = crop
             crop = padded
-        name = f"{rec.path.stem}__1__{x0}___{y0}.png"
+        name = f"{stem}__1__{x0}___{y0}.png"
         tmp = out_images / f".{name}.tmp.png"
         cv2.imwrite(str(tmp), crop)
         tmp.replace(out_images / name)
@@ -69,18 +72,30 @@ def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ra
 
 def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int = 200, keep_ratio: float = 0.7,
                   workers: int = 4, progress=None) -> tuple[Dataset, list[Problem]]:
-    """Split every image; resumable: an image whose done-file exists is not cut again."""
+    """Split every image; resumable: an image whose done-file exists is not cut again. ``OUT/split.json``
+    records the settings; a rerun with other settings into the same OUT is refused (ValueError), so
+    tiles of two tilings never mix."""
     out = Path(out_dir)
     images, done_dir = out / "images", out / ".done"
+    settings = {"tile": tile, "gap": gap, "keep_ratio": keep_ratio, "classes": list(ds.classes)}
+    record = out / "split.json"
+    if record.is_file() and json.loads(record.read_text()) != settings:
+        old = json.loads(record.read_text())
+        diff = "; ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        raise ValueError(f"{out} holds tiles made with other settings ({diff}); split into another --out")
+    if not record.is_file() and done_dir.is_dir() and any(done_dir.iterdir()):
+        raise ValueError(f"{out} holds tiles of an earlier split whose settings are unknown; use another --out")
     images.mkdir(parents=True, exist_ok=True)
     done_dir.mkdir(exist_ok=True)
+    atomic_write_text(record, json.dumps(settings))
     problems: list[Problem] = []
+    stems = dict(zip((id(r) for r in ds.records), output_stems(ds.records)))
 
     def work(rec: ImageRecord):
-        marker = done_dir / f"{rec.path.stem}.json"
+        marker = done_dir / f"{stems[id(rec)]}.json"
         if not marker.is_file():
             try:
-                rows = split_image(rec, images, tile, gap, keep_ratio)
+                rows = split_image(rec, images, tile, gap, keep_ratio, stems[id(rec)])
             except ValueError as exc:
                 problems.append(Problem(str(rec.path), None, str(exc), "image skipped"))
                 return
@@ -92,7 +107,7 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
         list(pool.map(work, ds.records))
     records = []
     for rec in ds.records:
-        marker = done_dir / f"{rec.path.stem}.json"
+        marker = done_dir / f"{stems[id(rec)]}.json"
         if not marker.is_file():
             continue
         for row in json.loads(marker.read_text()):
