@@ -379,6 +379,8 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
            = False,
            max_det: Annotated[int, typer.Option(help="detections kept per image (a warning names images that "
                                                     "reach it)")] = 10000,
+           max_pixels: Annotated[int | None, typer.Option(help="refuse PNG/JPEG images with more pixels (default "
+                                                             "20,000² = 400 M; decoded in memory)")] = None,
            save_images: Annotated[bool, typer.Option(help="write annotated images")] = False,
            formats: Annotated[str, typer.Option(help="comma-separated: coco,dota,yolo")] = "coco,dota,yolo",
            threads: Annotated[int, typer.Option(help="CPU threads for the backend (0: library default)")] = 0):
@@ -454,7 +456,7 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
             info = f"{path.name}: failed" if dets is None else f"{path.name}: {len(dets)} objects"
             progress.update(task, advance=1, info=info)
 
-        summary = run_detect(paths, detector, out_dir, fmts, save_images, rank, world, on_image)
+        summary = run_detect(paths, detector, out_dir, fmts, save_images, rank, world, on_image, max_pixels)
     if world > 1:
         import torch.distributed as dist
         dist.barrier()

@@ -287,19 +287,20 @@ def check_output_dir(out: Path) -> None:
         raise PermissionError(f"{out}: output folder is not writable ({exc.strerror})") from None
 
 
-def _decoder(paths: list[Path], q: queue.Queue, stop: threading.Event) -> None:
+def _decoder(paths: list[Path], q: queue.Queue, stop: threading.Event, max_pixels: int | None = None) -> None:
     for i, p in enumerate(paths):
         if stop.is_set():
             break
         try:
-            q.put((i, p, read_image(p), None))
+            q.put((i, p, read_image(p, max_pixels), None))
         except ValueError as exc:
             q.put((i, p, None, str(exc)))
     q.put(None)
 
 
 def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: tuple[str, ...] = FORMATS,
-               save_images: bool = False, rank: int = 0, world: int = 1, on_image=None) -> dict:
+               save_images: bool = False, rank: int = 0, world: int = 1, on_image=None,
+               max_pixels: int | None = None) -> dict:
     """Detect every image (this rank's share), then (rank 0) write the run's outputs."""
     per_image = out / ".per_image"
     per_image.mkdir(parents=True, exist_ok=True)
@@ -309,7 +310,7 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
     skipped = len(mine) - len(todo)
     q: queue.Queue = queue.Queue(maxsize=2)                       # bounded: at most 2 decoded images ahead
     stop = threading.Event()
-    thread = threading.Thread(target=_decoder, args=(todo, q, stop), daemon=True)
+    thread = threading.Thread(target=_decoder, args=(todo, q, stop, max_pixels), daemon=True)
     thread.start()
     failed, seconds, capped = [], [], []
     try:

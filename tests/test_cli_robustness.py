@@ -73,3 +73,30 @@ def test_train_rejects_bad_numbers(tmp_path, args, message):
 def test_info_on_an_exported_onnx_file(onnx_file):
     r = invoke(["info", onnx_file])
     assert r.exit_code == 0 and "params" in r.output and " M" in r.output
+
+
+def test_decompression_bomb_is_refused_from_the_header(tmp_path):
+    import struct
+    import zlib
+
+    # a valid PNG header claiming 30,000 × 30,000 px: refused before any decoding, the rest of the run goes on
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    bomb = tmp_path / "imgs/bomb.png"
+    bomb.parent.mkdir()
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+    (tmp_path / "imgs/ok.png").write_bytes(IMAGE.read_bytes())
+    r = invoke(["detect", tmp_path / "imgs", "--model", MODEL, "--out", tmp_path / "o"])
+    assert r.exit_code == 1 and "30000 × 30000 px exceeds the 400,000,000-pixel limit" in r.output
+    assert "1 processed" in r.output
+    r = invoke(["detect", tmp_path / "imgs/ok.png", "--model", MODEL, "--out", tmp_path / "o2", "--max-pixels", "1000"])
+    assert r.exit_code == 1 and "exceeds the 1,000-pixel limit" in r.output
+
+
+@pytest.mark.parametrize("card", ["depth: 50\nwidth: 40", "width: 0", "num_classes: 0", "input_size: 100000"])
+def test_absurd_model_cards_are_refused(tmp_path, card):
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"name: evil\nbackbone: cspdarknet\n{card}\n")
+    r = invoke(["info", path])
+    assert r.exit_code != 0 and "card 'evil'" in r.output

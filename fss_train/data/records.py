@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from fss_train.nn.preprocess import header_size
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -64,31 +65,11 @@ def image_size(path: Path) -> tuple[int, int] | None:
     """(width, height) from the file header (PNG, JPEG), else by decoding; None if unreadable."""
     try:
         with open(path, "rb") as f:
-            head = f.read(26)
-            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-                w, h = struct.unpack(">II", head[16:24])
-                return int(w), int(h)
-            if head[:2] == b"\xff\xd8":
-                f.seek(2)
-                while True:
-                    marker = f.read(2)
-                    if len(marker) < 2 or marker[0] != 0xFF:
-                        break
-                    if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
-                        continue
-                    size_bytes = f.read(2)
-                    if len(size_bytes) < 2:
-                        break
-                    (seg_len,) = struct.unpack(">H", size_bytes)
-                    if marker[1] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                        data = f.read(5)
-                        if len(data) < 5:
-                            break
-                        h, w = struct.unpack(">HH", data[1:5])
-                        return int(w), int(h)
-                    f.seek(seg_len - 2, 1)
+            size = header_size(f.read(1 << 18))
     except OSError:
         return None
+    if size:
+        return size
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -41,6 +41,19 @@ class ModelCard:
         object.__setattr__(self, "input_size", _pair(self.input_size, self.name))
         if tuple(self.strides) != (8, 16, 32):
             raise ValueError(f"card {self.name!r}: strides must be (8, 16, 32), got {self.strides}")
+        # bounds that keep a card (80 bytes of YAML, or a card inside a .pt) from building a network that
+        # exhausts memory: fss-x is depth 1.33 / width 1.25, so 3 / 3 leaves room for larger custom cards
+        for key, value, ok, allowed in (
+                ("depth", self.depth, 0 < self.depth <= 3, "(0, 3]"),
+                ("width", self.width, 0 < self.width <= 3, "(0, 3]"),
+                ("num_classes", self.num_classes, self.num_classes <= 100_000, "1–100,000"),
+                ("neck_channels", self.neck_channels, 8 <= self.neck_channels <= 2048, "8–2048"),
+                ("head_channels", self.head_channels, self.head_channels is None or 8 <= self.head_channels <= 2048,
+                 "8–2048")):
+            if not ok:
+                raise ValueError(f"card {self.name!r}: {key} {value} is outside the supported range {allowed}")
+        if min(self.input_size) < 32 or max(self.input_size) > 8192:
+            raise ValueError(f"card {self.name!r}: input_size {self.input_size} must lie within 32–8192 px")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

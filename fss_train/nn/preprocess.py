@@ -6,6 +6,9 @@ Images are BGR uint8 (as OpenCV reads them). The network takes RGB float in [0, 
 
 from __future__ import annotations
 
+import os
+import struct
+
 import cv2
 import numpy as np
 import torch
@@ -65,12 +68,48 @@ def to_bgr3(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def read_image(path) -> np.ndarray:
-    """Decode any image file to BGR uint8 (3 channels). Raises ValueError naming the file if unreadable."""
+# Decoded pixels a PNG/JPEG may have before it is refused (a 875 KB PNG can hold 30,000² px = 2.7 GB BGR):
+# 20,000² px = 1.2 GB decoded. `fss detect --max-pixels` raises it; FSS_MAX_PIXELS sets it for every reader.
+MAX_PIXELS = int(os.environ.get("FSS_MAX_PIXELS", 20_000 * 20_000))
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header held in ``data`` (the file's first bytes); None when the
+    format is another or the header lies beyond ``data``."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (seg_len,) = struct.unpack(">H", data[i + 2:i + 4])
+        if marker in _SOF:
+            if i + 9 > len(data):
+                return None
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return int(w), int(h)
+        i += 2 + seg_len
+    return None
+
+
+def read_image(path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode any image file to BGR uint8 (3 channels). Raises ValueError naming the file if unreadable
+    or larger than ``max_pixels`` (default ``MAX_PIXELS``; checked from the header, before decoding)."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read image file: {exc.strerror}") from None
+    size = header_size(data[:1 << 18].tobytes())
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if size and size[0] * size[1] > limit:
+        raise ValueError(f"{path}: {size[0]} × {size[1]} px exceeds the {limit:,}-pixel limit for decoded images "
+                         f"({size[0] * size[1] * 3 / 2**30:.1f} GB); raise it with --max-pixels if you mean it")
     if is_truncated(data):
         raise ValueError(f"{path}: truncated image file (no end marker)")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
