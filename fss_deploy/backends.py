@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fss_deploy.export import ExportError, read_onnx
+from fss_deploy.export import INPUT_NAME, OUTPUT_NAME, ExportError, read_onnx
 from fss_deploy.graph import InferenceGraph
 from fss_train.checkpoint import load_model
 
@@ -86,10 +86,18 @@ class OnnxBackend(Backend):
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.device = device
+        inputs, outputs = [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
+            raise ExportError(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r} as `fss export` "
+                              f"writes them, found inputs {inputs} and outputs {outputs}")
+        head = self.session.get_outputs()[outputs.index(OUTPUT_NAME)].shape[-1]
+        if isinstance(head, int) and head != 5 + len(self.class_names):
+            raise ExportError(f"{path}: the model predicts {head - 5} classes but its metadata names "
+                              f"{len(self.class_names)}")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float16) if self.half else batch
-        return self.session.run(["detections"], {"images": x})[0].astype(np.float32)
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0].astype(np.float32)
 
 
 class TensorRTBackend(Backend):
@@ -120,11 +128,11 @@ class TensorRTBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).cuda()
-        self.context.set_input_shape("images", tuple(x.shape))
-        out_shape = tuple(self.context.get_tensor_shape("detections"))
+        self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
+        out_shape = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
         out = torch.empty(out_shape, dtype=torch.float32, device="cuda")
-        self.context.set_tensor_address("images", x.data_ptr())
-        self.context.set_tensor_address("detections", out.data_ptr())
+        self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
+        self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
         self.context.execute_async_v3(self.stream.cuda_stream)
         self.stream.synchronize()
         return out.cpu().numpy()

@@ -154,8 +154,16 @@ def model_from_checkpoint(ckpt: dict, weights: str = "ema") -> Detector:
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     state = ckpt.get("weights_ema") if weights == "ema" else None
     state = state if state is not None else ckpt["weights_raw"]
-    model = Detector(card_of(ckpt))
-    model.load_state_dict(state)
+    card = card_of(ckpt)
+    names = ckpt.get("class_names") or []
+    if len(names) != card.num_classes:
+        raise CheckpointError(f"checkpoint names {len(names)} classes but its model card has {card.num_classes}")
+    model = Detector(card)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:              # weights of another architecture than the card describes
+        first = str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(f"checkpoint weights do not fit its model card {card.name!r}: {first}") from None
     return model.eval()
 
 

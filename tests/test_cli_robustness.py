@@ -100,3 +100,29 @@ def test_absurd_model_cards_are_refused(tmp_path, card):
     path.write_text(f"name: evil\nbackbone: cspdarknet\n{card}\n")
     r = invoke(["info", path])
     assert r.exit_code != 0 and "card 'evil'" in r.output
+
+
+def test_onnx_with_a_renamed_input_is_refused(tmp_path, onnx_file):
+    import onnx
+
+    m = onnx.load(str(onnx_file))
+    old = m.graph.input[0].name
+    m.graph.input[0].name = "pixels"
+    for node in m.graph.node:
+        node.input[:] = ["pixels" if i == old else i for i in node.input]
+    bad = tmp_path / "renamed.onnx"
+    onnx.save(m, str(bad))
+    r = invoke(["detect", IMAGE, "--model", bad, "--out", tmp_path / "o"])
+    assert r.exit_code != 0 and "expected input 'images'" in r.output and "pixels" in r.output
+
+
+def test_checkpoint_with_fewer_class_names_than_its_head_is_refused(tmp_path):
+    import torch
+
+    ckpt = torch.load(MODEL, weights_only=True)
+    ckpt["class_names"] = ckpt["class_names"][:-1]
+    bad = tmp_path / "fewer.pt"
+    torch.save(ckpt, bad)
+    r = invoke(["detect", IMAGE, "--model", bad, "--out", tmp_path / "o"])
+    assert r.exit_code != 0 and "classes but its model card has" in r.output
+    assert not (tmp_path / "o/predictions.json").exists()            # refused before any inference
