@@ -139,6 +139,11 @@ def train(data: Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or D
         _relaunch_distributed(nproc)
     if imgsz % 32 or imgsz < 32:
         fail(f"--imgsz must be a positive multiple of 32, got {imgsz}")
+    from fss_deploy.detect import check_output_dir
+    try:
+        check_output_dir(Path(out))
+    except PermissionError as exc:
+        fail(str(exc))
     if epochs < 1 or batch < 1:
         fail(f"--epochs and --batch must be at least 1, got {epochs} and {batch}")
     try:
@@ -618,17 +623,24 @@ def convert(dataset: Annotated[str, typer.Argument(help="COCO json, YOLO data.ya
     """Convert a dataset between COCO, YOLO and DOTA."""
     from pathlib import Path
 
+    from fss_deploy.detect import check_output_dir
     from fss_train.data import write_coco, write_dota, write_yolo
 
+    if to not in ("coco", "yolo", "dota"):
+        fail(f"--to must be coco, yolo or dota, got {to!r}")
     ds = _open_dataset(dataset, split)
     _report_problems(ds.problems)
+    try:
+        check_output_dir(Path(out))
+    except PermissionError as exc:
+        fail(str(exc))
     if to == "coco":
         images = Path(out) / "images"
         images.mkdir(parents=True, exist_ok=True)
-        from fss_train.data.formats import link_or_copy
-        for rec in ds.records:
-            link_or_copy(rec.path, images / rec.path.name)
-            rec.path = images / rec.path.name
+        from fss_train.data.formats import link_or_copy, output_stems
+        for rec, name in zip(ds.records, output_stems(ds.records)):
+            link_or_copy(rec.path, images / f"{name}{rec.path.suffix}")
+            rec.path = images / f"{name}{rec.path.suffix}"
         path = write_coco(ds, Path(out) / "annotations.json", image_root=out)
     elif to == "yolo":
         path = write_yolo(ds, out, split)

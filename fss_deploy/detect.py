@@ -277,7 +277,9 @@ def output_names(paths: list[Path]) -> dict[Path, str]:
 
 
 def check_output_dir(out: Path) -> None:
-    """Fail before any work when the output folder cannot be written."""
+    """Fail before any work when the output folder cannot be written (or is a file)."""
+    if out.exists() and not out.is_dir():
+        raise PermissionError(f"{out}: --out is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".fss-write-test.{os.getpid()}"       # per process: ranks probe concurrently

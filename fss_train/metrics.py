@@ -49,6 +49,11 @@ def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbo
         preds = json.loads(Path(predictions).read_text()) if isinstance(predictions, (str, Path)) else predictions
         if not preds:
             return {k: 0.0 for k in COCO_STAT_NAMES}
+        unknown = sorted({p.get("image_id") for p in preds if isinstance(p, dict)} - set(coco_gt.getImgIds()),
+                         key=str)
+        if unknown:
+            raise ValueError(f"predictions name {len(unknown)} image id(s) the ground truth does not have "
+                             f"(first: {unknown[:5]}); predictions and --data must describe the same images")
         coco_dt = coco_gt.loadRes(preds)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.maxDets = [1, 10, int(max_dets)]

@@ -126,3 +126,21 @@ def test_checkpoint_with_fewer_class_names_than_its_head_is_refused(tmp_path):
     r = invoke(["detect", IMAGE, "--model", bad, "--out", tmp_path / "o"])
     assert r.exit_code != 0 and "classes but its model card has" in r.output
     assert not (tmp_path / "o/predictions.json").exists()            # refused before any inference
+
+
+@pytest.mark.parametrize("verb", [["train", "--data", ROOT.parent / "shared/data/dota_devkit_example", "--epochs", "1"],
+                                  ["data", "convert", ROOT.parent / "shared/data/dota_devkit_example", "--to", "yolo"],
+                                  ["detect", IMAGE, "--model", MODEL]])
+def test_out_that_is_a_file_is_refused_before_work(tmp_path, verb):
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    r = invoke([*verb, "--out", target])
+    assert r.exit_code != 0 and "--out is a file" in r.output and target.read_text() == "keep me"
+
+
+def test_eval_predictions_for_unknown_images_name_them(tmp_path):
+    preds = tmp_path / "p.json"
+    preds.write_text('[{"image_id": 999, "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.9}]')
+    r = invoke(["eval", "--predictions", preds, "--data",
+                ROOT.parent / "shared/data/dota_devkit_example/coco_hbb.json"])
+    assert r.exit_code != 0 and "image id(s) the ground truth does not have (first: [999])" in r.output
