@@ -331,7 +331,8 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt), or the 
             status = "[green]OK[/]" if report["within_tolerance"] and report["detection_f1"] >= 0.99 else \
                 "[red]MISMATCH[/]"
             console.print(f"verify {status}: {report['images']} images, max |raw diff| "
-                          f"{report['max_abs_diff_raw']:.2e} (tolerance {report['atol']:.0e}), detections "
+                          f"{report['max_abs_diff_raw']:.2e} (per-element tolerance {report['atol']:.0e} + float32 "
+                          f"resolution; worst excess {report['max_excess_over_tolerance']:+.1e}), detections "
                           f"{report['detections_torch']} torch / {report['detections_onnx']} onnxruntime, "
                           f"F1 {report['detection_f1']:.4f}", highlight=False)
             if "MISMATCH" in status:
@@ -342,6 +343,8 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt), or the 
             engine = Path(out) if out else res.path.with_suffix(".engine")
             final = build_engine(res.path, engine, half, batch, dynamic, source_checkpoint=str(source))
             console.print(f"engine: {final} (+ {final.name}.json)")
+    except typer.Exit:
+        raise                                   # a MISMATCH verdict (typer's Exit is a RuntimeError)
     except (ExportError, CheckpointError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     size = imgsz or json.loads(res.metadata["input_size"])[0]
