@@ -91,8 +91,8 @@ class OnnxBackend(Backend):
             raise ExportError(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r} as `fss export` "
                               f"writes them, found inputs {inputs} and outputs {outputs}")
         head = self.session.get_outputs()[outputs.index(OUTPUT_NAME)].shape[-1]
-        if isinstance(head, int) and head != 5 + len(self.class_names):
-            raise ExportError(f"{path}: the model predicts {head - 5} classes but its metadata names "
+        if isinstance(head, int) and head != 4 + len(self.class_names):       # [x1, y1, x2, y2, scores…]
+            raise ExportError(f"{path}: the model predicts {head - 4} classes but its metadata names "
                               f"{len(self.class_names)}")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

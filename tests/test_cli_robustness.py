@@ -144,3 +144,8 @@ def test_eval_predictions_for_unknown_images_name_them(tmp_path):
     r = invoke(["eval", "--predictions", preds, "--data",
                 ROOT.parent / "shared/data/dota_devkit_example/coco_hbb.json"])
     assert r.exit_code != 0 and "image id(s) the ground truth does not have (first: [999])" in r.output
+
+
+def test_an_exported_onnx_file_detects(tmp_path, onnx_file):
+    r = invoke(["detect", IMAGE, "--model", onnx_file, "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output

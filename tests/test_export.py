@@ -59,11 +59,12 @@ def trained(tmp_path_factory):
 
 def test_verify_on_real_images(tmp_path, shared_data, trained):
     res = export_onnx(trained, tmp_path / "m.onnx", imgsz=320)
-    # real DOTA photos (where a 40-epoch pico model may find nothing) and the synthetic PNGs it was trained on
-    # (where it fires), so both the raw outputs and the detections are compared
+    # real DOTA photos and the synthetic PNGs the model was trained on; a low threshold, so that the
+    # comparison of final detections never depends on how well a 40-epoch pico model happens to fire
+    # (in the full suite it once found nothing at 0.05)
     images = sorted((shared_data / "dota_devkit_example/images").glob("*.png"))
     images += sorted((trained.parents[1] / "data").rglob("*.png"))[:2]
-    report = verify_onnx(res.path, trained, images, conf=0.05)
+    report = verify_onnx(res.path, trained, images, conf=0.001)
     assert report["images"] == 4 and report["within_tolerance"] and report["max_abs_diff_raw"] < 1e-3, report
     assert report["detections_torch"] > 0 and report["detection_f1"] >= 0.99, report
 
