@@ -159,11 +159,16 @@ def model_from_checkpoint(ckpt: dict, weights: str = "ema") -> Detector:
     if len(names) != card.num_classes:
         raise CheckpointError(f"checkpoint names {len(names)} classes but its model card has {card.num_classes}")
     model = Detector(card)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:              # weights of another architecture than the card describes
-        first = str(exc).strip().splitlines()[0][:200]
-        raise CheckpointError(f"checkpoint weights do not fit its model card {card.name!r}: {first}") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    wrong = [k for k in expected if k in found and found[k] != expected[k]]
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if wrong or missing or extra:            # weights of another architecture than the card describes
+        example = (f"{wrong[0]} is {found[wrong[0]]}, the card needs {expected[wrong[0]]}" if wrong
+                   else f"{(missing or extra)[0]} is {'missing' if missing else 'unexpected'}")
+        raise CheckpointError(f"checkpoint weights do not fit its model card {card.name!r}: {len(wrong)} tensors "
+                              f"of another shape, {len(missing)} missing, {len(extra)} unexpected (e.g. {example})")
+    model.load_state_dict(state)
     return model.eval()
 
 

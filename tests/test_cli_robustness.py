@@ -149,3 +149,18 @@ def test_eval_predictions_for_unknown_images_name_them(tmp_path):
 def test_an_exported_onnx_file_detects(tmp_path, onnx_file):
     r = invoke(["detect", IMAGE, "--model", onnx_file, "--out", tmp_path / "o"])
     assert r.exit_code == 0, r.output
+
+
+def test_checkpoint_whose_weights_do_not_fit_its_card(tmp_path):
+    import torch
+
+    from fss_train.nn import load_card
+
+    ckpt = torch.load(MODEL, weights_only=True)
+    ckpt["card"] = load_card("fss-s").with_classes(len(ckpt["class_names"])).to_dict()
+    bad = tmp_path / "other.pt"
+    torch.save(ckpt, bad)
+    for verb in (["info", bad], ["detect", IMAGE, "--model", bad, "--out", tmp_path / "o"]):
+        r = invoke(verb)
+        assert r.exit_code != 0 and "do not fit its model card 'fss-s'" in r.output and "tensors of another shape" \
+            in r.output
