@@ -83,6 +83,13 @@ class TrainProgress:
                                     f"({row['images_per_s']:.1f} img/s)", highlight=False)
 
 
+def _write_failure(out: Path, exc: OSError) -> str:
+    """One line for a write that failed mid-run (disk full, permissions): what is kept and how to go on."""
+    return (f"{out}: cannot write {Path(exc.filename).name if exc.filename else 'results'} ({exc.strerror or exc}); "
+            f"every image finished before is kept in {out}/.per_image — free space and rerun the same command to "
+            "resume")
+
+
 def _number(value) -> float | None:
     """A number, also from the strings of ONNX metadata; None when it is not one."""
     try:
@@ -464,13 +471,19 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
             info = f"{path.name}: failed" if dets is None else f"{path.name}: {len(dets)} objects"
             progress.update(task, advance=1, info=info)
 
-        summary = run_detect(paths, detector, out_dir, fmts, save_images, rank, world, on_image, max_pixels)
+        try:
+            summary = run_detect(paths, detector, out_dir, fmts, save_images, rank, world, on_image, max_pixels)
+        except OSError as exc:
+            fail(_write_failure(out_dir, exc))
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
     if rank == 0:
         summaries = [json.loads((out_dir / f".summary.rank{r}.json").read_text()) for r in range(world)]
-        summary = write_outputs(paths, out_dir, engine.class_names, fmts, summaries)
+        try:
+            summary = write_outputs(paths, out_dir, engine.class_names, fmts, summaries)
+        except OSError as exc:
+            fail(_write_failure(out_dir, exc))
         for f in summary["failed"]:
             err.print(f"[yellow]skipped:[/] {f['error']}", highlight=False)
         for f in summary["hit_max_det"]:

@@ -275,3 +275,30 @@ def test_max_det_caps_and_warns(model, tmp_path):
     assert "--max-det cap" in r.output and imgs[0].name in r.output
     assert len(json.loads((out / "predictions.json").read_text())) == 1
     assert _detect(*imgs, "--model", onnx_path, "--out", tmp_path / "o2", "--max-det", "0").exit_code != 0
+
+
+def test_disk_full_mid_run_is_one_line_and_resumes(model, tmp_path, monkeypatch):
+    import errno
+
+    import fss_deploy.detect as det
+
+    _, onnx_path, root = model
+    imgs = _images(root, tmp_path / "imgs", n=3)
+    out = tmp_path / "out"
+    real, calls = det.atomic_write, []
+
+    def full_after_two(path, data):
+        if path.parent.name == ".per_image":
+            calls.append(path)
+            if len(calls) > 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(det, "atomic_write", full_after_two)
+    r = _detect(*imgs, "--model", onnx_path, "--out", out)
+    assert r.exit_code != 0 and "No space left on device" in r.output and "rerun the same command" in r.output
+    monkeypatch.setattr(det, "atomic_write", real)                       # space freed
+    r = _detect(*imgs, "--model", onnx_path, "--out", out)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_done"] == 2 and summary["processed"] == 1
