@@ -164,3 +164,53 @@ def test_checkpoint_whose_weights_do_not_fit_its_card(tmp_path):
         r = invoke(verb)
         assert r.exit_code != 0 and "do not fit its model card 'fss-s'" in r.output and "tensors of another shape" \
             in r.output
+
+
+DOTA = ROOT.parent / "shared/data/dota_devkit_example"
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    d = tmp_path_factory.mktemp("broken")
+    (d / "trunc.pt").write_bytes(MODEL.read_bytes()[:1000])
+    (d / "bad.onnx").write_text("garbage")
+    (d / "model.txt").write_text("x")
+    return d
+
+
+@pytest.mark.parametrize("args,message", [
+    (["detect", "{b}/missing.png", "--model", MODEL], "1 failed"),
+    (["detect", IMAGE, "--model", "{b}/missing.pt"], "no such model file"),
+    (["detect", IMAGE, "--model", "{b}/trunc.pt"], "not a readable torch file"),
+    (["detect", IMAGE, "--model", "{b}/bad.onnx"], "not a readable ONNX model"),
+    (["detect", IMAGE, "--model", "{b}/model.txt"], "unknown model type"),
+    (["detect", IMAGE, "--model", MODEL, "--formats", "coco,xml"], "--formats: unknown ['xml']"),
+    (["detect", IMAGE, "--model", MODEL, "--backend", "foo"], "--backend must be one of"),
+    (["train", "--data", "{b}/missing"], "no such dataset"),
+    (["train", "--data", DOTA, "--assigner", "nope"], "unknown assigner 'nope'"),
+    (["train", "--data", DOTA, "--set", "nope=1"], "unknown config key 'nope'"),
+    (["train", "--data", DOTA, "--set", "assigner_params.nope=1"], "has no parameter(s) ['nope']"),
+    (["train", "--data", DOTA, "--model", "nope"], "no model card 'nope'"),
+    (["eval", "--predictions", "{b}/missing.json", "--data", DOTA], "missing.json"),
+    (["eval", MODEL, "--data", "{b}/missing"], "no such dataset"),
+    (["export", "{b}/trunc.pt"], "not a readable torch file"),
+    (["export", "{b}/missing.pt"], "no such checkpoint file"),
+    (["info", "{b}/missing.pt"], "no such checkpoint file"),
+    (["info", "{b}/trunc.pt"], "not a readable torch file"),
+    (["info", "{b}/bad.onnx"], "not a readable ONNX model"),
+    (["bench", "{b}/missing.pt"], "no such model file"),
+    (["data", "convert", "{b}/missing", "--to", "yolo"], "no such dataset"),
+    (["data", "convert", DOTA, "--to", "xml"], "--to must be coco, yolo or dota"),
+    (["data", "split", "{b}/missing"], "no such dataset"),
+    (["data", "check", "{b}/missing"], "no such dataset"),
+    (["data", "synth", "{out}", "--num-images", "0"], "num_images >= 1"),
+    (["data", "synth", "{out}", "--size", "10"], "size must be within 64"),
+    (["assign", IMAGE, "--model", MODEL, "--gt", "{b}/missing.txt"], "missing.txt"),
+])
+def test_missing_corrupt_and_unknown_inputs(broken, tmp_path, args, message):
+    out_verbs = {"detect", "train", "convert", "split"}
+    args = [str(a).replace("{b}", str(broken)).replace("{out}", str(tmp_path / "o")) for a in args]
+    if out_verbs & set(args[:2]):
+        args += ["--out", str(tmp_path / "o")]
+    r = invoke(args)
+    assert r.exit_code != 0 and message in r.output, r.output
