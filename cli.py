@@ -333,15 +333,23 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt), or the 
         console.print(f"ONNX: {res.path}  fingerprint {res.fingerprint[:16]}…  params {res.params:,}  "
                       f"FLOPs {res.flops / 1e9:.3f} G", highlight=False)
         if verify:
-            images = verify_images or _sample_images(json.loads(res.metadata["input_size"])[0])
+            from fss_deploy.detect import resolve_sources
+            images = (resolve_sources(verify_images) if verify_images
+                      else _sample_images(json.loads(res.metadata["input_size"])[0]))
+            if not images:
+                fail(f"--verify-images: no images found in {verify_images}")
             report = verify_onnx(res.path, source, images, weights)
-            status = "[green]OK[/]" if report["within_tolerance"] and report["detection_f1"] >= 0.99 else \
-                "[red]MISMATCH[/]"
+            # the raw outputs decide: within float32 tolerance, detections can only differ where a score sits at
+            # --conf or two boxes at the NMS threshold (a weak model has many such borderline cases)
+            status = "[green]OK[/]" if report["within_tolerance"] else "[red]MISMATCH[/]"
+            borderline = "" if report["detection_f1"] >= 0.99 or not report["within_tolerance"] else \
+                " (the differing detections are threshold ties: raw outputs agree)"
             console.print(f"verify {status}: {report['images']} images, max |raw diff| "
-                          f"{report['max_abs_diff_raw']:.2e} (per-element tolerance {report['atol']:.0e} + float32 "
-                          f"resolution; worst excess {report['max_excess_over_tolerance']:+.1e}), detections "
+                          f"{report['max_abs_diff_raw']:.2e} (tolerance {report['atol']:.0e} + {report['rtol']:.0e} × "
+                          f"the largest raw box value + float32 resolution; worst excess "
+                          f"{report['max_excess_over_tolerance']:+.1e}), detections "
                           f"{report['detections_torch']} torch / {report['detections_onnx']} onnxruntime, "
-                          f"F1 {report['detection_f1']:.4f}", highlight=False)
+                          f"F1 {report['detection_f1']:.4f}{borderline}", highlight=False)
             if "MISMATCH" in status:
                 raise typer.Exit(1)
         final = res.path
@@ -352,7 +360,7 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt), or the 
             console.print(f"engine: {final} (+ {final.name}.json)")
     except typer.Exit:
         raise                                   # a MISMATCH verdict (typer's Exit is a RuntimeError)
-    except (ExportError, CheckpointError, FileNotFoundError, RuntimeError) as exc:
+    except (ExportError, CheckpointError, FileNotFoundError, RuntimeError, ValueError) as exc:
         fail(str(exc))
     size = imgsz or json.loads(res.metadata["input_size"])[0]
     console.print("next:", highlight=False)

@@ -195,7 +195,7 @@ def read_onnx(path: str | Path, require_fss: bool = True):
 
 # ---------------------------------------------------------------------------------- verify
 def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str | Path], weights: str = "ema",
-                atol: float = 1e-4, conf: float = 0.25, iou: float = 0.5) -> dict:
+                atol: float = 1e-4, conf: float = 0.25, iou: float = 0.5, rtol: float = 1e-3) -> dict:
     """onnxruntime vs torch on real images: max abs difference of the raw outputs (the decode
     inverted on both sides), and agreement of the final detections (IoU ≥ 0.5, same class)."""
     import onnxruntime as ort
@@ -221,7 +221,8 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
         raw_ref, raw_got = undecode(ref, graph.points, graph.strides), undecode(got, graph.points, graph.strides)
         diff = (raw_got - raw_ref).abs()
         max_abs = max(max_abs, float(diff.max()))
-        worst_excess = max(worst_excess, float((diff - raw_tolerance(ref, graph.strides, atol)).max()))
+        tol = raw_tolerance(ref, graph.strides, atol, rtol, raw_ref)
+        worst_excess = max(worst_excess, float((diff - tol).max()))
         max_px = max(max_px, float((got[..., :4] - ref[..., :4]).abs().max()))
         dt, do = postprocess(ref, conf, iou)[0], postprocess(got, conf, iou)[0]
         total_t += len(dt)
@@ -229,7 +230,8 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
         if len(dt) and len(do):
             matched += int(match_detections(dt, do).sum())
     f1 = 1.0 if total_t == total_o == 0 else 2 * matched / max(total_t + total_o, 1)
-    return {"images": len(images), "max_abs_diff_raw": max_abs, "atol": atol, "max_abs_diff_box_px": max_px,
+    return {"images": len(images), "max_abs_diff_raw": max_abs, "atol": atol, "rtol": rtol,
+            "max_abs_diff_box_px": max_px,
             "max_excess_over_tolerance": worst_excess,
             "within_tolerance": worst_excess <= 0, "detections_torch": total_t, "detections_onnx": total_o,
             "detection_f1": f1}
@@ -245,15 +247,22 @@ def match_detections(a: torch.Tensor, b: torch.Tensor, iou: float = 0.5, px: flo
     return ((box_iou(a[:, :4], b[:, :4]) >= iou) | close).logical_and(same).any(dim=1)
 
 
-def raw_tolerance(out: torch.Tensor, strides: torch.Tensor, atol: float) -> torch.Tensor:
-    """Per-element tolerance in the raw space: ``atol`` plus what the float32 output itself can
-    resolve (a decoded coordinate near 5e4 px is only stored to ~0.004 px)."""
+def raw_tolerance(out: torch.Tensor, strides: torch.Tensor, atol: float, rtol: float = 0.0,
+                  raw: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-element tolerance in the raw space: ``atol``, plus ``rtol`` × the largest raw box value of
+    the image (float32 convolutions accumulate errors in proportion to the magnitudes flowing through
+    the network, not to the element's own value; the exported graph also has BatchNorm fused into the
+    convolutions: a 1-epoch model showed differences up to 1.4e-3 with raw boxes up to 6.9, i.e. 2e-4 of
+    the magnitude, on raw values of 0.7–2.5), plus what the float32 output itself can resolve (a decoded coordinate
+    near 5e4 px is only stored to ~0.004 px)."""
     eps = torch.finfo(torch.float32).eps
     mag = torch.maximum(out[..., 0:2].abs(), out[..., 2:4].abs())                   # (B, A, 2)
     wh = (out[..., 2:4] - out[..., 0:2]).clamp(min=1e-12)
+    if raw is not None and rtol:
+        atol = atol + rtol * raw[..., :4].abs().amax(dim=(1, 2), keepdim=True)     # (B, 1, 1)
     tol_centre = atol + 4 * eps * mag / strides[None, :, None]
     tol_size = atol + 4 * eps * mag / wh
-    return torch.cat((tol_centre, tol_size, torch.full_like(out[..., 4:], atol)), dim=-1)
+    return torch.cat((tol_centre, tol_size, torch.zeros_like(out[..., 4:]) + atol), dim=-1)
 
 
 def undecode(out: torch.Tensor, points: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
