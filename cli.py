@@ -128,7 +128,8 @@ def train(data: Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or D
           imgsz: Annotated[int, typer.Option(help="square training size, multiple of 32")] = 640,
           device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
           nproc: Annotated[int, typer.Option(help="processes (DDP through torch.distributed.run)")] = 1,
-          out: Annotated[str, typer.Option(help="run folder")] = "runs/train",
+          out: Annotated[str, typer.Option(help="run folder (runs/train, then runs/train2, … when it holds a "
+                                               "run)")] = "runs/train",
           val: Annotated[str, typer.Option(help="validation dataset (default: data.yaml val split, else --data)")] = "",
           workers: Annotated[int, typer.Option(help="data loader workers per process")] = 2,
           resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt")] = False,
@@ -147,6 +148,11 @@ def train(data: Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or D
     if imgsz % 32 or imgsz < 32:
         fail(f"--imgsz must be a positive multiple of 32, got {imgsz}")
     from fss_deploy.detect import check_output_dir
+    if out == "runs/train" and not resume and not exist_ok and (Path(out) / "last.pt").is_file():
+        n = 2                                   # the default folder moves on, as Ultralytics does
+        while (Path(f"{out}{n}") / "last.pt").is_file():
+            n += 1
+        out = f"{out}{n}"
     try:
         check_output_dir(Path(out))
     except PermissionError as exc:
@@ -583,9 +589,13 @@ def demo(out: Annotated[str, typer.Option(help="output folder")] = "runs/demo",
     """The main job end to end: synthetic data, FSS vs SimOTA training, export, identical graphs, tiled
     detection on a large scene, benchmark, report.md."""
     from demo import StageError, run_demo
+    from fss_deploy.detect import check_output_dir
 
     try:
+        check_output_dir(Path(out))
         run_demo(out, quick, console, seed)
+    except PermissionError as exc:
+        fail(str(exc))
     except StageError as exc:
         fail(str(exc))
 

@@ -214,3 +214,10 @@ def test_missing_corrupt_and_unknown_inputs(broken, tmp_path, args, message):
         args += ["--out", str(tmp_path / "o")]
     r = invoke(args)
     assert r.exit_code != 0 and message in r.output, r.output
+
+
+def test_demo_out_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    r = invoke(["demo", "--quick", "--out", target])
+    assert r.exit_code != 0 and "--out is a file" in r.output and target.read_text() == "keep me"

@@ -186,3 +186,12 @@ def test_train_into_an_existing_run_needs_resume_or_exist_ok(tiny, tmp_path):
     r = runner.invoke(app, args + ["--exist-ok"])                # asked to start over
     assert r.exit_code == 0, r.output
     assert len(json.loads((out / "results.json").read_text())) == 1
+
+
+def test_default_run_folder_moves_on(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = train_args(tiny, "runs/train", epochs=1, extra=["--set", "eval_interval=100"])
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "runs/train/last.pt").is_file() and (tmp_path / "runs/train2/last.pt").is_file()
