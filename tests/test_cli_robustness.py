@@ -221,3 +221,15 @@ def test_demo_out_that_is_a_file_is_refused(tmp_path):
     target.write_text("keep me")
     r = invoke(["demo", "--quick", "--out", target])
     assert r.exit_code != 0 and "--out is a file" in r.output and target.read_text() == "keep me"
+
+
+def test_absurd_card_inside_a_checkpoint_is_refused(tmp_path):
+    import torch
+
+    ckpt = torch.load(MODEL, weights_only=True)
+    ckpt["card"]["depth"], ckpt["card"]["width"] = 50, 40
+    bad = tmp_path / "evil.pt"
+    torch.save(ckpt, bad)
+    for verb in (["info", bad], ["detect", IMAGE, "--model", bad, "--out", tmp_path / "o"], ["export", bad]):
+        r = invoke(verb)
+        assert r.exit_code != 0 and "depth 50 is outside the supported range" in r.output
