@@ -83,3 +83,36 @@ def test_smoke_budget_end_to_end_two_at_once(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| fss | 1 |" in (tmp_path / "r.md").read_text()
     assert len(list((tmp_path / "store").glob("main-*.json"))) == 6
+
+
+class _FakeRunner:
+    """Runner stand-in for the scheduler: each 'training' is a short sleep in a real child process."""
+
+    def __init__(self, store, seconds=0.3):
+        self.store, self.b, self.budget_name, self.seconds = store, B, "smoke", seconds
+        self.started, self.finished, self.live, self.peak = [], [], 0, 0
+
+    def start(self, spec):
+        self.started.append(spec.name)
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({self.seconds})"])
+
+    def finish(self, spec, returncode, wall_s):
+        self.live -= 1
+        self.finished.append((spec.name, returncode))
+
+
+def test_scheduler_runs_several_at_once_and_respects_the_deadline(tmp_path):
+    specs = [ablation.Spec(f"main-fss-s{i}", "synthetic", "fss", "fss", {}, i, 2) for i in range(5)]
+    runner = _FakeRunner(tmp_path)
+    ablation.execute(specs, runner, parallel=2, deadline=float("inf"), on_done=lambda: None)
+    assert runner.peak == 2 and sorted(n for n, _ in runner.finished) == sorted(s.name for s in specs)
+    late = _FakeRunner(tmp_path)
+    ablation.execute(specs, late, parallel=2, deadline=0.0, on_done=lambda: None)
+    assert late.started == []                                    # nothing starts after the deadline
+    done = tmp_path / "main-fss-s0.json"                         # a stored run with the same config is skipped
+    ablation.write_json_atomic(done, {"config": specs[0].config(B, "smoke")})
+    again = _FakeRunner(tmp_path)
+    ablation.execute(specs, again, parallel=3, deadline=float("inf"), on_done=lambda: None)
+    assert "main-fss-s0" not in again.started and len(again.started) == 4
