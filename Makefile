@@ -66,9 +66,9 @@ gpu-wheels:
 		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-wheels pycocotools==2.0.10
 
 # golden fixtures of the baseline assigners from the reference code (side venv under runs/refenv; needs
-# network for PyPI; YOLOX_MAIN=DIR adds YOLOX main's 2023 SimOTA)
+# network for PyPI; YOLOX_MAIN=DIR YOLOX_MAIN_REV=COMMIT adds YOLOX main's 2023 SimOTA)
 reference-fixtures:
-	$(PY) benchmarks/reference_fixtures.py --setup $(if $(YOLOX_MAIN),--yolox-main $(YOLOX_MAIN))
+	$(PY) benchmarks/reference_fixtures.py --setup $(if $(YOLOX_MAIN),--yolox-main $(YOLOX_MAIN) --yolox-main-rev "$(YOLOX_MAIN_REV)")
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

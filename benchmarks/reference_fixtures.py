@@ -248,7 +248,7 @@ def run_mmdet_atss(atss, case: dict) -> dict:
     return {"fg_mask": fg_all, "gt_index": gt_all}
 
 
-def generate(yolox_main: Path | None) -> None:
+def generate(yolox_main: Path | None, yolox_main_rev: str = "") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torchvision_standin(Path(tmp))
         import ultralytics
@@ -264,7 +264,9 @@ def generate(yolox_main: Path | None) -> None:
             if yolox_new is not None:
                 expected["simota_centre"] = run_yolox(yolox_new, case)
             meta = {"ultralytics": str(ultralytics.__version__), "yolox": "0.3.0", "mmdet": "3.3.0",
-                    "yolox_main": str(yolox_main) if yolox_main else "", "torch": str(torch.__version__),
+                    # the revision, never the local path of the checkout (fixtures are committed)
+                    "yolox_main": (yolox_main_rev or "unknown revision") if yolox_main else "",
+                    "torch": str(torch.__version__),
                     "size": size, "seed": seed}
             torch.save({"inputs": case, "expected": expected, "meta": meta}, OUT / f"{name}.pt")
             fg = {k: int(v["fg_mask"].sum()) for k, v in expected.items()}
@@ -276,12 +278,14 @@ def main() -> None:
     p.add_argument("--setup", action="store_true", help="make the side venv (runs/refenv) and run there")
     p.add_argument("--env", default=str(ROOT / "runs/refenv"))
     p.add_argument("--yolox-main", default="", help="a checkout of YOLOX's main branch (2023 centre-only SimOTA)")
+    p.add_argument("--yolox-main-rev", default="", help="its commit, recorded in the fixtures (e.g. 6ddff48)")
     args = p.parse_args()
     if args.setup:
         py = setup(Path(args.env))
-        cmd = [str(py), __file__] + (["--yolox-main", args.yolox_main] if args.yolox_main else [])
+        cmd = [str(py), __file__] + (["--yolox-main", args.yolox_main, "--yolox-main-rev", args.yolox_main_rev]
+                                     if args.yolox_main else [])
         sys.exit(subprocess.run(cmd).returncode)
-    generate(Path(args.yolox_main) if args.yolox_main else None)
+    generate(Path(args.yolox_main) if args.yolox_main else None, args.yolox_main_rev)
 
 
 if __name__ == "__main__":
