@@ -90,6 +90,16 @@ def _write_failure(out: Path, exc: OSError) -> str:
             "resume")
 
 
+def _writable_out(out: str) -> None:
+    """Fail before any work when --out is a file or cannot be written."""
+    from fss_deploy.detect import check_output_dir
+
+    try:
+        check_output_dir(Path(out))
+    except PermissionError as exc:
+        fail(str(exc))
+
+
 def _number(value) -> float | None:
     """A number, also from the strings of ONNX metadata; None when it is not one."""
     try:
@@ -147,18 +157,14 @@ def train(data: Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or D
         _relaunch_distributed(nproc)
     if imgsz % 32 or imgsz < 32:
         fail(f"--imgsz must be a positive multiple of 32, got {imgsz}")
-    from fss_deploy.detect import check_output_dir
+    if epochs < 1 or batch < 1:
+        fail(f"--epochs and --batch must be at least 1, got {epochs} and {batch}")
     if out == "runs/train" and not resume and not exist_ok and (Path(out) / "last.pt").is_file():
         n = 2                                   # the default folder moves on, as Ultralytics does
         while (Path(f"{out}{n}") / "last.pt").is_file():
             n += 1
         out = f"{out}{n}"
-    try:
-        check_output_dir(Path(out))
-    except PermissionError as exc:
-        fail(str(exc))
-    if epochs < 1 or batch < 1:
-        fail(f"--epochs and --batch must be at least 1, got {epochs} and {batch}")
+    _writable_out(out)
     try:
         cfg = make_config({"data": data, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
                            "batch": batch, "imgsz": imgsz, "device": device, "workers": workers},
@@ -449,8 +455,6 @@ def detect(sources: Annotated[list[str] | None, typer.Argument(help="images, fol
             fail(f"no SOURCE given and the bundled sample {SAMPLE_IMAGE.name} is missing; pass images or folders")
         sources = [str(SAMPLE_IMAGE)]
     out_dir = Path(out)
-    if max_det < 1:
-        fail(f"--max-det must be at least 1, got {max_det}")
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if not str(model).endswith((".pt", ".pth")) or (backend and backend != "torch"):
         from fss_deploy.backends import torch_postprocess_only
@@ -589,13 +593,10 @@ def demo(out: Annotated[str, typer.Option(help="output folder")] = "runs/demo",
     """The main job end to end: synthetic data, FSS vs SimOTA training, export, identical graphs, tiled
     detection on a large scene, benchmark, report.md."""
     from demo import StageError, run_demo
-    from fss_deploy.detect import check_output_dir
 
+    _writable_out(out)
     try:
-        check_output_dir(Path(out))
         run_demo(out, quick, console, seed)
-    except PermissionError as exc:
-        fail(str(exc))
     except StageError as exc:
         fail(str(exc))
 
@@ -657,17 +658,13 @@ def convert(dataset: Annotated[str, typer.Argument(help="COCO json, YOLO data.ya
     """Convert a dataset between COCO, YOLO and DOTA."""
     from pathlib import Path
 
-    from fss_deploy.detect import check_output_dir
     from fss_train.data import write_coco, write_dota, write_yolo
 
     if to not in ("coco", "yolo", "dota"):
         fail(f"--to must be coco, yolo or dota, got {to!r}")
     ds = _open_dataset(dataset, split)
     _report_problems(ds.problems)
-    try:
-        check_output_dir(Path(out))
-    except PermissionError as exc:
-        fail(str(exc))
+    _writable_out(out)
     if to == "coco":
         images = Path(out) / "images"
         images.mkdir(parents=True, exist_ok=True)
@@ -678,10 +675,8 @@ def convert(dataset: Annotated[str, typer.Argument(help="COCO json, YOLO data.ya
         path = write_coco(ds, Path(out) / "annotations.json", image_root=out)
     elif to == "yolo":
         path = write_yolo(ds, out, split)
-    elif to == "dota":
-        path = write_dota(ds, out)
     else:
-        fail(f"--to must be coco, yolo or dota, got {to!r}")
+        path = write_dota(ds, out)
     console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {path} "
                   f"({len(ds.problems)} problems reported)")
 

@@ -215,10 +215,7 @@ def prepare_output(out: Path, identity: dict, exist_ok: bool = False, increment:
     if not out.exists() or not any(out.iterdir()):
         atomic_write(record, json.dumps(identity, indent=1))
         return out
-    try:
-        old = json.loads(record.read_text()) if record.is_file() else None
-    except (OSError, ValueError):
-        old = None
+    old = _recorded(record)
     if old == identity:
         return out
     if old is None:
@@ -238,19 +235,19 @@ def prepare_output(out: Path, identity: dict, exist_ok: bool = False, increment:
         n = 2
         while True:
             candidate = out.with_name(f"{out.name}{n}")
-            rec = candidate / "run.json"
-            if not candidate.exists() or (rec.is_file() and _same(rec, identity)):
+            if not candidate.exists() or _recorded(candidate / "run.json") == identity:
                 return prepare_output(candidate, identity)
             n += 1
     raise OutputConflict(f"{out} holds the results of another run ({'; '.join(diff)}); pass another --out, or "
                          "--exist-ok to replace them")
 
 
-def _same(record: Path, identity: dict) -> bool:
+def _recorded(record: Path) -> dict | None:
+    """The identity a run.json records; None when it is missing or unreadable."""
     try:
-        return json.loads(record.read_text()) == identity
+        return json.loads(record.read_text())
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def input_fingerprint(path: Path) -> dict:
