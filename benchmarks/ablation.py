@@ -426,7 +426,8 @@ def _curves(runs: dict, png: Path) -> bool:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)     # an epoch where no seed had a value
             mean = np.nanmean(y, 0)
-        line, = ax.plot(np.arange(1, n + 1), mean, marker="o", label=f"{v} ({len(curves)} seeds)")
+        label = f"{v} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
+        line, = ax.plot(np.arange(1, n + 1), mean, marker="o", label=label)
         if len(curves) > 1:
             ax.fill_between(np.arange(1, n + 1), np.nanmin(y, 0), np.nanmax(y, 0), color=line.get_color(), alpha=0.15)
     drew = bool(ax.lines)
