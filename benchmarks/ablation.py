@@ -1,7 +1,7 @@
 """Does FSS help? The assignment study (issues #10, #14): resumable, on CPU or on one GPU.
 
     python benchmarks/ablation.py --budget decide                 # CPU, run by run, resumable
-    python benchmarks/ablation.py --budget decide --device cuda --parallel 6 --deadline 510 --store OUT/store \\
+    python benchmarks/ablation.py --budget decide --device cuda --parallel 12 --deadline 480 --store OUT/store \\
         --report OUT/ablation.md                                  # one GPU, several trainings at once
     python benchmarks/ablation.py --budget small --only main,table3,sens   # the earlier small study
 
@@ -96,15 +96,21 @@ def _sh(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
-def ensure_data(out: Path, b: Budget) -> dict[str, tuple[Path, Path]]:
+def ensure_data(out: Path, b: Budget,
+                datasets: set[str] = frozenset({"synthetic", "dota"})) -> dict[str, tuple[Path, Path]]:
     """{dataset: (train, val)} — generated once per budget folder."""
     data = out / "data"
+    sets = {}
     common = ["--size", str(b.size), "--objects", str(b.objects), "--min-size", "6", "--max-size", "40",
               "--occlusion", "0.4", "--truncation", "0.05"]
-    for split, n, seed in (("train", b.train, 100), ("val", b.val, 200)):
-        if not (data / split / "annotations.json").is_file():
-            _sh(fss_cmd() + ["data", "synth", str(data / split), "--num-images", str(n), "--seed", str(seed), *common])
-    sets = {"synthetic": (data / "train", data / "val")}
+    if "synthetic" in datasets:
+        for split, n, seed in (("train", b.train, 100), ("val", b.val, 200)):
+            if not (data / split / "annotations.json").is_file():
+                _sh(fss_cmd() + ["data", "synth", str(data / split), "--num-images", str(n), "--seed", str(seed),
+                                 *common])
+        sets["synthetic"] = (data / "train", data / "val")
+    if "dota" not in datasets:
+        return sets
     tiles = {split: data / f"dota_{split}_tiles" for split in ("train", "val")}
     for split, stems in (("train", DOTA_TRAIN), ("val", DOTA_VAL)):
         if (tiles[split] / "annotations.json").is_file():
@@ -164,6 +170,8 @@ def resolved_params(spec: Spec) -> dict:
 
 
 def git_commit() -> str:
+    if os.environ.get("FSS_COMMIT"):        # a copy of the tree without .git (the GPU machine): told by the caller
+        return os.environ["FSS_COMMIT"]
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
@@ -188,9 +196,10 @@ def write_json_atomic(path: Path, obj) -> None:
 class Runner:
     """Launches ``fss train`` for a spec and, when it finishes, measures alignment and stores the summary."""
 
-    def __init__(self, out: Path, store: Path, sets: dict, b: Budget, budget_name: str, device: str, workers: int):
+    def __init__(self, out: Path, store: Path, sets: dict, b: Budget, budget_name: str, device: str, workers: int,
+                 parallel: int = 1):
         self.out, self.store, self.sets, self.b, self.budget_name = out, store, sets, b, budget_name
-        self.device, self.workers = device, workers
+        self.device, self.workers, self.parallel = device, workers, parallel
 
     def folder(self, spec: Spec) -> Path:
         return self.out / "runs" / spec.name
@@ -203,7 +212,8 @@ class Runner:
                            spec.assigner, "--epochs", str(spec.epochs), "--batch", str(b.batch), "--imgsz",
                            str(b.size), "--out", str(folder), "--workers", str(self.workers), "--device",
                            self.device, "--set", f"seed={spec.seed}", "--set", "lr_per_64=0.08", "--set",
-                           f"eval_interval={max(1, spec.epochs // 4)}", "--set", "no_mosaic_epochs=2"]
+                           f"eval_interval={max(1, spec.epochs // 4)}", "--set", "no_mosaic_epochs=2",
+                           "--set", "cache=ram"]
         for k, v in spec.params.items():
             cmd += ["--set", f"assigner_params.{k}={v}"]
         if (folder / "last.pt").is_file():
@@ -211,27 +221,42 @@ class Runner:
         folder.mkdir(parents=True, exist_ok=True)
         print(f"== {spec.name} ({self.device})", flush=True)
         log = open(folder / "train.log", "a")
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self._env())
 
-    def finish(self, spec: Spec, returncode: int, wall_s: float) -> dict | None:
+    def trained(self, spec: Spec, returncode: int) -> subprocess.Popen | None | bool:
+        """Training ended: False when it failed or was cut short; else the alignment measurement
+        (``fss eval --alignment``) as a process of its own, or None when it exists already."""
         folder = self.folder(spec)
         results = folder / "results.json"
         rows = json.loads(results.read_text()) if results.is_file() else []
         if returncode != 0 or not rows or rows[-1]["epoch"] < spec.epochs:
             print(f"   {spec.name} failed or was interrupted (see {folder}/train.log); rerun to resume", flush=True)
-            return None
+            return False
         align = folder / "alignment.json"
-        if not align.is_file():
-            subprocess.run(fss_cmd() + ["eval", str(folder / "last.pt"), "--data", str(self.sets[spec.dataset][1]),
-                                        "--alignment", "--device", self.device, "--json", str(align)], cwd=ROOT,
-                           stdout=subprocess.DEVNULL)
+        if align.is_file():
+            return None
+        return subprocess.Popen(fss_cmd() + ["eval", str(folder / "last.pt"), "--data", str(self.sets[spec.dataset][1]),
+                                             "--alignment", "--device", self.device, "--json", str(align)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, env=self._env())
+
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        if self.parallel > 1:       # several trainings share the cores: no thread oversubscription
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // (2 * self.parallel))))
+        return env
+
+    def finish(self, spec: Spec, wall_s: float) -> dict:
+        folder = self.folder(spec)
+        rows = json.loads((folder / "results.json").read_text())
+        align = folder / "alignment.json"
         alignment = json.loads(align.read_text()).get("alignment") if align.is_file() else None
         summary = {"config": spec.config(self.b, self.budget_name), "rows": rows, "alignment": alignment,
                    "assigner_params": resolved_params(spec),
                    "meta": {"commit": git_commit(), "device": device_name(self.device), "cores": os.cpu_count(),
-                            "load5_at_end": os.getloadavg()[1], "wall_s": round(wall_s, 1),
-                            "finished": time.strftime("%Y-%m-%d %H:%M")}}
+                            "parallel": self.parallel, "load5_at_end": os.getloadavg()[1],
+                            "wall_s": round(wall_s, 1), "finished": time.strftime("%Y-%m-%d %H:%M")}}
         write_json_atomic(self.store / f"{spec.name}.json", summary)
+        print(f"   {spec.name} done in {wall_s:.0f} s: AP {rows[-1].get('AP')}", flush=True)
         return summary
 
 
@@ -243,29 +268,49 @@ def device_name(device: str) -> str:
 
 
 def execute(specs: list[Spec], runner: Runner, parallel: int, deadline: float, on_done) -> None:
-    """Run ``specs`` with at most ``parallel`` at once; launch nothing after ``deadline`` seconds and stop
-    (terminate) whatever still runs at ``deadline`` + 60 s — stopped runs resume next time from last.pt."""
+    """Run ``specs`` with at most ``parallel`` at once. ``deadline`` (seconds from now) is a hard end: whatever
+    still runs then is stopped (it resumes from its last.pt next time on the same machine), and once a run of a
+    dataset has finished, no run of that dataset is launched that would not finish before it (expected time:
+    the longest finished run of that dataset so far, plus 10 %)."""
     t0 = time.monotonic()
     todo = [s for s in specs if load_summary(runner.store, s, s.config(runner.b, runner.budget_name)) is None]
-    running: dict[str, tuple[Spec, subprocess.Popen, float]] = {}
+    running: dict[str, list] = {}          # name -> [spec, process, started, phase]
+    took: dict[str, float] = {}            # dataset -> longest finished run (s)
+    skipped = 0
     while todo or running:
         now = time.monotonic() - t0
         while todo and len(running) < parallel and now < deadline:
             spec = todo.pop(0)
-            running[spec.name] = (spec, runner.start(spec), time.monotonic())
+            if spec.dataset in took and now + 1.1 * took[spec.dataset] > deadline:
+                skipped += 1
+                continue
+            running[spec.name] = [spec, runner.start(spec), time.monotonic(), "train"]
         if not running:
             break
         time.sleep(1.0)
-        for name, (spec, proc, started) in list(running.items()):
-            if proc.poll() is None and time.monotonic() - t0 > deadline + 60:
+        for name, entry in list(running.items()):
+            spec, proc, started, phase = entry
+            if proc.poll() is None and time.monotonic() - t0 > deadline:
                 proc.terminate()
                 proc.wait()
-            if proc.poll() is not None:
-                del running[name]
-                runner.finish(spec, proc.returncode, time.monotonic() - started)
-                on_done()
-    if todo:
-        print(f"{len(todo)} runs not started before the deadline; rerun to continue", flush=True)
+            if proc.poll() is None:
+                continue
+            if phase == "train":
+                nxt = runner.trained(spec, proc.returncode)
+                if isinstance(nxt, subprocess.Popen) and time.monotonic() - t0 < deadline:
+                    entry[1], entry[3] = nxt, "align"
+                    continue
+                if nxt is False:
+                    del running[name]
+                    continue
+            del running[name]
+            wall = time.monotonic() - started
+            took[spec.dataset] = max(took.get(spec.dataset, 0.0), wall)
+            runner.finish(spec, wall)
+            on_done()
+    left = len(todo) + skipped
+    if left:
+        print(f"{left} runs not started before the deadline; rerun to continue", flush=True)
 
 
 def main() -> None:
@@ -279,8 +324,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--parallel", type=int, default=1, help="trainings at once (GPU: several share one card)")
     p.add_argument("--workers", type=int, default=1, help="data loader workers per training")
-    p.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which nothing new starts")
+    p.add_argument("--deadline", type=float, default=float("inf"),
+                   help="hard end, in seconds after the data is ready: runs still going then are stopped, and none "
+                   "is launched that would not finish before it")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the store and exit")
+    p.add_argument("--prepare-only", action="store_true", help="make the datasets under --out and exit")
     args = p.parse_args()
     b = BUDGETS[args.budget]
     out = Path(args.out) / args.budget
@@ -290,10 +338,14 @@ def main() -> None:
     if args.report_only:
         write_report(report, store, b, args.budget)
         return
-    sets = ensure_data(out, b)
-    datasets = set(args.datasets.split(",")) & set(sets)
+    t0 = time.monotonic()
+    sets = ensure_data(out, b, set(args.datasets.split(",")))
+    print(f"data ready in {time.monotonic() - t0:.0f} s: {', '.join(sorted(sets))}", flush=True)
+    if args.prepare_only:
+        return
+    datasets = set(sets)
     specs = plan(b, out, set(args.only.split(",")), datasets)
-    runner = Runner(out, store, sets, b, args.budget, args.device, args.workers)
+    runner = Runner(out, store, sets, b, args.budget, args.device, args.workers, max(1, args.parallel))
     execute(specs, runner, max(1, args.parallel), args.deadline, lambda: write_report(report, store, b, args.budget))
     write_report(report, store, b, args.budget)
 

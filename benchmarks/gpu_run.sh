@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The one command for a lent GPU machine (issues #14, #16). It is bare: PyTorch with CUDA, onnx,
-# onnxruntime, opencv, typer, rich, matplotlib, pytest — no pycocotools. `make gpu-wheels` (here, with
-# network) puts that wheel under .gpu-wheels/ (git-ignored); carry that folder with the working tree.
+# onnxruntime, opencv, typer, rich, matplotlib, pytest — no pycocotools, and ../shared does not travel.
+# `make gpu-prep` (here, with network and ../shared) fills the git-ignored .gpu-carry/: the pycocotools
+# wheel and the DOTA tiles of the study; carry that folder with the working tree.
 #
-#   bash benchmarks/gpu_run.sh OUT check      # benchmarks/gpu_check.py -> OUT/check   (~5 min on one H100)
-#   bash benchmarks/gpu_run.sh OUT ablation   # the assignment study's GPU mode -> OUT/ablation
+#   bash benchmarks/gpu_run.sh OUT check      # benchmarks/gpu_check.py -> OUT/check   (~4 min on one H100)
+#   bash benchmarks/gpu_run.sh OUT ablation   # the assignment study's GPU mode -> OUT/ablation.tar.gz + report
 #
+# DEADLINE (default 460 s after the data is ready) is the study's hard end; PARALLEL (12) trainings at once.
 # Without a CUDA GPU both say so and exit 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,16 +19,37 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     echo "no CUDA GPU visible: nothing to run"
     exit 0
 fi
-if compgen -G ".gpu-wheels/*.whl" > /dev/null; then
+if compgen -G ".gpu-carry/wheels/*.whl" > /dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fss-site \
-        .gpu-wheels/*.whl || echo "warning: could not install .gpu-wheels/*.whl (evaluation needs pycocotools)"
+        .gpu-carry/wheels/*.whl || echo "warning: could not install .gpu-carry/wheels (evaluation needs pycocotools)"
     export PYTHONPATH="/tmp/fss-site:${PYTHONPATH:-}"
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+mkdir -p "$out"
 case "$what" in
     check) "$PY" benchmarks/gpu_check.py "$out/check" ;;
-    ablation) "$PY" benchmarks/ablation.py --budget decide --device cuda --parallel "${PARALLEL:-12}" --workers 1 \
-                  --deadline "${DEADLINE:-420}" --out /tmp/fss-ablation --store "$out/ablation/store" \
-                  --report "$out/ablation/ablation.md" ;;
+    ablation)
+        work=/tmp/fss-ablation
+        mkdir -p "$work/decide/data"
+        if compgen -G ".gpu-carry/data/dota_*_tiles" > /dev/null; then
+            cp -r .gpu-carry/data/dota_*_tiles "$work/decide/data/"
+        fi
+        # the summaries sit two folders down: pack them (and the logs) so they come back as one file
+        pack() { tar -czf "$out/ablation.tar.gz" -C "$out" ablation \
+                     -C "$work/decide" --exclude='*.pt' --exclude='data' runs 2>/dev/null || true; }
+        trap pack EXIT
+        # MPS lets the kernels of the concurrent trainings share the GPU instead of time-slicing it; kept only
+        # if a CUDA context opens under it
+        if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null \
+                && nvidia-cuda-mps-control -d 2> /dev/null; then
+            if timeout 60 "$PY" -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+                echo "MPS on"
+            else
+                echo quit | nvidia-cuda-mps-control || true; echo "MPS failed: off"
+            fi
+        fi
+        "$PY" benchmarks/ablation.py --budget decide --device cuda --parallel "${PARALLEL:-12}" --workers 1 \
+            --deadline "${DEADLINE:-460}" --out "$work" --store "$out/ablation/store" \
+            --report "$out/ablation/ablation.md" ;;
     *) echo "unknown target $what (check | ablation)"; exit 2 ;;
 esac

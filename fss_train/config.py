@@ -23,6 +23,7 @@ class TrainConfig:
     imgsz: int = 640
     device: str = "cpu"
     workers: int = 2
+    cache: str = ""                      # "ram": decode every image once before the loaders start (cache=ram)
     seed: int = 0
     # optimisation (the paper's recipe: SGD, lr 0.01 per 64 images, momentum 0.937, wd 5e-4)
     lr_per_64: float = 0.01
@@ -95,6 +96,10 @@ def make_config(base: dict | None = None, overrides: dict | None = None) -> Trai
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
+    if values.get("cache") is True or values.get("cache") is False:     # cache=true / false, Ultralytics' habit
+        values["cache"] = "ram" if values["cache"] else ""
+    if values.get("cache", "") not in ("", "ram"):
+        raise ValueError(f"config cache must be 'ram' or empty (off), got {values['cache']!r}")
     for key, value in values.items():
         default = known[key].default
         if isinstance(default, bool) and not isinstance(value, bool):

@@ -1,4 +1,5 @@
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -98,9 +99,13 @@ class _FakeRunner:
         self.peak = max(self.peak, self.live)
         return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({self.seconds})"])
 
-    def finish(self, spec, returncode, wall_s):
+    def trained(self, spec, returncode):
         self.live -= 1
-        self.finished.append((spec.name, returncode))
+        self.returncodes = getattr(self, "returncodes", {}) | {spec.name: returncode}
+        return None if returncode == 0 else False
+
+    def finish(self, spec, wall_s):
+        self.finished.append((spec.name, self.returncodes[spec.name]))
 
 
 def test_scheduler_runs_several_at_once_and_respects_the_deadline(tmp_path):
@@ -116,3 +121,16 @@ def test_scheduler_runs_several_at_once_and_respects_the_deadline(tmp_path):
     again = _FakeRunner(tmp_path)
     ablation.execute(specs, again, parallel=3, deadline=float("inf"), on_done=lambda: None)
     assert "main-fss-s0" not in again.started and len(again.started) == 4
+
+
+def test_scheduler_launches_nothing_that_cannot_finish_before_the_deadline(tmp_path):
+    """Once a run of a dataset has taken T seconds, no run of that dataset starts with less than 1.1 T left;
+    a run still going at the deadline is stopped and not stored."""
+    specs = [ablation.Spec(f"main-fss-s{i}", "synthetic", "fss", "fss", {}, i, 2) for i in range(3)]
+    runner = _FakeRunner(tmp_path, seconds=1.5)
+    ablation.execute(specs, runner, parallel=1, deadline=3.0, on_done=lambda: None)
+    assert runner.started == ["main-fss-s0"] and [n for n, _ in runner.finished] == ["main-fss-s0"]
+    slow = _FakeRunner(tmp_path / "slow", seconds=30)
+    t0 = time.monotonic()
+    ablation.execute(specs[:1], slow, parallel=1, deadline=1.0, on_done=lambda: None)
+    assert time.monotonic() - t0 < 10 and slow.finished == []     # stopped at the deadline, nothing stored

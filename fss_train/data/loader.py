@@ -42,6 +42,30 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.bad: set[int] = set()
         self.mosaic_enabled = True
+        self.cache: list[np.ndarray | None] | None = None
+
+    def cache_images(self, max_bytes: int, shared: DetectionDataset | None = None) -> bool:
+        """Decode every image once into RAM (Ultralytics' ``cache=ram``); the loaders' worker processes,
+        forked afterwards, share the pages. ``shared``: another dataset over the same records whose cache to
+        reuse. Returns False (and caches nothing) when the decoded images would exceed ``max_bytes``."""
+        if shared is not None and shared.cache is not None and shared.records is self.records:
+            self.cache = shared.cache
+            return True
+        need = sum(r.height * r.width * 3 for r in self.records)
+        if need > max_bytes:
+            log.warning("cache=ram: the decoded images need %.1f GB, more than the %.1f GB allowed; not cached",
+                        need / 1e9, max_bytes / 1e9)
+            return False
+        cache: list[np.ndarray | None] = []
+        for rec in self.records:
+            try:
+                cache.append(read_image(rec.path))
+            except ValueError as exc:
+                cache.append(None)
+                log.warning("%s; skipped", exc)
+        self.bad.update(i for i, im in enumerate(cache) if im is None)
+        self.cache = cache
+        return True
 
     def __len__(self) -> int:
         return len(self.records)
@@ -54,7 +78,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             if i not in self.bad:
                 rec = self.records[i]
                 try:
-                    return i, read_image(rec.path), rec.boxes.copy(), rec.labels.copy()
+                    image = self.cache[i].copy() if self.cache is not None else read_image(rec.path)
+                    return i, image, rec.boxes.copy(), rec.labels.copy()
                 except ValueError as exc:
                     self.bad.add(i)
                     log.warning("%s; skipped", exc)
@@ -103,10 +128,20 @@ def collate(batch):
     return images, gt_boxes, gt_labels, gt_mask, [b[3] for b in batch]
 
 
+def _worker_init(_: int) -> None:
+    """One thread per loader worker: parallelism comes from the workers, not from OpenCV/torch threads inside
+    each (24 trainings x 16 threads on 16 cores would thrash)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def make_loader(dataset: DetectionDataset, batch: int, shuffle: bool, workers: int = 2, distributed: bool = False,
                 seed: int = 0, drop_last: bool = False) -> DataLoader:
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, collate_fn=collate, drop_last=drop_last, generator=generator,
+                      worker_init_fn=_worker_init if workers > 0 else None,
                       persistent_workers=False)   # workers must see set_epoch() and the mosaic switch
