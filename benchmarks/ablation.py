@@ -24,6 +24,7 @@ sittings and machines); a changed configuration runs again. An interrupted run r
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
@@ -320,6 +321,8 @@ def main() -> None:
     p.add_argument("--store", default="", help="run summaries (default docs/results/ablation/<budget>)")
     p.add_argument("--only", default="main", help="studies: main,table3,sens")
     p.add_argument("--datasets", default="synthetic,dota")
+    p.add_argument("--runs", default="*", help="only runs whose names match one of these comma-separated "
+                   "patterns, e.g. 'main-*-s0,dota-*' (a GPU lease too short for the whole study)")
     p.add_argument("--report", default="", help="default docs/results/ablation.md (decide) or ablation-<budget>.md")
     p.add_argument("--device", default="cpu")
     p.add_argument("--parallel", type=int, default=1, help="trainings at once (GPU: several share one card)")
@@ -344,7 +347,8 @@ def main() -> None:
     if args.prepare_only:
         return
     datasets = set(sets)
-    specs = plan(b, out, set(args.only.split(",")), datasets)
+    specs = [s for s in plan(b, out, set(args.only.split(",")), datasets)
+             if any(fnmatch.fnmatch(s.name, pat) for pat in args.runs.split(","))]
     runner = Runner(out, store, sets, b, args.budget, args.device, args.workers, max(1, args.parallel))
     execute(specs, runner, max(1, args.parallel), args.deadline, lambda: write_report(report, store, b, args.budget))
     write_report(report, store, b, args.budget)

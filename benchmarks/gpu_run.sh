@@ -7,7 +7,8 @@
 #   bash benchmarks/gpu_run.sh OUT check      # benchmarks/gpu_check.py -> OUT/check   (~4 min on one H100)
 #   bash benchmarks/gpu_run.sh OUT ablation   # the assignment study's GPU mode -> OUT/ablation.tar.gz + report
 #
-# DEADLINE (default 460 s after the data is ready) is the study's hard end; PARALLEL (12) trainings at once.
+# DEADLINE (default 460 s after the data is ready) is the study's hard end; PARALLEL (12) trainings at once;
+# RUNS (default '*') picks runs by name pattern, e.g. 'main-*-s0,dota-*'.
 # Without a CUDA GPU both say so and exit 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,7 @@ case "$what" in
                 echo quit | nvidia-cuda-mps-control || true; echo "MPS failed: off"
             fi
         fi
-        "$PY" benchmarks/ablation.py --budget decide --device cuda --parallel "${PARALLEL:-12}" --workers 1 \
+        "$PY" benchmarks/ablation.py --budget decide --device cuda --parallel "${PARALLEL:-12}" --workers 1 --runs "${RUNS:-*}" \
             --deadline "${DEADLINE:-460}" --out "$work" --store "$out/ablation/store" \
             --report "$out/ablation/ablation.md" ;;
     *) echo "unknown target $what (check | ablation)"; exit 2 ;;

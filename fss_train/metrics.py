@@ -40,12 +40,11 @@ def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbo
     ``max_dets`` is the per-image detection cap of AP and AR100 (COCO's 100 by default). Dense
     aerial images hold hundreds to thousands of objects: with 100 their recall is capped, so
     evaluate them with the detector's own limit (training uses ``max_det``)."""
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink):
-        coco_gt = COCO(str(gt)) if isinstance(gt, (str, Path)) else _coco_from_dict(gt)
+        coco_gt = _coco_from_dict(json.loads(Path(gt).read_text()) if isinstance(gt, (str, Path)) else gt)
         preds = json.loads(Path(predictions).read_text()) if isinstance(predictions, (str, Path)) else predictions
         if not preds:
             return {k: 0.0 for k in COCO_STAT_NAMES}
@@ -92,7 +91,9 @@ def _coco_from_dict(gt: dict):
     from pycocotools.coco import COCO
 
     coco = COCO()
-    coco.dataset = gt
+    # pycocotools 2.0.10's loadRes copies 'info' unconditionally: ground truths without it (ours, and many
+    # users' files) would fail there with KeyError
+    coco.dataset = {"info": {}, "licenses": [], **gt}
     coco.createIndex()
     return coco
 
