@@ -39,6 +39,11 @@ case "$what" in
         pack() { tar -czf "$out/ablation.tar.gz" -C "$out" ablation \
                      -C "$work/decide" --exclude='*.pt' --exclude='data' runs 2>/dev/null || true; }
         trap pack EXIT
+        # the GPU study continues across leases: runs already in docs/results/ablation/decide-gpu are skipped
+        mkdir -p "$out/ablation/store"
+        if compgen -G "docs/results/ablation/decide-gpu/*.json" > /dev/null; then
+            cp docs/results/ablation/decide-gpu/*.json "$out/ablation/store/"
+        fi
         # MPS lets the kernels of the concurrent trainings share the GPU instead of time-slicing it; kept only
         # if a CUDA context opens under it
         if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null \
