@@ -189,3 +189,33 @@ def test_split_rerun_with_other_settings_is_refused(shared_data, tmp_path):
     with pytest.raises(ValueError, match="tile 512 -> 1024"):
         split_dataset(ds, out, tile=1024, gap=100, workers=1)
     assert len(list((out / "images").glob("*.png"))) == len(first.records)   # no tile of another tiling
+
+
+def test_cache_ram_gives_the_same_samples_and_respects_its_memory_limit(tmp_path, caplog):
+    synthesize(tmp_path / "d", SynthConfig(num_images=6, size=96, objects=5, seed=3))
+    ds = read_dataset(tmp_path / "d")
+    plain = DetectionDataset(ds, 96, augment=True, seed=1)
+    cached = DetectionDataset(ds, 96, augment=True, seed=1)
+    assert cached.cache_images(10**9)
+    for i in range(len(ds.records)):                  # same augmented sample, image and boxes, cached or not
+        a, b = plain[i], cached[i]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert all(im.flags.writeable for im in cached.cache)
+    again = cached[0][0]                              # transforms never write into the cache
+    assert torch.equal(again, plain[0][0])
+    shared = DetectionDataset(ds, 96, seed=1)
+    assert shared.cache_images(0, shared=cached) and shared.cache is cached.cache
+    small = DetectionDataset(ds, 96, seed=1)
+    with caplog.at_level("WARNING"):
+        assert not small.cache_images(1000) and small.cache is None
+    assert "not cached" in caplog.text
+
+
+def test_cache_config_values():
+    from fss_train.config import make_config
+
+    assert make_config(overrides={"cache": "ram"}).cache == "ram"
+    assert make_config(overrides={"cache": True}).cache == "ram"
+    assert make_config(overrides={"cache": False}).cache == ""
+    with pytest.raises(ValueError, match="cache"):
+        make_config(overrides={"cache": "disk"})
