@@ -252,11 +252,11 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
                       f"top-1 agreement {align['top1_agreement']:.4f}, top-1 IoU {align['top1_iou']:.4f} "
                       f"(best {align['best_iou']:.4f})")
     if json_out:
-        from fss_train.data.formats import atomic_write_text
+        from fss_train.fileio import atomic_write
         record = {"metric": metric, "result": result, "num_predictions": len(preds)}
         if align is not None:
             record["alignment"] = align
-        atomic_write_text(json_out, json.dumps(record, indent=2))
+        atomic_write(json_out, json.dumps(record, indent=2))
 
 
 def _read_eval_dataset(data: str, split: str):
@@ -384,15 +384,13 @@ def _sample_images(size: int) -> list[str]:
     """Verification images when none are given: a synthetic aerial scene made on the fly."""
     import tempfile
 
-    import cv2
-
     from fss_train.data.synth import SynthConfig, make_scene
 
     img, *_ = make_scene(SynthConfig(num_images=1, size=size, objects=max(10, size // 16), min_size=max(8, size / 40),
                                      max_size=max(24, size / 6), seed=123), 0)
-    path = Path(tempfile.mkdtemp(prefix="fss-verify-")) / "scene.png"
-    cv2.imwrite(str(path), img)
-    return [str(path)]
+    from fss_train.fileio import write_image
+
+    return [str(write_image(Path(tempfile.mkdtemp(prefix="fss-verify-")) / "scene.png", img))]
 
 
 @app.command()

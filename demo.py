@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fss_train.fileio import atomic_write, save_figure
+
 
 @dataclass(frozen=True)
 class DemoBudget:
@@ -138,7 +140,7 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
             coco = coco_eval(coco_gt_from_dataset(scene_ds), preds, max_dets=len(preds) or 100)
             dota = dota_eval(scene_ds, preds)
             shown = dets[dets[:, 4] >= 0.25]
-            (out / f"scene_{a}.jpg").write_bytes(annotate(image, shown, scene_ds.classes))
+            atomic_write(out / f"scene_{a}.jpg", annotate(image, shown, scene_ds.classes))
             results["detect"][a] = {"detections": int(len(dets)), "seconds": round(secs, 2),
                                     "tiles": det.stats["tiles"], "AP": coco["AP"], "AP50": coco["AP50"],
                                     "mAP50_dota": dota["mAP50"]}
@@ -183,8 +185,8 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                           vs="simota", num_gts=3)
         _plot_curves(runs, out / "training_curves.png")
         results["timings_s"] = timings
-        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        (out / "report.md").write_text(_report_md(results, budget))
+        atomic_write(out / "results.json", json.dumps(results, indent=2, default=str))
+        atomic_write(out / "report.md", _report_md(results, budget))
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
     console.print(f"[bold]report:[/] {out / 'report.md'} (total {timings['total']} s)")
     return results
@@ -216,7 +218,7 @@ def evaluate_default_model(annotated: Path | None = None, conf: float = 0.001) -
               float(x2 - x1), float(y2 - y1)]} for x1, y1, x2, y2, s, c in dets]
     coco = coco_eval(coco_gt_from_dataset(ds), preds, max_dets=len(preds) or 100)   # dense: no 100 cap
     if annotated is not None:
-        annotated.write_bytes(annotate(image, dets[dets[:, 4] >= 0.3], classes))
+        atomic_write(annotated, annotate(image, dets[dets[:, 4] >= 0.3], classes))
     return {"model": DEFAULT_MODEL.name, "image": SAMPLE_IMAGE.name, "objects": int(len(labels)),
             "detections": int((dets[:, 4] >= 0.3).sum()), "seconds": round(secs, 2), "tiles": det.stats["tiles"],
             "AP": coco["AP"], "AP50": coco["AP50"], "APs": coco["APs"], "mAP50_dota": dota_eval(ds, preds)["mAP50"]}
@@ -239,8 +241,7 @@ def _plot_curves(runs: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _report_md(r: dict, budget: DemoBudget) -> str:

@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
+from fss_train.fileio import atomic_write  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -188,10 +190,7 @@ def load_summary(store: Path, spec: Spec, cfg: dict) -> dict | None:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 class Runner:
@@ -460,9 +459,7 @@ def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
         lines += ["", "## Rank consistency over training (synthetic)", "", f"![curves]({png.name})", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     notes = path.read_text().partition(NOTES_MARK)[2] if path.is_file() else ""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n" + NOTES_MARK + (notes or "\n"))
-    os.replace(tmp, path)
+    atomic_write(path, "\n".join(lines) + "\n" + NOTES_MARK + (notes or "\n"))
     print(f"wrote {path}", flush=True)
 
 

@@ -256,9 +256,9 @@ def markdown(res: dict) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from fss_train.fileio import atomic_write
+
+    atomic_write(path, text)
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fss_deploy.backends import Backend, load_backend
+from fss_train.fileio import atomic_write, save_figure
 from fss_train.nn.postprocess import postprocess
 from fss_train.nn.preprocess import letterbox, read_image, to_array
 
@@ -165,7 +166,7 @@ def bench_tiled(image_path: str, model: str, backend: str | None = None, batch: 
 def write_report(report: dict, out: str | Path, kind: str) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    atomic_write(out / "report.json", json.dumps(report, indent=2))
     lines = [f"# fss bench — {kind}", "", "Environment:", ""]
     lines += [f"- {k}: {v}" for k, v in report.get("environment", {}).items()]
     lines.append("")
@@ -200,7 +201,7 @@ def write_report(report: dict, out: str | Path, kind: str) -> Path:
                   f"{report['tiles_per_s']:.1f} tiles/s",
                   f"- stages (last run, s): {report['stage_seconds_last']}",
                   f"- everything outside the model: {100 * report['outside_model_fraction']:.1f}% of model time"]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write(out / "report.md", "\n".join(lines) + "\n")
     return out
 
 
@@ -218,5 +219,4 @@ def _plot_latency(samples_ms: list[float], path: Path, title: str) -> None:
     ax.set_title(Path(title).name)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -27,6 +27,7 @@ import torch
 
 from fss_deploy.backends import Backend
 from fss_deploy.tiling import cut_by_interior_edge, merge, plan_tiles, tile_batch, to_image_coords
+from fss_train.fileio import atomic_write
 from fss_train.nn.postprocess import postprocess
 from fss_train.nn.preprocess import letterbox, read_image, to_array
 
@@ -171,13 +172,6 @@ class TiledDetector:
 
 
 # ------------------------------------------------------------------------------------------ run
-def atomic_write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 class OutputConflict(RuntimeError):
     """The output folder holds results of another model, other settings or other inputs."""
 
@@ -279,9 +273,7 @@ def check_output_dir(out: Path) -> None:
         raise PermissionError(f"{out}: --out is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".fss-write-test.{os.getpid()}"       # per process: ranks probe concurrently
-        probe.write_text("ok")
-        probe.unlink()
+        atomic_write(out / f".fss-write-test.{os.getpid()}", "ok").unlink()   # per process: ranks probe at once
     except OSError as exc:
         raise PermissionError(f"{out}: output folder is not writable ({exc.strerror})") from None
 

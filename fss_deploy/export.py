@@ -4,6 +4,7 @@ and the comparison that makes "FSS adds nothing at inference" a checked fact."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 
 from fss_deploy.graph import InferenceGraph
-from fss_train.checkpoint import CheckpointError, default_file_mode, load_checkpoint, model_from_checkpoint
+from fss_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from fss_train.fileio import atomic_write
 from fss_train.nn import count_flops, count_params
 from fss_train.nn.preprocess import MEAN, STD, letterbox, read_image, to_tensor
 
@@ -124,42 +126,35 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
     if half:
         graph = graph.half()
     dummy = torch.zeros(batch, 3, size, size, dtype=dtype)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (dummy,), tmp, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], do_constant_folding=True,
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None)
-        proto = onnx.load(tmp)
-        onnx.checker.check_model(proto)
-        fp = fingerprint_model(proto)
-        flops = count_flops(model, size, size)
-        meta = {
-            "format": ONNX_FORMAT, "fss_version": ckpt["versions"].get("fss", ""),
-            "class_names": json.dumps(ckpt["class_names"]), "num_classes": str(len(ckpt["class_names"])),
-            "strides": json.dumps(list(model.card.strides)), "input_size": json.dumps([size, size]),
-            "input": f"{INPUT_NAME}: (batch, 3, {size}, {size}) float{'16' if half else '32'} RGB in [0, 1], "
-                     "letterboxed (top-left, pad 114)",
-            "mean": json.dumps(list(MEAN)), "std": json.dumps(list(STD)),
-            "output_layout": f"{OUTPUT_NAME}: (batch, anchors, 4 + num_classes): x1 y1 x2 y2 (input pixels), "
-                             "then per-class score = sigmoid(cls) * sigmoid(obj)",
-            "decode_in_graph": "true", "nms_in_graph": "false", "batch": "dynamic" if dynamic else str(batch),
-            "precision": "fp16" if half else "fp32", "card": json.dumps(model.card.to_dict()),
-            "source_checkpoint_sha256": sha256_file(ckpt_path), "weights": weights,
-            "trained_with": (ckpt.get("assigner") or {}).get("name", "none"),
-            "params": str(count_params(model)), "flops": str(flops), "graph_fingerprint": fp,
-        }
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        onnx.save(proto, tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, (dummy,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], do_constant_folding=True,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None)
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto)
+    fp = fingerprint_model(proto)
+    flops = count_flops(model, size, size)
+    meta = {
+        "format": ONNX_FORMAT, "fss_version": ckpt["versions"].get("fss", ""),
+        "class_names": json.dumps(ckpt["class_names"]), "num_classes": str(len(ckpt["class_names"])),
+        "strides": json.dumps(list(model.card.strides)), "input_size": json.dumps([size, size]),
+        "input": f"{INPUT_NAME}: (batch, 3, {size}, {size}) float{'16' if half else '32'} RGB in [0, 1], "
+                 "letterboxed (top-left, pad 114)",
+        "mean": json.dumps(list(MEAN)), "std": json.dumps(list(STD)),
+        "output_layout": f"{OUTPUT_NAME}: (batch, anchors, 4 + num_classes): x1 y1 x2 y2 (input pixels), "
+                         "then per-class score = sigmoid(cls) * sigmoid(obj)",
+        "decode_in_graph": "true", "nms_in_graph": "false", "batch": "dynamic" if dynamic else str(batch),
+        "precision": "fp16" if half else "fp32", "card": json.dumps(model.card.to_dict()),
+        "source_checkpoint_sha256": sha256_file(ckpt_path), "weights": weights,
+        "trained_with": (ckpt.get("assigner") or {}).get("name", "none"),
+        "params": str(count_params(model)), "flops": str(flops), "graph_fingerprint": fp,
+    }
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    atomic_write(out, proto.SerializeToString())
     return ExportResult(out, fp, onnx_params(proto), flops, meta)
 
 

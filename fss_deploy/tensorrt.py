@@ -12,10 +12,10 @@ rebuild command on a mismatch. Strict FP32 by default (TF32 off); ``half`` enabl
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from fss_deploy.export import ExportError, read_onnx, sha256_file
+from fss_train.fileio import atomic_write
 
 SIDECAR_FORMAT = "fss-engine/1"
 
@@ -109,9 +109,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, half: bool = False, bat
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT failed to build an engine (see the log above)")
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, out)
+    atomic_write(out, bytes(serialized))
     sidecar = {"format": SIDECAR_FORMAT, "tensorrt": trt.__version__, "cuda": env["cuda"], "gpu": env["gpu"],
                "compute_capability": env["compute_capability"], "onnx_sha256": sha256_file(onnx_path),
                "precision": "fp16" if half else "fp32", "tf32": False,
@@ -119,7 +117,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, half: bool = False, bat
                          "max": (max_batch or batch * 2) if dynamic else batch},
                "source_checkpoint": source_checkpoint, "metadata": meta}
     side = out.with_suffix(out.suffix + ".json")
-    side.write_text(json.dumps(sidecar, indent=2))
+    atomic_write(side, json.dumps(sidecar, indent=2))
     return out
 
 

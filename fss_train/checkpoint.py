@@ -21,15 +21,14 @@ A checkpoint is a plain dict of tensors and primitive types, loadable with
 
 from __future__ import annotations
 
-import os
 import pickle
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fss_train.fileio import atomic_write, default_file_mode  # noqa: F401 (re-exported)
 from fss_train.nn.card import ModelCard
 from fss_train.nn.detector import Detector
 
@@ -81,19 +80,7 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     """Write atomically: a temp file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
     check_plain(ckpt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())          # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 PLAIN_SCALARS = (str, int, float, bool, type(None))
@@ -112,13 +99,6 @@ def check_plain(value, where: str = "checkpoint") -> None:
     elif not (isinstance(value, torch.Tensor) or type(value) in PLAIN_SCALARS):
         raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__name__}; "
                         "checkpoints hold only tensors and plain types")
-
-
-def default_file_mode() -> int:
-    """0666 minus the process umask (what ``open()`` would have given)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -22,7 +22,6 @@ from fss_train.assigners import build_assigner
 from fss_train.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from fss_train.config import TrainConfig
 from fss_train.data import read_dataset
-from fss_train.data.formats import atomic_write_text
 from fss_train.data.loader import DetectionDataset, make_loader
 from fss_train.data.transforms import AugmentConfig
 from fss_train.engine import (
@@ -34,6 +33,7 @@ from fss_train.engine import (
     seed_everything,
     train_one_epoch,
 )
+from fss_train.fileio import atomic_write, save_figure
 from fss_train.losses import RECIPES
 from fss_train.nn import build_model, load_card
 
@@ -187,7 +187,7 @@ class Run:
         cfg = self.cfg
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            atomic_write(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         steps = len(self.train_loader)
         no_mosaic_from = cfg.epochs - min(cfg.no_mosaic_epochs, cfg.epochs // 4)
         metrics: dict = {}
@@ -244,10 +244,10 @@ def write_results(out: Path, rows: list[dict], plot: bool = True) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write(out / "results.csv", buf.getvalue())
     if plot:
         plot_results(out / "results.png", rows)
-    atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
+    atomic_write(out / "results.json", json.dumps(rows, indent=1))
 
 
 def plot_results(path: Path, rows: list[dict]) -> None:
@@ -268,7 +268,4 @@ def plot_results(path: Path, rows: list[dict]) -> None:
         if len(keys) > 1:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -4,7 +4,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED_FROM_TRAIN = ("fss_train.nn", "fss_train.checkpoint", "fss_train.boxes")
+# the graph, the checkpoint, box ops, and the one atomic file writer (no training logic in any of them)
+ALLOWED_FROM_TRAIN = ("fss_train.nn", "fss_train.checkpoint", "fss_train.boxes", "fss_train.fileio")
 
 
 def _imports(package: str):
@@ -48,3 +49,14 @@ def test_rule_checker_catches_a_violation(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     found = [name for _, _, name in _imports("fss_deploy")]
     assert "fss_train.assigners" in found
+
+
+def test_no_file_writer_besides_the_atomic_one():
+    """One owner: every file the packages write goes through fss_train.fileio (temp + fsync + rename)."""
+    import re
+
+    pattern = re.compile(r"\.write_text\(|\.write_bytes\(|cv2\.imwrite\(|\.savefig\(|os\.replace\(")
+    bad = [f"{p.relative_to(ROOT)}:{i}" for pkg in ("fss_train", "fss_deploy", "fss")
+           for p in sorted((ROOT / pkg).rglob("*.py")) if p.name != "fileio.py"
+           for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert bad == []

@@ -12,6 +12,7 @@ from fss_train.assigners import ASSIGNERS, FSSAssigner
 from fss_train.assigners.base import prepare_inputs
 from fss_train.checkpoint import load_model
 from fss_train.data.formats import read_labels_for_image
+from fss_train.fileio import save_figure
 from fss_train.nn import build_model, decode, load_card
 from fss_train.nn.preprocess import letterbox, read_image, to_tensor
 
@@ -140,11 +141,6 @@ def assignment_figure(image_path, model_source: str, labels, out_png, assigner: 
                                f"{vs}_positives": len(base_pts), "weights": [round(float(x), 3) for x in w[pos]]})
     fig.suptitle(f"FSS vs {vs} on {Path(image_path).name} (model: {Path(str(model_source)).name})", fontsize=12)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(out_png)
+    out_png = save_figure(fig, out_png)
     summary["png"] = str(out_png)
     return summary

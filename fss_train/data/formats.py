@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from fss_train.data.records import DOTA_CLASSES, IMAGE_SUFFIXES, Dataset, ImageRecord, Problem, image_size, sanitize_box
+from fss_train.fileio import atomic_write
 
 
 # ------------------------------------------------------------------------------------------ detection
@@ -152,7 +153,7 @@ def write_coco(ds: Dataset, out_json: str | Path, image_root: str | Path | None 
                 ann["segmentation"] = [[round(float(v), 2) for v in rec.polygons[k]]]
             anns.append(ann)
     cats = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(ds.classes)]
-    atomic_write_text(out_json, json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    atomic_write(out_json, json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return out_json
 
 
@@ -265,9 +266,9 @@ def write_yolo(ds: Dataset, out_dir: str | Path, split: str = "train") -> Path:
             x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
             lines.append(f"{int(rec.labels[k])} {(x1 + x2) / 2 / rec.width:.6f} {(y1 + y2) / 2 / rec.height:.6f} "
                          f"{(x2 - x1) / rec.width:.6f} {(y2 - y1) / rec.height:.6f}")
-        atomic_write_text(lab_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
+        atomic_write(lab_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
     cfg = {"path": ".", split: f"images/{split}", "names": {i: n for i, n in enumerate(ds.classes)}}
-    atomic_write_text(out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write(out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False))
     return out / "data.yaml"
 
 
@@ -371,8 +372,8 @@ def write_dota(ds: Dataset, out_dir: str | Path) -> Path:
     (out / "labelTxt").mkdir(parents=True, exist_ok=True)
     for rec, name in zip(ds.records, output_stems(ds.records)):
         link_or_copy(rec.path, out / "images" / f"{name}{rec.path.suffix}")
-        atomic_write_text(out / "labelTxt" / f"{name}.txt", dota_label_text(ds, rec))
-    atomic_write_text(out / "classes.txt", "\n".join(ds.classes) + "\n")
+        atomic_write(out / "labelTxt" / f"{name}.txt", dota_label_text(ds, rec))
+    atomic_write(out / "classes.txt", "\n".join(ds.classes) + "\n")
     return out
 
 
@@ -390,13 +391,6 @@ def dota_label_text(ds: Dataset, rec: ImageRecord) -> str:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -12,12 +12,12 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from fss_train.boxes import tile_grid, tile_origins  # noqa: F401  (tile_origins re-exported)
-from fss_train.data.formats import atomic_write_text, output_stems, write_coco
+from fss_train.data.formats import output_stems, write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
+from fss_train.fileio import atomic_write, write_image
 from fss_train.nn.preprocess import read_image
 
 DIFFICULT_TRUNCATED = 2
@@ -60,9 +60,7 @@ def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ra
             padded[:crop.shape[0], :crop.shape[1]] = crop
             crop = padded
         name = f"{stem}__1__{x0}___{y0}.png"
-        tmp = out_images / f".{name}.tmp.png"
-        cv2.imwrite(str(tmp), crop)
-        tmp.replace(out_images / name)
+        write_image(out_images / name, crop)
         boxes, labels, difficult, polys = objects_in_tile(rec, x0, y0, tile, keep_ratio)
         rows.append({"file": name, "width": tile, "height": tile, "boxes": boxes.tolist(),
                      "labels": labels.tolist(), "difficult": difficult.tolist(),
@@ -87,7 +85,7 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
         raise ValueError(f"{out} holds tiles of an earlier split whose settings are unknown; use another --out")
     images.mkdir(parents=True, exist_ok=True)
     done_dir.mkdir(exist_ok=True)
-    atomic_write_text(record, json.dumps(settings))
+    atomic_write(record, json.dumps(settings))
     problems: list[Problem] = []
     stems = dict(zip((id(r) for r in ds.records), output_stems(ds.records)))
 
@@ -99,7 +97,7 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
             except ValueError as exc:
                 problems.append(Problem(str(rec.path), None, str(exc), "image skipped"))
                 return
-            atomic_write_text(marker, json.dumps(rows))
+            atomic_write(marker, json.dumps(rows))
         if progress:
             progress()
 
@@ -118,5 +116,5 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
                                        polys, image_id=len(records) + 1))
     tiled = Dataset(list(ds.classes), records, problems, str(out))
     write_coco(tiled, out / "annotations.json", image_root=out)
-    atomic_write_text(out / "classes.txt", "\n".join(ds.classes) + "\n")
+    atomic_write(out / "classes.txt", "\n".join(ds.classes) + "\n")
     return tiled, problems

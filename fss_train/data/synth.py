@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fss_train.data.formats import atomic_write_text, dota_label_text, write_coco
+from fss_train.data.formats import dota_label_text, write_coco
 from fss_train.data.records import Dataset, ImageRecord
+from fss_train.fileio import atomic_write, write_image
 
 SYNTH_CLASSES = ["small-vehicle", "large-vehicle", "ship", "plane", "storage-tank"]
 # (aspect = length / width, relative frequency, relative size)
@@ -202,17 +203,15 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress=None) -> Dataset:
     for i in range(cfg.num_images):
         img, boxes, labels, polys = make_scene(cfg, i)
         path = out / "images" / f"synth_{i:05d}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        cv2.imwrite(str(tmp), img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        tmp.replace(path)
+        write_image(path, img, (cv2.IMWRITE_PNG_COMPRESSION, 3))
         rec = ImageRecord(path, cfg.size, cfg.size, boxes, labels, np.zeros_like(labels), polys, image_id=i + 1)
         records.append(rec)
         if progress:
             progress()
     ds = Dataset(list(SYNTH_CLASSES), records, [], str(out))
     for rec in records:
-        atomic_write_text(out / "labelTxt" / f"{rec.path.stem}.txt", dota_label_text(ds, rec))
+        atomic_write(out / "labelTxt" / f"{rec.path.stem}.txt", dota_label_text(ds, rec))
     write_coco(ds, out / "annotations.json", image_root=out)
-    atomic_write_text(out / "classes.txt", "\n".join(SYNTH_CLASSES) + "\n")
-    atomic_write_text(out / "synth.json", json.dumps(cfg.__dict__, indent=2))
+    atomic_write(out / "classes.txt", "\n".join(SYNTH_CLASSES) + "\n")
+    atomic_write(out / "synth.json", json.dumps(cfg.__dict__, indent=2))
     return ds

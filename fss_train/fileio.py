@@ -1,0 +1,65 @@
+"""The one way fss writes a file: atomically (temp file in the same folder, fsync, rename).
+
+A reader never sees half a file, and a crash or a full disk leaves the previous version intact.
+Training and deployment code both use it (the dependency rule allows ``fss_train.fileio``: it holds
+no training logic).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def default_file_mode() -> int:
+    """0666 minus the process umask (what ``open()`` would have given)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str | Path, data: str | bytes | Callable[[BinaryIO], object]) -> Path:
+    """Write ``data`` (text as UTF-8, bytes, or a function that writes into the open binary file) to ``path``:
+    the parent folder is created; the file appears complete or not at all. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())          # mkstemp makes 0600; these are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_image(path: str | Path, image, params: tuple[int, ...] = ()) -> Path:
+    """Encode ``image`` (H, W, 3 uint8 BGR) by the file's suffix (.png, .jpg, …) and write it atomically."""
+    import cv2
+
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix, image, list(params))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot encode a {path.suffix} image")
+    return atomic_write(path, buf.tobytes())
+
+
+def save_figure(fig, path: str | Path, dpi: int = 80) -> Path:
+    """Render a matplotlib figure into ``path`` (format by suffix) atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
