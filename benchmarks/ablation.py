@@ -92,7 +92,7 @@ class Spec:
 
 
 def fss_cmd() -> list[str]:
-    return [sys.executable, "-m", "cli"]
+    return [sys.executable, "-m", "fss"]
 
 
 def _sh(cmd: list[str]) -> None:

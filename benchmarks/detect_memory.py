@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / f"scene{args.size}.jpg"
         objects = round(1500 * (args.size / 4000) ** 2)
-        subprocess.run([sys.executable, "-m", "cli", "data", "synth", str(Path(tmp) / "synth"), "--num-images", "1",
+        subprocess.run([sys.executable, "-m", "fss", "data", "synth", str(Path(tmp) / "synth"), "--num-images", "1",
                         "--size", str(args.size), "--objects", str(objects), "--seed", "7"], cwd=ROOT, check=True,
                        capture_output=True)
         png = next((Path(tmp) / "synth/images").glob("*.png"))
@@ -45,7 +45,7 @@ def main() -> None:
         chunk = f"import fss_deploy.tiling as t; t.MERGE_CHUNK = {args.merge_chunk or 10**9}; "
         t0 = time.perf_counter()
         log = open(Path(tmp) / "detect.log", "w")
-        child = subprocess.Popen([sys.executable, "-c", chunk + "import sys; from cli import app; app()",
+        child = subprocess.Popen([sys.executable, "-c", chunk + "import sys; from fss.cli import app; app()",
                                   "detect", str(image), "--out", str(Path(tmp) / "det"), "--batch", str(args.batch),
                                   "--max-pixels", str(args.size ** 2)], cwd=ROOT, stdout=log, stderr=log)
         _, status, usage = os.wait4(child.pid, 0)             # this child's own peak RSS

@@ -27,13 +27,13 @@ import torch
 
 from fss_deploy.backends import Backend
 from fss_deploy.tiling import cut_by_interior_edge, merge, plan_tiles, tile_batch, to_image_coords
+from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
 from fss_train.fileio import atomic_write
+from fss_train.nn.card import MODELS_DIR
 from fss_train.nn.postprocess import postprocess
-from fss_train.nn.preprocess import letterbox, read_image, to_array
+from fss_train.nn.preprocess import IMAGE_SUFFIXES, letterbox, read_image, to_array
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FORMATS = ("coco", "dota", "yolo")
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_MODEL = MODELS_DIR / "fss-n-aerial.pt"
 SAMPLE_IMAGE = MODELS_DIR / "sample-scene.jpg"
 
@@ -355,15 +355,10 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
                        "height": rec["height"]})
         dets = np.array(rec["detections"], np.float64).reshape(-1, 6)
         total += len(dets)
-        yolo_lines = []
-        for x1, y1, x2, y2, score, cls in dets:
-            c = int(cls)
-            preds.append({"image_id": image_id, "category_id": c + 1, "score": round(float(score), 5),
-                          "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]})
-            dota[class_names[c]].append(f"{names[path]} {score:.5f} {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}")
-            w, h = rec["width"], rec["height"]
-            yolo_lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
-                              f"{(y2 - y1) / h:.6f} {score:.5f}")
+        preds += detections_to_coco(dets, image_id)
+        for cls_name, line in detections_to_dota(dets, names[path], class_names):
+            dota[cls_name].append(line)
+        yolo_lines = detections_to_yolo(dets, rec["width"], rec["height"])
         if "yolo" in formats:
             atomic_write(out / "yolo" / f"{names[path]}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""))
     if "coco" in formats:

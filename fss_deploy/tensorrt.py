@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fss_deploy.export import ExportError, read_onnx, sha256_file
+from fss_deploy.export import INPUT_NAME, ExportError, read_onnx, sha256_file
 from fss_train.fileio import atomic_write
 
 SIDECAR_FORMAT = "fss-engine/1"
@@ -103,7 +103,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, half: bool = False, bat
         profile = builder.create_optimization_profile()
         mx = max_batch or max(batch, 1) * 2
         shape = (3, size[0], size[1])
-        profile.set_shape("images", (1, *shape), (batch, *shape), (mx, *shape))
+        profile.set_shape(INPUT_NAME, (1, *shape), (batch, *shape), (mx, *shape))
         config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

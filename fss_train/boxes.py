@@ -135,3 +135,25 @@ def box_iou_exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     area_a = (a[..., 2:] - a[..., :2]).prod(dim=-1)
     area_b = (b[..., 2:] - b[..., :2]).prod(dim=-1)
     return inter / (area_a + area_b - inter)
+
+
+# ------------------------------------------------------------------ detections -> the formats users load
+# A detection array is (K, 6) float: x1 y1 x2 y2 (image pixels), score, class index (0-based).
+def detections_to_coco(dets, image_id: int) -> list[dict]:
+    """COCO results: ``{"image_id", "category_id" (class + 1), "bbox": [x, y, w, h], "score"}``; boxes to
+    0.01 px and scores to 1e-5."""
+    return [{"image_id": int(image_id), "category_id": int(c) + 1,
+             "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
+             "score": round(float(s), 5)} for x1, y1, x2, y2, s, c in dets]
+
+
+def detections_to_dota(dets, image_name: str, class_names: list[str]) -> list[tuple[str, str]]:
+    """DOTA Task2 lines, one per detection: (class name, ``"image score xmin ymin xmax ymax"``)."""
+    return [(class_names[int(c)], f"{image_name} {s:.5f} {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}")
+            for x1, y1, x2, y2, s, c in dets]
+
+
+def detections_to_yolo(dets, width: int, height: int) -> list[str]:
+    """YOLO lines ``class cx cy w h score``, coordinates normalised by the image size."""
+    return [f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+            f"{(y2 - y1) / height:.6f} {s:.5f}" for x1, y1, x2, y2, s, c in dets]

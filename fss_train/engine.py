@@ -11,6 +11,7 @@ import torch
 
 from fss_train.alignment import spearman
 from fss_train.assigners.base import AssignResult
+from fss_train.boxes import detections_to_coco
 from fss_train.data.records import Dataset
 from fss_train.losses import criterion
 from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
@@ -158,10 +159,7 @@ def predict(model, loader, device, conf: float, iou: float, max_det: int, on_bat
             boxes = det[:, :4] / meta["scale"]
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
             boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-            for (x1, y1, x2, y2), score, cls in zip(boxes, det[:, 4], det[:, 5]):
-                preds.append({"image_id": int(meta["image_id"]), "category_id": int(cls) + 1,
-                              "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2),
-                                       round(float(y2 - y1), 2)], "score": round(float(score), 5)})
+            preds += detections_to_coco(np.concatenate([boxes, det[:, 4:6]], axis=1), meta["image_id"])
         if on_batch:
             on_batch()
     return preds

@@ -21,7 +21,7 @@ import yaml
 from fss_train.assigners import build_assigner
 from fss_train.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from fss_train.config import TrainConfig
-from fss_train.data import read_dataset
+from fss_train.data import read_dataset, read_val_split
 from fss_train.data.loader import DetectionDataset, make_loader
 from fss_train.data.transforms import AugmentConfig
 from fss_train.engine import (
@@ -129,14 +129,7 @@ class Run:
 
     def _val_dataset(self):
         cfg = self.cfg
-        if cfg.val:
-            return read_dataset(cfg.val, "val")
-        if cfg.data.endswith((".yaml", ".yml")):
-            try:
-                return read_dataset(cfg.data, "val")
-            except ValueError:
-                pass
-        return read_dataset(cfg.data, "train")
+        return read_dataset(cfg.val, "val") if cfg.val else read_val_split(cfg.data)
 
     # ------------------------------------------------------------------------------ checkpoints
     def _cache_images(self) -> None:

@@ -23,7 +23,7 @@ def train_pico(root: Path, size: int, objects: int, min_size: float, max_size: f
     """Synthesize 4 images and train a tiny (pico) model on them through the CLI; returns last.pt."""
     from typer.testing import CliRunner
 
-    from cli import app
+    from fss.cli import app
     from fss_train.data.synth import SynthConfig, synthesize
 
     synthesize(root / "data", SynthConfig(num_images=4, size=size, objects=objects, min_size=min_size,

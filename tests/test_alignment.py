@@ -3,7 +3,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_train.alignment import candidates, per_gt
 from fss_train.checkpoint import make_checkpoint, save_checkpoint
 from fss_train.data import read_dataset

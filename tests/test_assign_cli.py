@@ -1,7 +1,7 @@
 import cv2
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_train.checkpoint import make_checkpoint, save_checkpoint
 from fss_train.data import DOTA_CLASSES
 from fss_train.nn import build_model, load_card

@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_deploy.bench import bootstrap_ratio, summarize
 from fss_deploy.export import export_onnx
 from fss_train.checkpoint import make_checkpoint, save_checkpoint

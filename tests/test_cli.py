@@ -5,7 +5,7 @@ import sys
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_train.checkpoint import make_checkpoint, save_checkpoint
 from fss_train.nn import build_model, load_card
 
@@ -49,7 +49,7 @@ def test_info_errors_exit_nonzero(tmp_path):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "cli", "info", "fss-n", "--json"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "fss", "info", "fss-n", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["name"] == "fss-n"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models/fss-n-aerial.pt"

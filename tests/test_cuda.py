@@ -85,7 +85,7 @@ def test_torchrun_one_process_joins_the_process_group(tiny, tmp_path, device):
     """``torchrun --nproc_per_node 1``: gloo on the CPU, NCCL on a GPU, DDP-wrapped like a multi-GPU run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-                        "cli", "train", "--data", str(tiny), "--model", "fss-n", "--epochs", "1", "--batch", "4",
+                        "fss", "train", "--data", str(tiny), "--model", "fss-n", "--epochs", "1", "--batch", "4",
                         "--imgsz", "128", "--device", device, "--workers", "0", "--out", str(tmp_path / "run"),
                         "--set", "eval_interval=100"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

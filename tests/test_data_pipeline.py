@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_train.data import read_dataset
 from fss_train.data.loader import DetectionDataset, collate
 from fss_train.data.records import Dataset, ImageRecord

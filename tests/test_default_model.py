@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
 from fss_train.checkpoint import load_checkpoint
 
@@ -27,7 +27,7 @@ def test_detect_with_no_arguments_uses_the_bundled_model_and_sample(tmp_path):
 
 
 def test_default_model_accuracy_on_the_sample_scene():
-    from demo import evaluate_default_model
+    from fss.demo import evaluate_default_model
 
     result = evaluate_default_model()
     assert result["objects"] == 1500

@@ -3,7 +3,7 @@ import json
 import cv2
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 
 runner = CliRunner()
 

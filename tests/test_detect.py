@@ -10,7 +10,7 @@ import pytest
 from conftest import train_pico
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_deploy.backends import OnnxBackend, TorchBackend, load_backend
 from fss_deploy.detect import TiledDetector, prepare_output, resolve_sources, run_detect, run_identity
 from fss_deploy.export import export_onnx
@@ -170,11 +170,11 @@ def test_two_ranks_shard_and_rank0_merges(model, tmp_path):
     _, onnx_path, root = model
     imgs = [str(p) for p in sorted((root / "data/images").glob("*.png"))]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "cli", "detect", *imgs, "--model", str(onnx_path), "--out",
+    single = subprocess.run([sys.executable, "-m", "fss", "detect", *imgs, "--model", str(onnx_path), "--out",
                              str(tmp_path / "one"), "--conf", "0.05"], env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "cli", "detect", *imgs, "--model", str(onnx_path), "--out", str(tmp_path / "two"),
+                          "-m", "fss", "detect", *imgs, "--model", str(onnx_path), "--out", str(tmp_path / "two"),
                           "--conf", "0.05"], env=env, capture_output=True, text=True)
     assert two.returncode == 0, "\n".join(ln for ln in two.stderr.splitlines() if "elastic" not in ln)[-6000:]
     s2 = json.loads((tmp_path / "two/summary.json").read_text())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_train.data import read_dataset
 from fss_train.metrics import coco_eval, dota_eval, read_dota_task2, voc07_ap
 

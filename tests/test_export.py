@@ -8,7 +8,7 @@ import torch
 from conftest import train_pico
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_deploy.export import ExportError, compare, export_onnx, fingerprint_model, read_onnx, undecode, verify_onnx
 from fss_deploy.graph import InferenceGraph
 from fss_deploy.tensorrt import check_sidecar, rebuild_command

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from fss.cli import app
 from fss_train.checkpoint import load_checkpoint
 from fss_train.data.synth import SynthConfig, synthesize
 
@@ -74,7 +74,7 @@ def test_tiny_model_overfits_four_images(tiny, tmp_path, assigner, min_ap50, dat
 
 def test_sigkill_then_resume_and_extend(tiny, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "cli", *train_args(tiny, out, epochs=8, extra=["--set", "eval_interval=100"])]
+    args = [sys.executable, "-m", "fss", *train_args(tiny, out, epochs=8, extra=["--set", "eval_interval=100"])]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     csv = out / "results.csv"

@@ -23,6 +23,17 @@ from fss_train.fileio import atomic_write
 
 
 # ------------------------------------------------------------------------------------------ detection
+def read_val_split(path: str | Path) -> Dataset:
+    """The validation images of a dataset: a data.yaml's ``val`` split, else its ``train`` split (a yaml
+    without ``val``); any other format is one split and is read as it is."""
+    if str(path).endswith((".yaml", ".yml")):
+        try:
+            return read_dataset(path, "val")
+        except ValueError:
+            return read_dataset(path, "train")
+    return read_dataset(path)
+
+
 def read_dataset(path: str | Path, split: str = "train") -> Dataset:
     """A COCO json, an Ultralytics ``data.yaml`` (``split`` chooses train/val/test), or a DOTA
     folder (``images/`` + ``labelTxt/``)."""

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fss_train.nn.preprocess import header_size
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from fss_train.nn.preprocess import IMAGE_SUFFIXES, header_size  # noqa: F401 (re-exported)
 
 # DOTA-v1.5 category names, in the devkit's order (v1.0's 15 plus container-crane).
 DOTA_CLASSES = ["plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle",

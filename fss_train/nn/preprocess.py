@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 PAD_VALUE = 114          # grey padding, as YOLOX/Ultralytics
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")   # what folders are searched for
 MEAN = (0.0, 0.0, 0.0)
 STD = (1.0, 1.0, 1.0)
 

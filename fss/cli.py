@@ -125,7 +125,7 @@ def _relaunch_distributed(nproc: int) -> None:
             continue
         argv.append(arg)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "cli", *argv]
+           "-m", "fss", *argv]
     raise typer.Exit(subprocess.call(cmd))
 
 
@@ -590,7 +590,7 @@ def demo(out: Annotated[str, typer.Option(help="output folder")] = "runs/demo",
          seed: Annotated[int, typer.Option(help="seed of data and training")] = 0):
     """The main job end to end: synthetic data, FSS vs SimOTA training, export, identical graphs, tiled
     detection on a large scene, benchmark, report.md."""
-    from demo import StageError, run_demo
+    from fss.demo import StageError, run_demo
 
     _writable_out(out)
     try:

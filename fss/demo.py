@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fss_train.boxes import detections_to_coco
 from fss_train.fileio import atomic_write, save_figure
 
 
@@ -82,7 +83,7 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                       f"one {budget.scene}×{budget.scene} scene with {budget.scene_objects} objects")
 
     # 2. train both ----------------------------------------------------------------------------
-    from cli import TrainProgress
+    from fss.cli import TrainProgress
     from fss_train.config import make_config
     from fss_train.train import Run
 
@@ -135,8 +136,7 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
             t0 = time.perf_counter()
             dets = det(image)
             secs = time.perf_counter() - t0
-            preds = [{"image_id": scene_ds.records[0].image_id, "category_id": int(c) + 1, "score": float(s),
-                      "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]} for x1, y1, x2, y2, s, c in dets]
+            preds = detections_to_coco(dets, scene_ds.records[0].image_id)
             coco = coco_eval(coco_gt_from_dataset(scene_ds), preds, max_dets=len(preds) or 100)
             dota = dota_eval(scene_ds, preds)
             shown = dets[dets[:, 4] >= 0.25]
@@ -214,8 +214,7 @@ def evaluate_default_model(annotated: Path | None = None, conf: float = 0.001) -
     t0 = time.perf_counter()
     dets = det(image)
     secs = time.perf_counter() - t0
-    preds = [{"image_id": 1, "category_id": int(c) + 1, "score": float(s), "bbox": [float(x1), float(y1),
-              float(x2 - x1), float(y2 - y1)]} for x1, y1, x2, y2, s, c in dets]
+    preds = detections_to_coco(dets, 1)
     coco = coco_eval(coco_gt_from_dataset(ds), preds, max_dets=len(preds) or 100)   # dense: no 100 cap
     if annotated is not None:
         atomic_write(annotated, annotate(image, dets[dets[:, 4] >= 0.3], classes))

@@ -1,0 +1,5 @@
+"""``python -m fss`` = the ``fss`` command."""
+
+from fss.cli import app
+
+app()
