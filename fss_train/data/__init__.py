@@ -12,5 +12,5 @@ from fss_train.data.formats import (
 )
 from fss_train.data.records import DOTA_CLASSES, Dataset, ImageRecord, Problem
 
-__all__ = ["read_dataset", "read_coco", "read_yolo", "read_dota", "write_coco", "write_yolo", "write_dota",
-           "Dataset", "ImageRecord", "Problem", "DOTA_CLASSES"]
+__all__ = ["read_dataset", "read_val_split", "read_coco", "read_yolo", "read_dota", "write_coco", "write_yolo",
+           "write_dota", "Dataset", "ImageRecord", "Problem", "DOTA_CLASSES"]
