@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fss_train.boxes import detections_to_coco
 from fss_train.fileio import atomic_write, save_figure
 
 
@@ -83,35 +82,31 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                       f"one {budget.scene}×{budget.scene} scene with {budget.scene_objects} objects")
 
     # 2. train both ----------------------------------------------------------------------------
-    from fss.cli import TrainProgress
-    from fss_train.config import make_config
-    from fss_train.train import Run
+    import fss
+    from fss.progress import TrainProgress
+    from fss_train.assigners import build_assigner
 
     runs = {}
     for assigner in ("fss", "simota"):
         with stage(f"train {budget.card} with {assigner}"):
-            cfg = make_config({"data": str(out / "data/train"), "val": str(out / "data/val"), "model": budget.card,
-                               "assigner": assigner, "epochs": budget.epochs, "batch": budget.batch,
-                               "imgsz": budget.size, "workers": 0 if quick else 1, "seed": seed,
-                               "lr_per_64": 0.16, "warmup_epochs": 1.0, "no_mosaic_epochs": 2,
-                               "eval_interval": budget.epochs})
-            run = Run(cfg, out / f"train_{assigner}", log=lambda m: console.print(m, highlight=False), exist_ok=True)
             with TrainProgress() as progress:
-                final = run.fit(progress)
-            final = final | {"params": run.assigner.params()}
-            runs[assigner] = {"ckpt": out / f"train_{assigner}/last.pt", "final": final,
-                              "rows": json.loads((out / f"train_{assigner}/results.json").read_text())}
+                run = fss.train(str(out / "data/train"), val=str(out / "data/val"), model=budget.card,
+                                assigner=assigner, epochs=budget.epochs, batch=budget.batch, imgsz=budget.size,
+                                workers=0 if quick else 1, out=out / f"train_{assigner}", exist_ok=True,
+                                overrides={"seed": seed, "lr_per_64": 0.16, "warmup_epochs": 1.0,
+                                           "no_mosaic_epochs": 2, "eval_interval": budget.epochs},
+                                log=lambda m: console.print(m, highlight=False), progress=progress)
+            runs[assigner] = {"ckpt": run.last, "rows": run.rows,
+                              "final": run.final | {"params": build_assigner(assigner).params()}}
     results["train"] = {a: {k: r["final"].get(k) for k in ("AP", "AP50", "APs", "pos_per_gt", "rank_consistency",
                                                               "seconds", "params")} for a, r in runs.items()}
 
     # 3. export + prove identical ---------------------------------------------------------------
-    from fss_deploy.export import compare, export_onnx
-
     onnx = {}
     with stage("export to ONNX and compare graphs"):
         for a, r in runs.items():
-            onnx[a] = export_onnx(r["ckpt"], out / f"{a}.onnx", imgsz=budget.tile, batch=1, dynamic=True)
-        cmp = compare(onnx["fss"].path, onnx["simota"].path)
+            onnx[a] = fss.export(r["ckpt"], out=out / f"{a}.onnx", imgsz=budget.tile, batch=1, dynamic=True)
+        cmp = fss.compare(onnx["fss"].path, onnx["simota"].path)
         if not cmp["identical"]:
             raise StageError(f"the FSS and SimOTA graphs differ: {cmp['differences']}")
         console.print(f"[bold green]IDENTICAL[/] graphs: fingerprint {onnx['fss'].fingerprint[:16]}…, "
@@ -120,31 +115,26 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                           "params": onnx["fss"].params, "flops": onnx["fss"].flops}
 
     # 4. tiled detection on the large scene -----------------------------------------------------
-    from fss_deploy.backends import load_backend
-    from fss_deploy.detect import TiledDetector, annotate
     from fss_train.data import read_dataset
+    from fss_train.fileio import write_image
     from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
-    from fss_train.nn.preprocess import read_image
 
     scene_ds = read_dataset(out / "data/scene")
-    scene_path = scene_ds.records[0].path
-    image = read_image(scene_path)
     results["detect"] = {}
     for a in ("fss", "simota"):
         with stage(f"tiled detection with the {a} model"):
-            det = TiledDetector(load_backend(onnx[a].path), overlap=max(32, budget.tile // 5), batch=4, conf=0.05)
+            det = fss.Detector(onnx[a].path, overlap=max(32, budget.tile // 5), batch=4, conf=0.05)
             t0 = time.perf_counter()
-            dets = det(image)
+            r = det(scene_ds.records[0].path)[0]
             secs = time.perf_counter() - t0
-            preds = detections_to_coco(dets, scene_ds.records[0].image_id)
+            preds = r.to_coco(scene_ds.records[0].image_id)
             coco = coco_eval(coco_gt_from_dataset(scene_ds), preds, max_dets=len(preds) or 100)
             dota = dota_eval(scene_ds, preds)
-            shown = dets[dets[:, 4] >= 0.25]
-            atomic_write(out / f"scene_{a}.jpg", annotate(image, shown, scene_ds.classes))
-            results["detect"][a] = {"detections": int(len(dets)), "seconds": round(secs, 2),
-                                    "tiles": det.stats["tiles"], "AP": coco["AP"], "AP50": coco["AP50"],
-                                    "mAP50_dota": dota["mAP50"]}
-            console.print(f"{len(dets)} detections in {secs:.1f} s ({det.stats['tiles']} tiles); scene AP50 "
+            write_image(out / f"scene_{a}.jpg", r.plot(min_score=0.25))
+            tiles = det.tiled.stats["tiles"]
+            results["detect"][a] = {"detections": len(r), "seconds": round(secs, 2), "tiles": tiles,
+                                    "AP": coco["AP"], "AP50": coco["AP50"], "mAP50_dota": dota["mAP50"]}
+            console.print(f"{len(r)} detections in {secs:.1f} s ({tiles} tiles); scene AP50 "
                           f"{coco['AP50']:.3f}, DOTA mAP50 {dota['mAP50']:.3f}")
 
     # 4b. the embedded default: the bundled model on the bundled sample scene ----------------------
@@ -161,12 +151,9 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
         console.print(f"[yellow]no bundled default model ({DEFAULT_MODEL.name}) in models/: stage skipped[/]")
 
     # 5. benchmark ----------------------------------------------------------------------------
-    from fss_deploy.bench import bench_overhead, write_report
-
     with stage("zero-overhead benchmark"):
-        report = bench_overhead(str(onnx["fss"].path), str(onnx["simota"].path), warmup=max(3, budget.bench_iters // 5),
-                                iters=budget.bench_iters)
-        write_report(report, out / "bench", "overhead")
+        report = fss.benchmark_overhead(onnx["fss"].path, onnx["simota"].path, warmup=max(3, budget.bench_iters // 5),
+                                        iters=budget.bench_iters, out=out / "bench")
         console.print(f"latency FSS/SimOTA {report['ratio_a_over_b']:.3f} (95% CI {report['ratio_ci95'][0]:.3f}–"
                       f"{report['ratio_ci95'][1]:.3f}), medians {report['latency_a']['median_ms']:.1f} / "
                       f"{report['latency_b']['median_ms']:.1f} ms")
@@ -175,7 +162,7 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                                      "simota": report["latency_b"]["median_ms"]}
 
     # 6. figures + report ---------------------------------------------------------------------
-    from fss_train.assigners.figure import assignment_figure
+    from fss_train.figure import assignment_figure
 
     with stage("figures and report"):
         val = read_dataset(out / "data/val")
@@ -196,30 +183,27 @@ def evaluate_default_model(annotated: Path | None = None, conf: float = 0.001) -
     """The bundled model on the bundled sample scene (its labels ship beside it): COCO AP and DOTA mAP50."""
     import numpy as np
 
-    from fss_deploy.backends import load_backend
-    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE, TiledDetector, annotate
+    from fss.detector import Detector
+    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
     from fss_train.data.formats import read_labels_for_image
     from fss_train.data.records import Dataset, ImageRecord
+    from fss_train.fileio import write_image
     from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
-    from fss_train.nn.preprocess import read_image
 
-    backend = load_backend(DEFAULT_MODEL)
-    image = read_image(SAMPLE_IMAGE)
-    h, w = image.shape[:2]
-    boxes, names, _ = read_labels_for_image(SAMPLE_IMAGE.with_suffix(".txt"), SAMPLE_IMAGE, (w, h))
-    classes = backend.class_names
-    labels = np.array([classes.index(n) for n in names], np.int64)
-    ds = Dataset(classes, [ImageRecord(SAMPLE_IMAGE, w, h, boxes, labels, np.zeros_like(labels), image_id=1)])
-    det = TiledDetector(backend, overlap=backend.input_size // 5, batch=8, conf=conf)
+    det = Detector(DEFAULT_MODEL, overlap=0.2, batch=8, conf=conf)
     t0 = time.perf_counter()
-    dets = det(image)
+    r = det(SAMPLE_IMAGE)[0]
     secs = time.perf_counter() - t0
-    preds = detections_to_coco(dets, 1)
+    h, w = r.shape
+    boxes, names, _ = read_labels_for_image(SAMPLE_IMAGE.with_suffix(".txt"), SAMPLE_IMAGE, (w, h))
+    labels = np.array([det.classes.index(n) for n in names], np.int64)
+    ds = Dataset(det.classes, [ImageRecord(SAMPLE_IMAGE, w, h, boxes, labels, np.zeros_like(labels), image_id=1)])
+    preds = r.to_coco(1)
     coco = coco_eval(coco_gt_from_dataset(ds), preds, max_dets=len(preds) or 100)   # dense: no 100 cap
     if annotated is not None:
-        atomic_write(annotated, annotate(image, dets[dets[:, 4] >= 0.3], classes))
+        write_image(annotated, r.plot(min_score=0.3))
     return {"model": DEFAULT_MODEL.name, "image": SAMPLE_IMAGE.name, "objects": int(len(labels)),
-            "detections": int((dets[:, 4] >= 0.3).sum()), "seconds": round(secs, 2), "tiles": det.stats["tiles"],
+            "detections": int((r.scores >= 0.3).sum()), "seconds": round(secs, 2), "tiles": det.tiled.stats["tiles"],
             "AP": coco["AP"], "AP50": coco["AP50"], "APs": coco["APs"], "mAP50_dota": dota_eval(ds, preds)["mAP50"]}
 
 

@@ -383,7 +383,13 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
 
 
 def annotate(image: np.ndarray, dets: np.ndarray, class_names: list[str]) -> bytes:
-    """A JPEG of the image with its boxes (line width scaled to the image size)."""
+    """A JPEG of the image with its boxes."""
+    ok, buf = cv2.imencode(".jpg", annotate_array(image, dets, class_names), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return buf.tobytes()
+
+
+def annotate_array(image: np.ndarray, dets: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """A copy of the BGR image with its boxes drawn (line width scaled to the image size)."""
     canvas = image.copy()
     lw = max(1, round(max(image.shape[:2]) / 2500))
     palette = [(0, 255, 255), (255, 128, 0), (255, 0, 255), (0, 255, 0), (0, 128, 255), (255, 255, 0), (128, 0, 255)]
@@ -396,5 +402,4 @@ def annotate(image: np.ndarray, dets: np.ndarray, class_names: list[str]) -> byt
         (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
         if x2 - x1 >= tw:                   # dense scenes: a label only where it fits its box
             cv2.putText(canvas, text, (int(x1), max(th, int(y1) - 2)), font, scale, colour, 1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return buf.tobytes()
+    return canvas

@@ -55,3 +55,25 @@ def _describe_onnx(path: Path) -> dict:
     outputs = [(o.name, [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]) for o in model.graph.output]
     return {"file": str(path), "kind": "onnx", "opset": model.opset_import[0].version if model.opset_import else None,
             "inputs": inputs, "outputs": outputs, **meta}
+
+
+def readable(facts: dict) -> dict:
+    """The facts as a person reads them: params in M, FLOPs in G (numbers in ONNX metadata are strings),
+    long lists shortened."""
+    def number(value) -> float | None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
+    shown = {}
+    for key, value in facts.items():
+        n = number(value)
+        if key == "params" and n is not None:
+            value = f"{n / 1e6:.3f} M"
+        elif key == "flops" and n is not None:
+            value = f"{n / 1e9:.2f} GFLOPs"
+        elif isinstance(value, list) and len(value) > 12:
+            value = f"{len(value)}: " + ", ".join(map(str, value[:12])) + ", …"
+        shown[key] = value
+    return shown

@@ -58,7 +58,7 @@ def test_eval_alignment_cli(tmp_path):
 
     result = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "m.json"), "--data", str(tmp_path / "d"),
                                  "--alignment"])
-    assert result.exit_code == 1 and "--alignment needs a MODEL" in result.output
+    assert result.exit_code == 1 and "alignment needs a model checkpoint" in result.output
 
 
 def test_training_rank_consistency_shares_the_spearman():

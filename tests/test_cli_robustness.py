@@ -43,9 +43,9 @@ def test_detect_rejects_bad_settings(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--iters", "0"], "--iters and --batch must be at least 1"),
-    (["--batch", "0"], "--iters and --batch must be at least 1"),
-    (["--warmup", "-1"], "--warmup at least 0"),
+    (["--iters", "0"], "iters and batch must be at least 1"),
+    (["--batch", "0"], "iters and batch must be at least 1"),
+    (["--warmup", "-1"], "warmup at least 0"),
 ])
 def test_bench_rejects_bad_counts(tmp_path, args, message):
     r = invoke(["bench", MODEL, "--out", tmp_path / "b", *args])
@@ -60,10 +60,10 @@ def test_export_rejects_unsupported_opsets(tmp_path, opset):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--epochs", "0"], "--epochs and --batch must be at least 1"),
-    (["--batch", "0"], "--epochs and --batch must be at least 1"),
-    (["--imgsz", "0"], "--imgsz must be a positive multiple of 32"),
-    (["--imgsz", "100"], "--imgsz must be a positive multiple of 32"),
+    (["--epochs", "0"], "epochs and batch must be at least 1"),
+    (["--batch", "0"], "epochs and batch must be at least 1"),
+    (["--imgsz", "0"], "imgsz must be a positive multiple of 32"),
+    (["--imgsz", "100"], "imgsz must be a positive multiple of 32"),
 ])
 def test_train_rejects_bad_numbers(tmp_path, args, message):
     r = invoke(["train", "--data", ROOT.parent / "shared/data/dota_devkit_example", "--out", tmp_path / "t", *args])
@@ -184,7 +184,7 @@ def broken(tmp_path_factory):
     (["detect", IMAGE, "--model", "{b}/trunc.pt"], "not a readable torch file"),
     (["detect", IMAGE, "--model", "{b}/bad.onnx"], "not a readable ONNX model"),
     (["detect", IMAGE, "--model", "{b}/model.txt"], "unknown model type"),
-    (["detect", IMAGE, "--model", MODEL, "--formats", "coco,xml"], "--formats: unknown ['xml']"),
+    (["detect", IMAGE, "--model", MODEL, "--formats", "coco,xml"], "formats: unknown ['xml']"),
     (["detect", IMAGE, "--model", MODEL, "--backend", "foo"], "--backend must be one of"),
     (["train", "--data", "{b}/missing"], "no such dataset"),
     (["train", "--data", DOTA, "--assigner", "nope"], "unknown assigner 'nope'"),

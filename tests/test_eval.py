@@ -107,4 +107,4 @@ def test_eval_errors(tmp_path, shared_data):
     assert result.exit_code == 1 and "Task2_large-vehicle.txt:1" in result.output
     del bad
     result = runner.invoke(app, ["eval", "--data", "x"])
-    assert result.exit_code == 1 and "MODEL checkpoint or --predictions" in result.output
+    assert result.exit_code == 1 and "model checkpoint or predictions" in result.output

@@ -23,6 +23,23 @@ from fss_train.fileio import atomic_write
 
 
 # ------------------------------------------------------------------------------------------ detection
+def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train") -> Path:
+    """Write ``ds`` as a COCO folder (images/ + annotations.json), a YOLO dataset or a DOTA folder under
+    ``out``; returns the file or folder written. Images are linked (or copied) under unique names."""
+    if to == "coco":
+        images = Path(out) / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        for rec, name in zip(ds.records, output_stems(ds.records)):
+            link_or_copy(rec.path, images / f"{name}{rec.path.suffix}")
+            rec.path = images / f"{name}{rec.path.suffix}"
+        return write_coco(ds, Path(out) / "annotations.json", image_root=out)
+    if to == "yolo":
+        return write_yolo(ds, out, split)
+    if to == "dota":
+        return write_dota(ds, out)
+    raise ValueError(f"--to must be coco, yolo or dota, got {to!r}")
+
+
 def read_val_split(path: str | Path) -> Dataset:
     """The validation images of a dataset: a data.yaml's ``val`` split, else its ``train`` split (a yaml
     without ``val``); any other format is one split and is read as it is."""

@@ -1,0 +1,257 @@
+"""The Python API under every ``fss`` verb: train, evaluate, export, benchmark (``Detector`` is in detector.py).
+
+Each function takes files and settings, does the work, and returns what it made; bad input raises
+``ValueError`` / ``FileNotFoundError`` (or a subclass such as ``CheckpointError`` / ``ExportError``) with a
+message naming the file or value. Nothing here prints: pass ``log`` / ``progress`` callbacks to watch.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fss_train.config import TrainConfig
+
+
+# ------------------------------------------------------------------------------------------ train
+@dataclass
+class TrainResult:
+    """A finished (or extended) training run: its folder, checkpoints and metrics."""
+
+    out: Path
+    config: TrainConfig
+    rows: list[dict] = field(default_factory=list)      # one per epoch (results.json)
+    final: dict = field(default_factory=dict)           # metrics of the last evaluation
+
+    @property
+    def best(self) -> Path:
+        return self.out / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_epoch(self) -> dict | None:
+        """The epoch row best.pt was saved from (highest fitness), or None before any evaluation."""
+        rows = [r for r in self.rows if r.get("fitness") == r.get("fitness") and "fitness" in r]
+        return max(rows, key=lambda r: r["fitness"]) if rows else None
+
+
+def next_free_run(out: str | Path) -> Path:
+    """``out``, or out2, out3, … — the first that holds no run (Ultralytics' habit for default folders)."""
+    out, n = Path(out), 2
+    if not (out / "last.pt").is_file():
+        return out
+    while (out.with_name(f"{out.name}{n}") / "last.pt").is_file():
+        n += 1
+    return out.with_name(f"{out.name}{n}")
+
+
+def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int = 100, batch: int = 16,
+          imgsz: int = 640, device: str = "cpu", out: str | Path = "runs/train", val: str = "", workers: int = 2,
+          resume: bool = False, exist_ok: bool = False, overrides: dict | None = None, log=None,
+          progress=None) -> TrainResult:
+    """Train a detector with FSS or a baseline assigner into ``out`` (config.yaml, results.csv/json/png,
+    last.pt, best.pt). ``overrides``: any TrainConfig field, e.g. ``{"lr_per_64": 0.02, "assigner_params":
+    {"rho": 0.25}}``. ``resume`` continues OUT/last.pt (a larger ``epochs`` extends it). Under torchrun each
+    process calls this; rank 0 writes."""
+    from fss_train.config import make_config
+    from fss_train.train import Run
+
+    if imgsz % 32 or imgsz < 32:
+        raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
+    if epochs < 1 or batch < 1:
+        raise ValueError(f"epochs and batch must be at least 1, got {epochs} and {batch}")
+    cfg = make_config({"data": data, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
+                       "batch": batch, "imgsz": imgsz, "device": device, "workers": workers}, overrides or {})
+    run = Run(cfg, out, resume=resume, log=log or (lambda m: None), exist_ok=exist_ok)
+    if run.start_epoch >= cfg.epochs:
+        raise ValueError(f"{out}/last.pt already finished epoch {run.start_epoch}; pass epochs > "
+                         f"{run.start_epoch} to extend it")
+    final = run.fit(progress)
+    results = Path(out) / "results.json"
+    rows = json.loads(results.read_text()) if results.is_file() else []
+    return TrainResult(Path(out), cfg, rows, final or {})
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def evaluate(model: str | Path | None = None, data: str = "", *, predictions: str | Path | None = None,
+             metric: str = "coco", split: str = "val", imgsz: int | None = None, batch: int = 8,
+             device: str = "cpu", max_dets: int = 100, alignment: bool = False) -> dict:
+    """COCO metrics (pycocotools) or the DOTA devkit's VOC07 mAP50 of a checkpoint, or of saved predictions
+    (a COCO results json or a DOTA Task2 folder), on ``data``. Returns ``{"metric", "result",
+    "num_predictions", "alignment"}``; with ``alignment`` (a checkpoint only) the task alignment too."""
+    from fss_train.data import read_dataset, read_val_split
+    from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval, read_dota_task2
+
+    if metric not in ("coco", "dota"):
+        raise ValueError(f"metric must be coco or dota, got {metric!r}")
+    if (model is None) == (predictions is None):
+        raise ValueError("give a model checkpoint or predictions, not both")
+    if not data:
+        raise ValueError("data (the ground truth) is required")
+    if alignment and model is None:
+        raise ValueError("alignment needs a model checkpoint (it looks at every candidate point, not at saved "
+                         "detections)")
+    is_yaml = str(data).endswith((".yaml", ".yml"))
+    ds = (read_dataset(data, split) if split != "val" else read_val_split(data)) if is_yaml else read_dataset(data)
+    align = None
+    if predictions is not None:
+        p = Path(predictions)
+        preds = read_dota_task2(p, ds) if p.is_dir() else json.loads(p.read_text())
+        if not isinstance(preds, list):
+            raise ValueError(f"{p}: a COCO results json is a list of detections")
+    else:
+        preds, align = predict_dataset(model, ds, imgsz, batch, device, alignment)
+    if metric == "coco":
+        gt = data if str(data).endswith(".json") and predictions is not None else coco_gt_from_dataset(ds)
+        result = coco_eval(gt, preds, max_dets=max_dets)
+    else:
+        result = dota_eval(ds, preds)
+    return {"metric": metric, "result": result, "num_predictions": len(preds), "alignment": align}
+
+
+def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch: int = 8, device: str = "cpu",
+                    alignment: bool = False) -> tuple[list[dict], dict | None]:
+    """COCO predictions of a checkpoint over a dataset (whole images, letterboxed, the training-time
+    thresholds of config.py) and, with ``alignment``, its task alignment from the same pass's model."""
+    import torch
+
+    from fss_train.alignment import task_alignment
+    from fss_train.checkpoint import load_model
+    from fss_train.data.loader import DetectionDataset, make_loader
+    from fss_train.engine import predict
+
+    model, ckpt = load_model(model_path)
+    if ckpt["class_names"] != ds.classes:
+        raise ValueError(f"{model_path}: classes {ckpt['class_names']} differ from the dataset's {ds.classes}")
+    dev = torch.device(device)
+    model = model.to(dev)
+    loader = make_loader(DetectionDataset(ds, imgsz or ckpt["input_size"][0]), batch, shuffle=False, workers=0)
+    defaults = TrainConfig()
+    preds = predict(model, loader, dev, conf=defaults.eval_conf, iou=defaults.eval_iou, max_det=defaults.max_det)
+    return preds, task_alignment(model, loader, dev) if alignment else None
+
+
+# ------------------------------------------------------------------------------------------ export
+@dataclass
+class Exported:
+    """What ``export`` made: the ONNX file (and the TensorRT engine), fingerprint, size, verification."""
+
+    onnx: Path
+    fingerprint: str
+    params: int
+    flops: int
+    input_size: int
+    engine: Path | None = None
+    verify: dict | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.engine or self.onnx
+
+
+def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = None, batch: int = 1,
+           dynamic: bool = False, half: bool = False, opset: int = 17, out: str | Path | None = None,
+           verify: bool = False, verify_images: list[str] | None = None, weights: str = "ema") -> Exported:
+    """Export a checkpoint to ONNX (``format="onnx"``) or to a TensorRT engine (``"engine"``, through the
+    ONNX file). With ``verify`` onnxruntime and torch run the same images (given, or a synthetic scene) and
+    the report is attached; a mismatch does not raise — read ``result.verify["within_tolerance"]``."""
+    from fss_deploy.detect import resolve_sources
+    from fss_deploy.export import export_onnx, verify_onnx
+
+    if format not in ("onnx", "engine"):
+        raise ValueError(f"format must be onnx or engine, got {format!r}")
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be ema or raw, got {weights!r}")
+    if format == "engine":
+        from fss_deploy.tensorrt import import_tensorrt
+        import_tensorrt()
+    res = export_onnx(checkpoint, out if format == "onnx" else None, imgsz, batch, dynamic, half, opset, weights)
+    size = json.loads(res.metadata["input_size"])[0]
+    done = Exported(res.path, res.fingerprint, res.params, res.flops, size)
+    if verify:
+        images = resolve_sources(verify_images) if verify_images else sample_images(size)
+        if not images:
+            raise FileNotFoundError(f"verify_images: no images found in {verify_images}")
+        done.verify = verify_onnx(res.path, checkpoint, images, weights)
+    if format == "engine":
+        from fss_deploy.tensorrt import build_engine
+        engine = Path(out) if out else res.path.with_suffix(".engine")
+        done.engine = build_engine(res.path, engine, half, batch, dynamic, source_checkpoint=str(checkpoint))
+    return done
+
+
+def compare(a: str | Path, b: str | Path, imgsz: int | None = None) -> dict:
+    """Are two models (checkpoints or ONNX files) the same inference graph? ``{"identical", "a", "b",
+    "differences"}`` — structure, parameter count and FLOPs."""
+    from fss_deploy.export import compare as compare_graphs
+
+    return compare_graphs(a, b, imgsz)
+
+
+def sample_images(size: int) -> list[str]:
+    """A synthetic aerial scene made on the fly (for verification when no images are given)."""
+    from fss_train.data.synth import SynthConfig, make_scene
+    from fss_train.fileio import write_image
+
+    img, *_ = make_scene(SynthConfig(num_images=1, size=size, objects=max(10, size // 16), min_size=max(8, size / 40),
+                                     max_size=max(24, size / 6), seed=123), 0)
+    return [str(write_image(Path(tempfile.mkdtemp(prefix="fss-verify-")) / "scene.png", img))]
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+def benchmark(model: str | Path, *, backend: str | None = None, imgsz: int | None = None, batch: int = 1,
+              warmup: int = 50, iters: int = 300, threads: int = 0, device: str = "cpu",
+              out: str | Path | None = None) -> dict:
+    """Latency per stage (preprocess, inference, postprocess) and FPS at ``batch`` (1 = the paper's setting),
+    FP32. With ``out``: report.md, report.json and latency.png there."""
+    from fss_deploy.bench import bench_model
+
+    _check_counts(warmup, iters, batch)
+    _postprocess_only_unless_torch(threads, [model])
+    return _written(bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, device), out, "latency")
+
+
+def benchmark_overhead(a: str | Path, b: str | Path, *, imgsz: int | None = None, warmup: int = 50,
+                       iters: int = 300, threads: int = 0, device: str = "cpu", out: str | Path | None = None) -> dict:
+    """The zero-inference-overhead report: identical graphs (structure, params, FLOPs) and interleaved
+    latency of A and B with a bootstrap CI of their ratio."""
+    from fss_deploy.bench import bench_overhead
+
+    _check_counts(warmup, iters, 1)
+    _postprocess_only_unless_torch(threads, [a, b])
+    return _written(bench_overhead(str(a), str(b), imgsz, warmup, iters, threads, device), out, "overhead")
+
+
+def benchmark_tiled(image: str | Path, model: str | Path, *, backend: str | None = None, batch: int = 8,
+                    overlap: int = 200, threads: int = 0, device: str = "cpu", out: str | Path | None = None) -> dict:
+    """Tiled detection throughput on one large image: s/image, tiles/s, time outside the model."""
+    from fss_deploy.bench import bench_tiled
+
+    _check_counts(0, 1, batch)
+    _postprocess_only_unless_torch(threads, [model])
+    return _written(bench_tiled(str(image), str(model), backend, batch, overlap, threads=threads, device=device),
+                    out, "tiled")
+
+
+def _check_counts(warmup: int, iters: int, batch: int) -> None:
+    if iters < 1 or warmup < 0 or batch < 1:
+        raise ValueError(f"iters and batch must be at least 1 and warmup at least 0, got {iters}, {batch}, {warmup}")
+
+
+def _postprocess_only_unless_torch(threads: int, models: list) -> None:
+    from fss_deploy.backends import torch_postprocess_only
+
+    if not threads and all(Path(m).suffix in (".onnx", ".engine") for m in models):
+        torch_postprocess_only()
+
+
+def _written(report: dict, out: str | Path | None, kind: str) -> dict:
+    if out is not None:
+        from fss_deploy.bench import write_report
+        report["report_dir"] = str(write_report(report, out, kind))
+    return report

@@ -1,0 +1,119 @@
+"""``fss data …``: convert, split (offline tiling), synth, check."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fss.clikit import DatasetArg as Dataset
+from fss.clikit import console, fail, user_errors, writable_out
+from fss.progress import err
+
+data_app = typer.Typer(help="Datasets: convert, split (offline tiling), synth, check.", no_args_is_help=True)
+
+
+def _open_dataset(path: str, split: str = "train", report: bool = True):
+    from fss_train.data import read_dataset
+
+    with user_errors():
+        ds = read_dataset(path, split)
+    for p in ds.problems[:20] if report else []:
+        err.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
+    if report and len(ds.problems) > 20:
+        err.print(f"[yellow]… and {len(ds.problems) - 20} more problems[/]")
+    return ds
+
+
+@data_app.command()
+def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo | dota")],
+            out: Annotated[str, typer.Option(help="output folder")],
+            split: Annotated[str, typer.Option(help="split of a data.yaml to read")] = "train"):
+    """Convert a dataset between COCO, YOLO and DOTA."""
+    from fss_train.data.formats import convert_dataset
+
+    if to not in ("coco", "yolo", "dota"):
+        fail(f"--to must be coco, yolo or dota, got {to!r}")
+    ds = _open_dataset(dataset, split)
+    writable_out(out)
+    path = convert_dataset(ds, to, out, split)
+    console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {path} ({len(ds.problems)} problems "
+                  "reported)")
+
+
+@data_app.command()
+def split(dataset: Dataset, out: Annotated[str, typer.Option(help="output folder")],
+          tile: Annotated[int, typer.Option(help="tile side, px")] = 1024,
+          gap: Annotated[int, typer.Option(help="overlap between neighbouring tiles, px")] = 200,
+          keep_ratio: Annotated[float, typer.Option(help="cut objects keeping less area are marked difficult")] = 0.7,
+          workers: Annotated[int, typer.Option(help="parallel images")] = 2):
+    """Cut large images into overlapping tiles (DOTA devkit semantics); rerunning skips finished images."""
+    from fss.progress import counter
+    from fss_train.data.split import split_dataset
+
+    ds = _open_dataset(dataset)
+    progress, advance = counter(len(ds.records), "splitting")
+    with user_errors(), progress:
+        tiled, problems = split_dataset(ds, out, tile, gap, keep_ratio, workers, advance)
+    for p in problems:
+        err.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
+    console.print(f"{len(ds.records)} images -> {len(tiled.records)} tiles, {tiled.num_objects} objects in {out}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@data_app.command()
+def synth(out: Annotated[str, typer.Argument(help="output folder")],
+          num_images: Annotated[int, typer.Option(help="images")] = 8,
+          size: Annotated[int, typer.Option(help="image side, px")] = 512,
+          objects: Annotated[int, typer.Option(help="objects per image")] = 40,
+          min_size: Annotated[float, typer.Option(help="smallest object side, px")] = 8.0,
+          max_size: Annotated[float, typer.Option(help="largest object side, px")] = 64.0,
+          occlusion: Annotated[float, typer.Option(help="max covered fraction of an object's box")] = 0.3,
+          truncation: Annotated[float, typer.Option(help="fraction of objects cut by the border")] = 0.05,
+          seed: Annotated[int, typer.Option(help="random seed (same seed -> identical files)")] = 0):
+    """Generate synthetic top-down aerial scenes (images/, annotations.json, labelTxt/)."""
+    from fss.progress import counter
+    from fss_train.data.synth import SynthConfig, synthesize
+
+    with user_errors():
+        cfg = SynthConfig(num_images, size, objects, min_size, max_size, occlusion, truncation, seed)
+    progress, advance = counter(num_images, "synthesizing")
+    with progress:
+        ds = synthesize(out, cfg, advance)
+    console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {out}")
+
+
+@data_app.command()
+def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a data.yaml")] = "train",
+          decode: Annotated[bool, typer.Option(help="decode every image to find corrupt files")] = True,
+          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
+    """Report counts per class, object sizes, objects per image and every problem (file and line)."""
+    from fss.progress import counter
+    from fss_train.data.check import check_dataset
+
+    ds = _open_dataset(dataset, split, report=False)
+    progress, advance = counter(len(ds.records) if decode else 0, "decoding")
+    with progress:
+        report = check_dataset(ds, decode, advance)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console.print(f"[bold]{report['source']}[/]: {report['images']} images, {report['objects']} objects "
+                  f"({report['difficult']} difficult)")
+    console.print(_table(("class", "objects"), [(k, n) for k, n in report["per_class"].items() if n]))
+    console.print(_table(("object size sqrt(area), px", "objects"), report["size_hist"].items()))
+    opi = report["objects_per_image"]
+    console.print(f"objects per image: min {opi['min']}, median {opi['median']}, max {opi['max']}")
+    for line in report["problems"]:
+        console.print(f"[yellow]problem:[/] {line}", highlight=False, soft_wrap=True)
+    console.print(f"{len(report['problems'])} problems: {report['problem_counts']}")
+
+
+def _table(header: tuple[str, str], rows) -> Table:
+    table = Table(*header)
+    for a, b in rows:
+        table.add_row(str(a), str(b))
+    return table

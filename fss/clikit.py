@@ -1,0 +1,61 @@
+"""What every ``fss`` sub-command file shares: the consoles, the error rule, common options."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from fss.progress import err
+
+console = Console(soft_wrap=True)
+HELP = {"help_option_names": ["-h", "--help"]}
+
+
+def first_word_optional(default: str) -> type[TyperGroup]:
+    """A verb group whose sub-command word may be left out: ``fss export CKPT`` = ``fss export model CKPT``."""
+    class Group(TyperGroup):
+        def parse_args(self, ctx, args):
+            if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+                args = [default, *args]
+            return super().parse_args(ctx, args)
+    return Group
+
+
+Device = Annotated[str, typer.Option(help="cpu | cuda | cuda:N")]
+Imgsz = Annotated[int | None, typer.Option(help="input size (default: the model's)")]
+Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]
+Threads = Annotated[int, typer.Option(help="CPU threads (0: library default)")]
+Warmup = Annotated[int, typer.Option(help="untimed runs first")]
+Iters = Annotated[int, typer.Option(help="timed runs")]
+DatasetArg = Annotated[str, typer.Argument(help="COCO json, YOLO data.yaml or DOTA folder")]
+def fail(message: str, code: int = 1) -> None:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors():
+    """Bad input (a file, a value, an existing output) -> one line on stderr and exit status 1."""
+    from fss_deploy.detect import OutputConflict
+
+    try:
+        yield
+    except typer.Exit:
+        raise                                               # typer's Exit is a RuntimeError: let it through
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError, OutputConflict,
+            RuntimeError) as exc:
+        fail(str(exc))
+
+
+def writable_out(out: str) -> None:
+    from fss_deploy.detect import check_output_dir
+
+    with user_errors():
+        check_output_dir(Path(out))

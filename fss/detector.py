@@ -1,0 +1,193 @@
+"""``Detector``: tiled detection from Python — on arrays, files, folders — and the folder runner behind
+``fss detect`` (resumable, several processes under torchrun).
+
+    from fss import Detector
+    det = Detector("best.onnx", tile=1024, overlap=200)
+    for r in det("scenes/"):                 # a file, a folder, a glob, a list of them, or an array
+        print(r.source, len(r), r.names[:3])
+        r.to_coco(image_id=1)                # COCO results; r.to_dota(), r.to_yolo(), r.plot()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fss_deploy.backends import load_backend, torch_postprocess_only
+from fss_deploy.detect import (
+    DEFAULT_MODEL,
+    FORMATS,
+    TiledDetector,
+    annotate_array,
+    check_output_dir,
+    prepare_output,
+    resolve_sources,
+    run_detect,
+    run_identity,
+    write_outputs,
+)
+from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
+from fss_train.nn.preprocess import read_image
+
+log = logging.getLogger("fss")
+DEFAULTS = TiledDetector.__dataclass_fields__          # one owner of the detection defaults
+
+
+@dataclass
+class Result:
+    """The detections of one image. ``boxes`` (N, 4) float32 x1 y1 x2 y2 in image pixels; ``scores`` (N,);
+    ``class_ids`` (N,) int64 indices into ``classes`` (the model's class names); ``source`` the file, or
+    None for an array; ``shape`` (height, width)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    classes: list[str]
+    shape: tuple[int, int]
+    source: Path | None = None
+    image: np.ndarray | None = field(default=None, repr=False)     # BGR, kept only for arrays (for plot)
+
+    @classmethod
+    def from_array(cls, dets: np.ndarray, classes: list[str], shape, source=None, image=None) -> Result:
+        dets = np.asarray(dets, np.float32).reshape(-1, 6)
+        return cls(dets[:, :4].copy(), dets[:, 4].copy(), dets[:, 5].astype(np.int64), list(classes),
+                   (int(shape[0]), int(shape[1])), Path(source) if source else None, image)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of every detection."""
+        return [self.classes[int(c)] for c in self.class_ids]
+
+    def detections(self) -> np.ndarray:
+        """(N, 6) x1 y1 x2 y2 score class — the layout of every writer."""
+        return np.concatenate([self.boxes, self.scores[:, None], self.class_ids[:, None].astype(np.float32)], 1)
+
+    def to_coco(self, image_id: int = 1) -> list[dict]:
+        """COCO results (``category_id`` = class index + 1, ``bbox`` x y w h)."""
+        return detections_to_coco(self.detections(), image_id)
+
+    def to_dota(self, image_name: str | None = None) -> list[tuple[str, str]]:
+        """DOTA Task2 lines: (class name, ``"image score xmin ymin xmax ymax"``)."""
+        name = image_name or (self.source.stem if self.source else "image")
+        return detections_to_dota(self.detections(), name, self.classes)
+
+    def to_yolo(self) -> list[str]:
+        """YOLO lines ``class cx cy w h score`` (normalised)."""
+        return detections_to_yolo(self.detections(), self.shape[1], self.shape[0])
+
+    def plot(self, min_score: float = 0.0) -> np.ndarray:
+        """The image (BGR uint8) with the boxes drawn."""
+        image = self.image if self.image is not None else read_image(self.source)
+        return annotate_array(image, self.detections()[self.scores >= min_score], self.classes)
+
+
+def check_formats(formats) -> tuple[str, ...]:
+    """The output formats asked for, checked: any of coco, dota, yolo."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"formats: unknown {bad}; choose from {', '.join(FORMATS)}")
+    return tuple(formats)
+
+
+class Detector:
+    """A model (.pt, .onnx or .engine; default: the bundled demonstration model) run tile by tile.
+
+    ``tile`` defaults to the model's input size; ``overlap`` is in pixels, or a fraction of the tile when
+    below 1 (SAHI's habit: 0.2); ``conf`` / ``iou`` / ``max_det`` as in ``fss detect``.
+    Raises ``FileNotFoundError`` / ``ValueError`` for a bad model or setting."""
+
+    def __init__(self, model: str | Path | None = None, *, device: str = "cpu", backend: str | None = None,
+                 tile: int | None = None, overlap: float = DEFAULTS["overlap"].default,
+                 batch: int = DEFAULTS["batch"].default, conf: float = DEFAULTS["conf"].default,
+                 iou: float = DEFAULTS["iou"].default, full_image: bool = False,
+                 max_det: int = DEFAULTS["max_det"].default, threads: int = 0):
+        self.model = Path(model) if model else DEFAULT_MODEL
+        if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:     # torchrun: this rank's GPU
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        if not self.model.is_file():
+            raise FileNotFoundError(f"{self.model}: no such model file" + (
+                "" if model else " (the bundled default model is missing: pass a model file)"))
+        if self.model.suffix not in (".pt", ".pth") or (backend and backend != "torch"):
+            torch_postprocess_only()
+        self.backend = load_backend(self.model, backend, device, threads=threads)
+        if 0 < overlap < 1:
+            overlap = int(overlap * (tile or self.backend.input_size))
+        self.tiled = TiledDetector(self.backend, tile, int(overlap), batch, conf, iou, full_image, max_det)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.backend.class_names
+
+    def detect(self, image: np.ndarray, rgb: bool = False) -> Result:
+        """One image array (H, W, 3) uint8, BGR (OpenCV's order) unless ``rgb``."""
+        image = np.ascontiguousarray(image[..., ::-1]) if rgb else image
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        return Result.from_array(self.tiled(image), self.classes, image.shape[:2], image=image)
+
+    def __call__(self, source, rgb: bool = False) -> list[Result]:
+        """Detections for an array, or for every image of a file, folder, glob, .txt list or a list of those.
+        An image that cannot be read is logged and skipped (a single named file raises ValueError)."""
+        if isinstance(source, np.ndarray):
+            return [self.detect(source, rgb)]
+        paths = resolve_sources([str(s) for s in (source if isinstance(source, (list, tuple)) else [source])])
+        if not paths:
+            raise FileNotFoundError(f"no images found in {source}")
+        results = []
+        for path in paths:
+            try:
+                image = read_image(path)
+            except ValueError as exc:
+                if len(paths) == 1:
+                    raise
+                log.warning("%s; skipped", exc)
+                continue
+            results.append(Result.from_array(self.tiled(image), self.classes, image.shape[:2], source=path))
+        return results
+
+    def run(self, sources: Iterable[str | Path], out: str | Path = "runs/detect", *, formats=FORMATS,
+            save_images: bool = False, exist_ok: bool = False, increment: bool | None = None,
+            max_pixels: int | None = None, on_image: Callable | None = None) -> dict:
+        """Detect every image of ``sources`` into the folder ``out`` (COCO predictions.json + images.json, DOTA
+        Task2 files, YOLO labels, annotated images) and return the summary; a rerun resumes. ``increment``
+        (default: when ``out`` is runs/detect) moves on to out2, out3, … when ``out`` holds another run.
+        Under torchrun every process takes its share of the images; rank 0 writes the outputs."""
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        check_formats(formats)
+        out = Path(out)
+        increment = str(out) == "runs/detect" if increment is None else increment
+        check_output_dir(out)
+        paths = resolve_sources([str(s) for s in sources])
+        if not paths:
+            raise FileNotFoundError(f"no images found in {list(sources)}")
+        identity = run_identity(self.tiled, self.model)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.init_process_group("nccl" if self.backend.device.startswith("cuda") else "gloo")
+        try:
+            out = prepare_output(out, identity, exist_ok, increment) if rank == 0 else out
+            if world > 1:
+                dist.barrier()
+                out = prepare_output(out, identity, False, increment) if rank else out
+            summary = run_detect(paths, self.tiled, out, tuple(formats), save_images, rank, world, on_image,
+                                 max_pixels)
+            if world > 1:
+                dist.barrier()
+            if rank == 0:
+                summaries = [summary] if world == 1 else [
+                    json.loads((out / f".summary.rank{r}.json").read_text()) for r in range(world)]
+                summary = write_outputs(paths, out, self.classes, tuple(formats), summaries)
+        finally:
+            if world > 1:
+                dist.destroy_process_group()
+        return {**summary, "out": str(out), "max_det": self.tiled.max_det}
