@@ -24,7 +24,7 @@ except PackageNotFoundError:          # a source tree that was never installed
 
 _API = {"Detector": "fss.detector", "Result": "fss.detector", "train": "fss.api", "TrainResult": "fss.api",
         "evaluate": "fss.api", "export": "fss.api", "Exported": "fss.api", "compare": "fss.api",
-        "benchmark": "fss.api", "benchmark_overhead": "fss.api", "benchmark_tiled": "fss.api"}
+        "benchmark": "fss.api", "synth": "fss.api", "benchmark_overhead": "fss.api", "benchmark_tiled": "fss.api"}
 __all__ = sorted(_API) + ["__version__"]
 
 

@@ -75,14 +75,13 @@ def synth(out: Annotated[str, typer.Argument(help="output folder")],
           truncation: Annotated[float, typer.Option(help="fraction of objects cut by the border")] = 0.05,
           seed: Annotated[int, typer.Option(help="random seed (same seed -> identical files)")] = 0):
     """Generate synthetic top-down aerial scenes (images/, annotations.json, labelTxt/)."""
+    from fss.api import synth as synth_api
     from fss.progress import counter
-    from fss_train.data.synth import SynthConfig, synthesize
 
-    with user_errors():
-        cfg = SynthConfig(num_images, size, objects, min_size, max_size, occlusion, truncation, seed)
     progress, advance = counter(num_images, "synthesizing")
-    with progress:
-        ds = synthesize(out, cfg, advance)
+    with user_errors(), progress:
+        ds = synth_api(out, num_images=num_images, size=size, objects=objects, min_size=min_size, max_size=max_size,
+                       occlusion=occlusion, truncation=truncation, seed=seed, progress=advance)
     console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {out}")
 
 

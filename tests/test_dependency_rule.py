@@ -60,3 +60,22 @@ def test_no_file_writer_besides_the_atomic_one():
            for p in sorted((ROOT / pkg).rglob("*.py")) if p.name != "fileio.py"
            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert bad == []
+
+
+def test_importing_any_deploy_module_loads_no_training_code():
+    """Indirect imports count too: after importing each deploy module (in a fresh interpreter), sys.modules
+    holds nothing of fss_train outside the rule — no assigners, losses, data or engine."""
+    import subprocess
+    import sys
+
+    modules = sorted(f"fss_deploy.{p.stem}" for p in (ROOT / "fss_deploy").glob("*.py") if p.stem != "__init__")
+    code = ("import importlib, json, sys\nout = {}\nfor m in sys.argv[1:]:\n"
+            "    out[m] = sorted(k for k in sys.modules if k.startswith('fss_train'))\nprint(json.dumps(out))")
+    r = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    loaded = __import__("json").loads(r.stdout)
+    assert set(loaded) == set(modules) and len(modules) >= 6
+    bad = {m: [k for k in names if k != "fss_train" and not any(k == a or k.startswith(a + ".")
+                                                                 for a in ALLOWED_FROM_TRAIN)]
+           for m, names in loaded.items()}
+    assert all(v == [] for v in bad.values()), bad

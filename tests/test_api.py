@@ -1,0 +1,88 @@
+"""The public API as a user meets it: the README's example runs as written, and each piece behaves."""
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import fss
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ROOT / "models/sample-scene.jpg"
+
+
+def test_readme_api_example_runs_as_written(tmp_path, monkeypatch):
+    block = re.search(r"## Python API.*?```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    for name in ("models",):                       # the example's relative paths, from a fresh working folder
+        (tmp_path / name).symlink_to(ROOT / name)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "runs/api-detect/predictions.json").is_file()
+    assert (tmp_path / "runs/api-train/last.onnx").is_file()
+
+
+@pytest.fixture(scope="module")
+def det():
+    return fss.Detector(ROOT / "models/fss-n-aerial.pt", tile=512, overlap=0.2)
+
+
+def test_detector_sources_and_result_conversions(det, tmp_path):
+    crop = cv2.imread(str(IMAGE))[:900, :1100]
+    cv2.imwrite(str(tmp_path / "a.png"), crop)
+    cv2.imwrite(str(tmp_path / "b.jpg"), crop[:, ::-1])
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    by_array = det(crop)[0]
+    by_rgb = det(np.ascontiguousarray(crop[..., ::-1]), rgb=True)[0]
+    by_file = det(tmp_path / "a.png")[0]
+    assert det.tiled.overlap == 102                               # 0.2 of the 512 px tile
+    assert len(by_array) > 0 and np.allclose(by_array.boxes, by_file.boxes) and np.allclose(by_rgb.boxes,
+                                                                                            by_array.boxes)
+    folder = det(tmp_path)                                         # the corrupt file is skipped, not fatal
+    assert sorted(r.source.name for r in folder) == ["a.png", "b.jpg"]
+    assert len(det([tmp_path / "a.png", str(tmp_path / "b.jpg")])) == 2
+    r = by_file
+    assert r.shape == (900, 1100) and r.boxes.dtype == np.float32 and len(r.names) == len(r)
+    coco = r.to_coco(image_id=7)
+    x, y, w, h = coco[0]["bbox"]
+    assert coco[0]["image_id"] == 7 and coco[0]["category_id"] == r.class_ids[0] + 1
+    assert [x, y, x + w, y + h] == pytest.approx(r.boxes[0].tolist(), abs=0.01)
+    cls, line = r.to_dota()[0]
+    assert cls == r.names[0] and line.startswith("a ")
+    c, cx, cy, bw, bh, s = r.to_yolo()[0].split()
+    assert int(c) == r.class_ids[0] and 0 < float(cx) < 1 and float(bw) == pytest.approx(w / 1100, abs=1e-5)
+    plotted = r.plot()
+    assert plotted.shape == crop.shape and not np.array_equal(plotted, crop)
+
+
+def test_detector_errors_name_the_problem(det, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        fss.Detector(tmp_path / "nope.pt")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png"):
+        det(tmp_path / "broken.png")
+    with pytest.raises(ValueError, match="uint8"):
+        det.detect(np.zeros((10, 10), np.float32))
+    with pytest.raises(ValueError, match="--overlap"):
+        fss.Detector(ROOT / "models/fss-n-aerial.pt", overlap=700)
+    with pytest.raises(ValueError, match="formats: unknown"):
+        det.run([IMAGE], tmp_path / "o", formats=["xml"])
+
+
+def test_evaluate_and_export_errors_raise_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        fss.evaluate(data="x")
+    with pytest.raises(ValueError, match="format must be onnx or engine"):
+        fss.export(ROOT / "models/fss-n-aerial.pt", format="tflite")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        fss.train("x", imgsz=100)
+
+
+def test_import_is_light_and_lists_the_api():
+    import subprocess
+    import sys
+
+    code = "import sys, fss; print('torch' in sys.modules, sorted(fss.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout
+    assert out.startswith("False") and "Detector" in out and "train" in out
