@@ -134,7 +134,7 @@ def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch:
     from fss_train.alignment import task_alignment
     from fss_train.checkpoint import load_model
     from fss_train.data.loader import DetectionDataset, make_loader
-    from fss_train.engine import predict
+    from fss_train.evaluation import predict
 
     model, ckpt = load_model(model_path)
     if ckpt["class_names"] != ds.classes:

@@ -155,3 +155,22 @@ def model_from_checkpoint(ckpt: dict, weights: str = "ema") -> Detector:
 def load_model(path: str | Path, weights: str = "ema") -> tuple[Detector, dict]:
     ckpt = load_checkpoint(path)
     return model_from_checkpoint(ckpt, weights), ckpt
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """A copy of a training checkpoint with only what inference needs (no optimiser state, no per-epoch
+    rows), for shipping: ``python -m fss_train.checkpoint slim SRC.pt DST.pt``."""
+    ckpt = load_checkpoint(src)
+    ckpt["optimizer"] = None
+    sched = dict(ckpt.get("scheduler") or {})
+    sched.pop("rows", None)
+    ckpt["scheduler"] = sched
+    return save_checkpoint(ckpt, dst)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "slim":
+        sys.exit("usage: python -m fss_train.checkpoint slim SRC.pt DST.pt")
+    slim_checkpoint(sys.argv[2], sys.argv[3])

@@ -69,5 +69,3 @@ def criterion(pred_boxes: torch.Tensor, obj_logits: torch.Tensor, cls_logits: to
     total = cls_weight * loss_cls + box_weight * loss_box + obj_weight * loss_obj
     return {"loss": total, "cls": loss_cls.detach(), "box": loss_box.detach(), "obj": loss_obj.detach()}
 
-
-RECIPES = {"fss": "yolox", "simota": "yolox", "atss": "yolox", "maxiou": "yolox", "tal": "tal"}

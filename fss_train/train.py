@@ -24,18 +24,11 @@ from fss_train.config import TrainConfig
 from fss_train.data import read_dataset, read_val_split
 from fss_train.data.loader import DetectionDataset, make_loader
 from fss_train.data.transforms import AugmentConfig
-from fss_train.engine import (
-    LRSchedule,
-    ModelEMA,
-    evaluate,
-    param_groups,
-    recalibrate_bn,
-    seed_everything,
-    train_one_epoch,
-)
+from fss_train.engine import seed_everything, train_one_epoch
+from fss_train.evaluation import evaluate, recalibrate_bn
 from fss_train.fileio import atomic_write, save_figure
-from fss_train.losses import RECIPES
 from fss_train.nn import build_model, load_card
+from fss_train.optim import LRSchedule, ModelEMA, param_groups
 
 CSV_FIELDS = ["epoch", "loss", "cls", "box", "obj", "pos_per_gt", "rank_consistency", "images_per_s", "lr",
               "AP", "AP50", "AP75", "APs", "APm", "APl", "mAP50_dota", "fitness", "seconds"]
@@ -95,7 +88,7 @@ class Run:
         self.model = build_model(self.card).to(self.device)
         self.assigner = build_assigner(cfg.assigner, **cfg.assigner_params)
         log(f"assigner {cfg.assigner}: " + ", ".join(f"{k}={v}" for k, v in self.assigner.params().items()))
-        self.recipe = RECIPES[cfg.assigner]
+        self.recipe = self.assigner.loss_recipe
         self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
                                          momentum=cfg.momentum, nesterov=True)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)

@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fss_train.assigners.sparse as sparse
+import fss_train.assigners.pairs as sparse
+import fss_train.assigners.segments as segments
 from fss_train.assigners import ASSIGNERS, FSSAssigner, SimOTAAssigner
 from fss_train.assigners.base import prepare_inputs
 from fss_train.nn import make_points
@@ -126,8 +127,8 @@ def test_fss_rows_of_P_sum_to_one(seed, prob):
     inp = prepare_inputs(*args)
     pairs = fss.candidates(inp)
     P = fss.steps(inp, pairs)["P"]
-    sums = sparse.seg_sum(P, pairs.seg, pairs.num_seg)
-    has = sparse.seg_count(pairs.seg, pairs.num_seg) > 0
+    sums = segments.seg_sum(P, pairs.seg, pairs.num_seg)
+    has = segments.seg_count(pairs.seg, pairs.num_seg) > 0
     assert torch.allclose(sums[has], torch.ones_like(sums[has]), atol=1e-5)
 
 

@@ -88,6 +88,9 @@ class Assigner:
     """
 
     name = "?"
+    # how losses.criterion weighs what this assigner selects: "yolox" (per-positive weights over the positive
+    # count: FSS, SimOTA, ATSS, Max-IoU) or "tal" (normalised targets over their sum: TOOD / Ultralytics)
+    loss_recipe = "yolox"
 
     def params(self) -> dict:
         return dataclasses.asdict(self)

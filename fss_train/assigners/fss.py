@@ -19,24 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from fss_train.assigners.base import Assigner, AssignResult
-from fss_train.assigners.sparse import (
-    Pairs,
-    build_result,
-    enumerate_pairs,
-    gt_sizes,
-    in_box_or_centre,
-    pair_class_prob,
-    pair_ious,
-    rescue_orphans,
-    resolve_conflicts,
-    seg_argmax,
-    seg_count,
-    seg_max,
-    seg_min,
-    seg_rank,
-    seg_sum,
-    seg_topk_sum,
-)
+from fss_train.assigners.decide import build_result, rescue_orphans, resolve_conflicts
+from fss_train.assigners.pairs import Pairs, enumerate_pairs, gt_sizes, in_box_or_centre, pair_class_prob, pair_ious
+from fss_train.assigners.segments import seg_argmax, seg_count, seg_max, seg_min, seg_rank, seg_sum, seg_topk_sum
 
 PROB_MODES = ("sum", "softmax", "minmax")
 PRIOR_CENTRES = ("argmax", "centroid")

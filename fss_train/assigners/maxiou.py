@@ -8,7 +8,9 @@ import torch
 
 from fss_train.assigners.atss import prior_boxes
 from fss_train.assigners.base import Assigner, AssignResult
-from fss_train.assigners.sparse import build_result, enumerate_pairs, pair_ious, prior_overlaps, seg_argmax, seg_max
+from fss_train.assigners.decide import build_result
+from fss_train.assigners.pairs import enumerate_pairs, pair_ious, prior_overlaps
+from fss_train.assigners.segments import seg_argmax, seg_max
 from fss_train.boxes import box_iou_aligned
 
 

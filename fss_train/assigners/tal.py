@@ -24,18 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from fss_train.assigners.base import Assigner, AssignResult
-from fss_train.assigners.sparse import (
-    Condition,
-    Pairs,
-    build_result,
-    enumerate_pairs,
-    pair_class_prob,
-    rescue_orphans,
-    seg_argmax,
-    seg_count,
-    seg_max,
-    seg_rank,
-)
+from fss_train.assigners.decide import build_result, rescue_orphans
+from fss_train.assigners.pairs import Condition, Pairs, enumerate_pairs, pair_class_prob
+from fss_train.assigners.segments import seg_argmax, seg_count, seg_max, seg_rank
 from fss_train.boxes import box_ciou_aligned, box_iou_aligned
 
 OVERLAPS = ("ciou", "iou")
@@ -78,6 +69,7 @@ class TALAssigner(Assigner):
     rescue: bool = False        # a GT that lost every positive to conflicts takes one back (not in the reference)
 
     name = "tal"
+    loss_recipe = "tal"
 
     def __post_init__(self):
         if self.overlap not in OVERLAPS:

@@ -1,5 +1,6 @@
-"""Sparse (ground truth, point) pairs and the segment operations every assigner is built from.
+"""Sparse (ground truth, point) pairs: which points each ground truth may take, and per-pair quantities.
 
+Segment reductions over them are in segments.py, the shared decisions in decide.py.
 A ground truth only ever competes for points near it, so instead of (B, M, A) matrices the
 assigners work on the list of candidate pairs: N pairs, each with an image ``b``, a padded GT
 index ``g`` and a point ``a``. A *segment* is one ground truth (``seg = b * M + g``); per-GT
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fss_train.assigners.base import AssignResult, Inputs, empty_result
+from fss_train.assigners.base import Inputs
 from fss_train.boxes import box_iou_aligned
 
 # Elements of one boolean (m, A) candidate test; bounds the transient memory of enumeration.
@@ -264,141 +265,3 @@ def gt_sizes(inp: Inputs, pairs: Pairs) -> torch.Tensor:
     """(N, 2) width and height of each pair's GT."""
     gt = inp.gt_boxes[pairs.b, pairs.g]
     return gt[:, 2:] - gt[:, :2]
-
-
-# ---------------------------------------------------------------------------------- segment ops
-def seg_sum(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, seg, x)
-
-
-def seg_count(seg: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.bincount(seg, minlength=n)
-
-
-def seg_max(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
-    """Per-segment max; -inf for empty segments."""
-    out = torch.full((n,), float("-inf"), dtype=x.dtype, device=x.device)
-    return out.scatter_reduce_(0, seg, x, "amax", include_self=True)
-
-
-def seg_min(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
-    return -seg_max(-x, seg, n)
-
-
-def seg_argmax(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
-    """(n,) index of the first pair holding each segment's max; -1 for empty segments."""
-    N = x.numel()
-    is_max = x == seg_max(x, seg, n)[seg]
-    cand = torch.where(is_max, torch.arange(N, device=x.device), torch.full_like(seg, N))
-    first = torch.full((n,), N, dtype=torch.long, device=x.device).scatter_reduce_(0, seg, cand, "amin")
-    return torch.where(first == N, torch.full_like(first, -1), first)
-
-
-def seg_rank(x: torch.Tensor, seg: torch.Tensor, n: int, descending: bool = True) -> torch.Tensor:
-    """(N,) 0-based rank of each pair within its segment by ``x``; ties go to the earlier pair."""
-    order = torch.argsort(x, descending=descending, stable=True)
-    order = order[torch.argsort(seg[order], stable=True)]
-    counts = seg_count(seg, n)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(seg)
-    rank[order] = torch.arange(seg.numel(), device=seg.device) - starts[seg[order]]
-    return rank
-
-
-def seg_topk_sum(x: torch.Tensor, seg: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """(n,) sum of the ``k`` largest values of each segment."""
-    top = seg_rank(x, seg, n) < k
-    return seg_sum(torch.where(top, x, torch.zeros_like(x)), seg, n)
-
-
-# ---------------------------------------------------------------------------------- decisions
-def resolve_conflicts(pairs: Pairs, selected: torch.Tensor, priority: torch.Tensor) -> torch.Tensor:
-    """A point selected by several GTs keeps only the pair with the highest ``priority``.
-
-    selected (N,) bool, priority (N,) float -> (N,) bool, at most one True per point.
-    """
-    n_keys = pairs.num_images * pairs.num_points
-    idx = torch.nonzero(selected).squeeze(1)
-    keep = torch.zeros_like(selected)
-    if idx.numel():
-        winner = seg_argmax(priority[idx], pairs.key[idx], n_keys)
-        keep[idx[winner[winner >= 0]]] = True
-    return keep
-
-
-def rescue_orphans(pairs: Pairs, pos: torch.Tensor, rank_score: torch.Tensor, max_rounds: int = 8) -> torch.Tensor:
-    """Give every GT that has candidates but lost all its positives (to conflicts) one point.
-
-    An orphan takes its best candidate (by ``rank_score``) that is either background or owned
-    by a GT keeping at least one other positive; each owner loses at most one point per round.
-    Returns the updated (N,) bool positive mask; still at most one GT per point.
-    """
-    pos = pos.clone()
-    seg, n_seg = pairs.seg, pairs.num_seg
-    key = pairs.key
-    n_keys = pairs.num_images * pairs.num_points
-    has_cand = seg_count(seg, n_seg) > 0
-    for _ in range(max_rounds):
-        n_pos = seg_count(seg[pos], n_seg)
-        orphan = has_cand & (n_pos == 0)
-        if not orphan.any():
-            break
-        owner_pair = torch.full((n_keys,), -1, dtype=torch.long, device=seg.device)
-        owner_pair[key[pos]] = torch.nonzero(pos).squeeze(1)
-        current = owner_pair[key]                                        # (N,) pair owning this point, or -1
-        owner_seg = torch.where(current >= 0, seg[current.clamp(min=0)], torch.full_like(seg, -1))
-        free = (current < 0) | (n_pos[owner_seg.clamp(min=0)] >= 2)
-        eligible = orphan[seg] & free
-        if not eligible.any():
-            break
-        cand = torch.nonzero(eligible).squeeze(1)
-        score = rank_score[cand]
-        best = seg_argmax(score, seg[cand], n_seg)                       # one candidate per orphan
-        take = cand[best[best >= 0]]
-        # one orphan per point, and each owner gives up at most one point per round
-        take = take[_first_by(score_of=rank_score[take], group=key[take], n=n_keys)]
-        owners = owner_seg[take]
-        stolen = owners >= 0
-        keep_take = torch.ones_like(take, dtype=torch.bool)
-        if stolen.any():
-            st = torch.nonzero(stolen).squeeze(1)
-            first = _first_by(score_of=rank_score[take[st]], group=owners[st], n=n_seg)
-            keep_take[st] = False
-            keep_take[st[first]] = True
-        take = take[keep_take]
-        if take.numel() == 0:
-            break
-        prev = current[take]
-        pos[prev[prev >= 0]] = False
-        pos[take] = True
-    return pos
-
-
-def _first_by(score_of: torch.Tensor, group: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices (into the inputs) of the best-scoring element of each group."""
-    best = seg_argmax(score_of, group, n)
-    return best[best >= 0]
-
-
-def build_result(inp: Inputs, pairs: Pairs, pos: torch.Tensor, target_iou: torch.Tensor,
-                 weights: torch.Tensor | None = None, ignore: torch.Tensor | None = None) -> AssignResult:
-    """Scatter the final positive pairs into dense (B, A, ·) targets.
-
-    pos (N,) bool with at most one positive per point; target_iou (N,) the soft class target of a
-    positive (one-hot × target_iou); weights (N,) loss weights (default 1); ignore (B, A) bool.
-    """
-    B, A, _, C = inp.shape
-    res = empty_result(B, A, C, inp.points.device)
-    idx = torch.nonzero(pos).squeeze(1)
-    b, g, a = pairs.b[idx], pairs.g[idx], pairs.a[idx]
-    labels = inp.gt_labels[b, g]
-    res.fg_mask[b, a] = True
-    res.gt_index[b, a] = g
-    res.target_labels[b, a] = labels
-    res.target_boxes[b, a] = inp.gt_boxes[b, g]
-    res.target_scores[b, a, labels] = target_iou[idx]
-    res.weights[b, a] = weights[idx] if weights is not None else 1.0
-    if ignore is not None:
-        res.ignore_mask = ignore & ~res.fg_mask
-    res.num_fg = int(idx.numel())
-    return res

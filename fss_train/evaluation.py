@@ -1,0 +1,73 @@
+"""Evaluation during and after training: predictions of a model over a loader, BatchNorm recalibration,
+COCO / DOTA metrics of the EMA model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fss_train.boxes import detections_to_coco
+from fss_train.data.records import Dataset
+from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
+from fss_train.nn import decode_for_inference
+from fss_train.nn.postprocess import postprocess
+
+
+def model_points(model, height: int, width: int, device):
+    net = model.module if hasattr(model, "module") else model
+    return tuple(t.to(device) for t in net.points(height, width))
+
+
+@torch.no_grad()
+def predict(model, loader, device, conf: float, iou: float, max_det: int, on_batch=None) -> list[dict]:
+    """COCO-format predictions in original image pixels, category ids 1..C."""
+    model.eval()
+    preds = []
+    points = None
+    for images, _, _, _, metas in loader:
+        images = images.to(device)
+        if points is None:
+            points, strides = model_points(model, images.shape[-2], images.shape[-1], device)
+        out = decode_for_inference(model(images).float(), points, strides)
+        for det, meta in zip(postprocess(out, conf, iou, max_det), metas):
+            det = det.cpu().numpy()
+            h, w = meta["orig_size"]
+            boxes = det[:, :4] / meta["scale"]
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+            preds += detections_to_coco(np.concatenate([boxes, det[:, 4:6]], axis=1), meta["image_id"])
+        if on_batch:
+            on_batch()
+    return preds
+
+
+@torch.no_grad()
+def recalibrate_bn(model, loader, batches: int, device) -> None:
+    """Precise BN: recompute BatchNorm running statistics as the plain average over ``batches``
+    batches (train-mode forward, no gradient). With YOLOX's BN momentum (0.03) the running
+    statistics lag the weights in short or high-lr runs; this removes the lag before evaluation."""
+    if batches <= 0:
+        return
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                       # cumulative average
+    was_training = model.training
+    model.train()
+    for i, (images, *_rest) in enumerate(loader):
+        if i >= batches:
+            break
+        model(images.to(device))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.train(was_training)
+
+
+def evaluate(model, loader, ds: Dataset, device, cfg) -> dict:
+    preds = predict(model, loader, device, cfg.eval_conf, cfg.eval_iou, cfg.max_det)
+    metrics = coco_eval(coco_gt_from_dataset(ds), preds, max_dets=cfg.max_det)
+    if cfg.metric == "dota":
+        metrics["mAP50_dota"] = dota_eval(ds, preds)["mAP50"]
+    metrics["fitness"] = metrics["mAP50_dota"] if cfg.metric == "dota" else metrics["AP"]
+    return metrics
