@@ -18,6 +18,7 @@ from fss.cli_data import data_app
 from fss.cli_deploy import bench_app, export_app
 from fss.clikit import HELP, Backend, Device, Imgsz, console, fail, user_errors, writable_out
 from fss.progress import err
+from fss_deploy import defaults as DET
 
 
 class T:
@@ -42,7 +43,7 @@ class D:
     Sources = Annotated[list[str] | None, typer.Argument(help="images, folders, globs or .txt lists")]
     Model = Annotated[str | None, typer.Option(help=".pt, .onnx or .engine (default: bundled model)")]
     Tile = Annotated[int | None, typer.Option(help="tile side (default: the model's input size)")]
-    Overlap = Annotated[int, typer.Option(help="overlap between tiles, px")]
+    Overlap = Annotated[float, typer.Option(help="overlap between tiles: px, or a fraction of the tile below 1 (0.2)")]
     Batch = Annotated[int, typer.Option(help="tiles per backend call")]
     Conf = Annotated[float, typer.Option(help="score threshold")]
     Iou = Annotated[float, typer.Option(help="class-aware NMS IoU for the merge")]
@@ -180,10 +181,10 @@ def _print_metrics(record: dict) -> None:
 
 @app.command()
 def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = None, device: Device = "cpu",
-           tile: D.Tile = None, overlap: D.Overlap = 200, batch: D.Batch = 8, conf: D.Conf = 0.25, iou: D.Iou = 0.5,
-           full_image: D.FullImage = False, out: D.Out = "runs/detect", exist_ok: D.ExistOk = False,
-           max_det: D.MaxDet = 10000, max_pixels: D.MaxPixels = None, save_images: D.SaveImages = False,
-           formats: D.Formats = "coco,dota,yolo", threads: D.Threads = 0):
+           tile: D.Tile = None, overlap: D.Overlap = DET.OVERLAP, batch: D.Batch = DET.BATCH, conf: D.Conf = DET.CONF,
+           iou: D.Iou = DET.IOU, full_image: D.FullImage = False, out: D.Out = "runs/detect",
+           exist_ok: D.ExistOk = False, max_det: D.MaxDet = DET.MAX_DET, max_pixels: D.MaxPixels = None,
+           save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0):
     """Tiled high-resolution detection over images and folders (DOTA-style 4000-20000 px aerial images)."""
     from fss.detector import Detector, check_formats
     from fss.progress import counter

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fss_deploy import defaults
 from fss_deploy.backends import load_backend, torch_postprocess_only
 from fss_deploy.detect import (
     DEFAULT_MODEL,
@@ -36,7 +37,6 @@ from fss_train.boxes import detections_to_coco, detections_to_dota, detections_t
 from fss_train.nn.preprocess import read_image
 
 log = logging.getLogger("fss")
-DEFAULTS = TiledDetector.__dataclass_fields__          # one owner of the detection defaults
 
 
 @dataclass
@@ -106,10 +106,9 @@ class Detector:
     Raises ``FileNotFoundError`` / ``ValueError`` for a bad model or setting."""
 
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu", backend: str | None = None,
-                 tile: int | None = None, overlap: float = DEFAULTS["overlap"].default,
-                 batch: int = DEFAULTS["batch"].default, conf: float = DEFAULTS["conf"].default,
-                 iou: float = DEFAULTS["iou"].default, full_image: bool = False,
-                 max_det: int = DEFAULTS["max_det"].default, threads: int = 0):
+                 tile: int | None = None, overlap: float = defaults.OVERLAP, batch: int = defaults.BATCH,
+                 conf: float = defaults.CONF, iou: float = defaults.IOU, full_image: bool = False,
+                 max_det: int = defaults.MAX_DET, threads: int = 0):
         self.model = Path(model) if model else DEFAULT_MODEL
         if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:     # torchrun: this rank's GPU
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from fss_deploy import defaults
 from fss_deploy.backends import Backend
 from fss_deploy.tiling import cut_by_interior_edge, merge, plan_tiles, tile_batch, to_image_coords
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
@@ -33,7 +34,7 @@ from fss_train.nn.card import MODELS_DIR
 from fss_train.nn.postprocess import postprocess
 from fss_train.nn.preprocess import IMAGE_SUFFIXES, letterbox, read_image, to_array
 
-FORMATS = ("coco", "dota", "yolo")
+FORMATS = defaults.FORMATS
 DEFAULT_MODEL = MODELS_DIR / "fss-n-aerial.pt"
 SAMPLE_IMAGE = MODELS_DIR / "sample-scene.jpg"
 
@@ -74,12 +75,12 @@ def image_key(path: Path) -> str:
 class TiledDetector:
     backend: Backend
     tile: int | None = None            # default: the model's input size
-    overlap: int = 200
-    batch: int = 8
-    conf: float = 0.25
-    iou: float = 0.5
+    overlap: int = defaults.OVERLAP
+    batch: int = defaults.BATCH
+    conf: float = defaults.CONF
+    iou: float = defaults.IOU
     full_image: bool = False
-    max_det: int = 10000
+    max_det: int = defaults.MAX_DET
     border_rule: bool = True           # drop boxes cut by an interior tile edge when a neighbour saw them whole
     prefetch: bool | None = None       # build batch i+1 on a thread while batch i runs (default: GPU backends only;
                                        # on CPU the backend already uses every core and a second thread competes)
