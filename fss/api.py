@@ -63,12 +63,14 @@ def next_free_run(out: str | Path) -> Path:
 
 def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int = 100, batch: int = 16,
           imgsz: int = 640, device: str = "cpu", out: str | Path = "runs/train", val: str = "", workers: int = 2,
-          resume: bool = False, exist_ok: bool = False, overrides: dict | None = None, log=None,
-          progress=None) -> TrainResult:
+          resume: bool = False, exist_ok: bool = False, weights: str | Path | None = None, freeze: str = "",
+          overrides: dict | None = None, log=None, progress=None) -> TrainResult:
     """Train a detector with FSS or a baseline assigner into ``out`` (config.yaml, results.csv/json/png,
     last.pt, best.pt). ``overrides``: any TrainConfig field, e.g. ``{"lr_per_64": 0.02, "assigner_params":
-    {"rho": 0.25}}``. ``resume`` continues OUT/last.pt (a larger ``epochs`` extends it). Under torchrun each
-    process calls this; rank 0 writes."""
+    {"rho": 0.25}}``. ``resume`` continues OUT/last.pt (a larger ``epochs`` extends it). ``weights``: an fss
+    checkpoint to fine-tune from (tensors matched by name and shape; the class head re-initialised when the
+    classes differ); ``freeze``: "backbone" or "backbone+neck". Under torchrun each process calls this; rank 0
+    writes."""
     from fss_train.config import make_config
     from fss_train.train import Run
 
@@ -77,7 +79,8 @@ def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int
     if epochs < 1 or batch < 1:
         raise ValueError(f"epochs and batch must be at least 1, got {epochs} and {batch}")
     cfg = make_config({"data": data, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
-                       "batch": batch, "imgsz": imgsz, "device": device, "workers": workers}, overrides or {})
+                       "batch": batch, "imgsz": imgsz, "device": device, "workers": workers,
+                       "weights": str(weights or ""), "freeze": freeze}, overrides or {})
     run = Run(cfg, out, resume=resume, log=log or (lambda m: None), exist_ok=exist_ok)
     if run.start_epoch >= cfg.epochs:
         raise ValueError(f"{out}/last.pt already finished epoch {run.start_epoch}; pass epochs > "

@@ -36,6 +36,9 @@ class T:
     Resume = Annotated[bool, typer.Option(help="continue from OUT/last.pt")]
     ExistOk = Annotated[bool, typer.Option(help="start over in an OUT that already holds a run")]
     Set = Annotated[list[str] | None, typer.Option("--set", help="override: key=value (see fss_train/config.py)")]
+    Weights = Annotated[str | None, typer.Option(help="fine-tune: start from this fss checkpoint (layers matched by "
+                                                      "name and shape; class head re-initialised if classes differ)")]
+    Freeze = Annotated[str, typer.Option(help="backbone | backbone+neck: not trained")]
 
 
 class D:
@@ -101,7 +104,7 @@ def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file
 def train(data: T.Data, model: T.Model = "fss-n", assigner: T.Assigner = "fss", epochs: T.Epochs = 100,
           batch: T.Batch = 16, imgsz: T.Size = 640, device: Device = "cpu", nproc: T.Nproc = 1,
           out: T.Out = "runs/train", val: T.Val = "", workers: T.Workers = 2, resume: T.Resume = False,
-          exist_ok: T.ExistOk = False, set_: T.Set = None):
+          exist_ok: T.ExistOk = False, weights: T.Weights = None, freeze: T.Freeze = "", set_: T.Set = None):
     """Train a detector with FSS or a baseline assigner. Writes config.yaml, results.csv/png, last.pt, best.pt."""
     from fss.api import next_free_run
     from fss.api import train as train_api
@@ -116,6 +119,7 @@ def train(data: T.Data, model: T.Model = "fss-n", assigner: T.Assigner = "fss", 
         try:
             run = train_api(data, model=model, assigner=assigner, epochs=epochs, batch=batch, imgsz=imgsz,
                             device=device, out=out, val=val, workers=workers, resume=resume, exist_ok=exist_ok,
+                            weights=weights, freeze=freeze,
                             overrides=parse_overrides(set_ or []), progress=progress,
                             log=lambda m: err.print(m, highlight=False, soft_wrap=True))
         except KeyboardInterrupt:

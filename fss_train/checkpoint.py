@@ -157,6 +157,35 @@ def load_model(path: str | Path, weights: str = "ema") -> tuple[Detector, dict]:
     return model_from_checkpoint(ckpt, weights), ckpt
 
 
+CLASS_HEAD = "head.cls_preds."          # the per-class prediction layers: re-initialised when classes differ
+
+
+def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[str]) -> dict:
+    """Fine-tuning's start: copy every tensor of the fss checkpoint at ``path`` (its EMA weights when it has
+    them) whose name and shape match ``model``'s; the class head is left as initialised when the checkpoint's
+    classes differ from ``class_names`` (names and order). Returns what happened, for the log and for the new
+    checkpoint's record: ``{"from", "sha256", "loaded", "skipped", "class_head"}``."""
+    import hashlib
+
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("weights_ema") or ckpt["weights_raw"]
+    same_classes = list(ckpt["class_names"]) == list(class_names)
+    own = model.state_dict()
+    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape
+            and (same_classes or not k.startswith(CLASS_HEAD))}
+    body = [k for k, v in own.items() if k.startswith(("backbone.", "neck.")) and v.dim() > 0]
+    matched = sum(k in take for k in body)
+    if matched < len(body) / 2:
+        raise CheckpointError(f"{path}: only {matched} of the {len(body)} backbone/neck tensors of {model.card.name} "
+                              f"match it by name and shape (it holds a {card_of(ckpt).name}); start from a "
+                              "checkpoint of the same model card")
+    model.load_state_dict(take, strict=False)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"from": str(Path(path).resolve()), "sha256": digest, "loaded": len(take), "skipped": len(own) - len(take),
+            "class_head": "kept" if same_classes else f"re-initialised ({len(ckpt['class_names'])} -> "
+                                                      f"{len(class_names)} classes)"}
+
+
 def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """A copy of a training checkpoint with only what inference needs (no optimiser state, no per-epoch
     rows), for shipping: ``python -m fss_train.checkpoint slim SRC.pt DST.pt``."""

@@ -16,6 +16,8 @@ class TrainConfig:
     data: str = ""                       # COCO json, YOLO data.yaml or DOTA folder (training split)
     val: str = ""                        # validation dataset (default: the data.yaml 'val' split, else `data`)
     model: str = "fss-n"                 # card name or YAML path
+    weights: str = ""                    # fss checkpoint to start from (fine-tuning): tensors matched by name+shape
+    freeze: str = ""                     # "backbone" or "backbone+neck": not trained (BN statistics frozen too)
     assigner: str = "fss"
     assigner_params: dict = field(default_factory=dict)
     epochs: int = 100
@@ -98,6 +100,8 @@ def make_config(base: dict | None = None, overrides: dict | None = None) -> Trai
         raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
     if values.get("cache") is True or values.get("cache") is False:     # cache=true / false, Ultralytics' habit
         values["cache"] = "ram" if values["cache"] else ""
+    if values.get("freeze", "") not in ("", "backbone", "backbone+neck"):
+        raise ValueError(f"config freeze must be 'backbone', 'backbone+neck' or empty, got {values['freeze']!r}")
     if values.get("cache", "") not in ("", "ram"):
         raise ValueError(f"config cache must be 'ram' or empty (off), got {values['cache']!r}")
     for key, value in values.items():

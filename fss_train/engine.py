@@ -78,8 +78,10 @@ def train_one_epoch(model, loader, assigner, optimizer, lr_at, ema, epoch: int, 
                     scaler=None, on_step=None, start_step: int = 0) -> dict:
     """One pass over ``loader``. ``lr_at(step)`` gives the learning rates of the global step."""
     model.train()
-    if cfg.freeze_bn:
-        for m in model.modules():
+    net = model.module if hasattr(model, "module") else model
+    frozen = [net] if cfg.freeze_bn else [getattr(net, p) for p in cfg.freeze.split("+")] if cfg.freeze else []
+    for part in frozen:                          # frozen parts keep their BatchNorm statistics
+        for m in part.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
     stats = StepStats()

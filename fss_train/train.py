@@ -19,7 +19,13 @@ import torch.distributed as dist
 import yaml
 
 from fss_train.assigners import build_assigner
-from fss_train.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from fss_train.checkpoint import (
+    CheckpointError,
+    init_from_checkpoint,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+)
 from fss_train.config import TrainConfig
 from fss_train.data import read_dataset, read_val_split
 from fss_train.data.loader import DetectionDataset, make_loader
@@ -85,7 +91,14 @@ class Run:
             raise ValueError(f"{cfg.data}: no training images")
         self.classes = self.train_ds.classes
         self.card = load_card(cfg.model).with_classes(len(self.classes))
-        self.model = build_model(self.card).to(self.device)
+        self.model = build_model(self.card)
+        self.init = None
+        if cfg.weights and not resume:
+            self.init = init_from_checkpoint(self.model, cfg.weights, self.classes)
+            log(f"initialised from {cfg.weights}: {self.init['loaded']} tensors loaded, {self.init['skipped']} "
+                f"left as initialised; class head {self.init['class_head']}")
+        self.model = self.model.to(self.device)
+        self._freeze(cfg.freeze)
         self.assigner = build_assigner(cfg.assigner, **cfg.assigner_params)
         log(f"assigner {cfg.assigner}: " + ", ".join(f"{k}={v}" for k, v in self.assigner.params().items()))
         self.recipe = self.assigner.loss_recipe
@@ -125,6 +138,17 @@ class Run:
         return read_dataset(cfg.val, "val") if cfg.val else read_val_split(cfg.data)
 
     # ------------------------------------------------------------------------------ checkpoints
+    def _freeze(self, what: str) -> None:
+        """Freeze the backbone (and neck): no gradient, and their BatchNorms keep their statistics."""
+        parts = [getattr(self.model, p) for p in what.split("+")] if what else []
+        for part in parts:
+            for p in part.parameters():
+                p.requires_grad_(False)
+        self.frozen = parts
+        if parts:
+            n = sum(p.numel() for part in parts for p in part.parameters())
+            self.log(f"frozen: {what} ({n:,} parameters)")
+
     def _cache_images(self) -> None:
         """cache=ram: decode the training and validation images once, before any worker forks; allowed at most
         half of the memory available now."""
@@ -157,13 +181,15 @@ class Run:
         self.best = float(sched.get("best_fitness", float("-inf")))
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.rows = list(sched.get("rows", []))
+        self.init = old.get("init")
         self.log(f"resuming {path} after epoch {self.start_epoch} of {self.cfg.epochs}")
 
     def checkpoint(self, epoch: int, metrics: dict) -> dict:
         return make_checkpoint(
             self.model, self.classes, ema_state=self.ema.ema.state_dict(),
             assigner={"name": self.cfg.assigner, "params": self.assigner.params()},
-            train_config=self.cfg.to_dict(), optimizer=self.optimizer.state_dict(),
+            train_config=self.cfg.to_dict() | ({"init": self.init} if self.init else {}),
+            optimizer=self.optimizer.state_dict(),
             scheduler={"ema_updates": self.ema.updates, "best_fitness": self.best, "rows": self.rows},
             epoch=epoch, metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
             input_size=(self.cfg.imgsz, self.cfg.imgsz))

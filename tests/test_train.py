@@ -199,3 +199,45 @@ def test_default_run_folder_moves_on(tiny, tmp_path, monkeypatch):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "runs/train/last.pt").is_file() and (tmp_path / "runs/train2/last.pt").is_file()
+
+
+def test_fine_tuning_from_a_checkpoint(tiny, tmp_path):
+    """--weights: layers matched by name and shape, the class head re-initialised when classes differ, the
+    start recorded in the checkpoint; --freeze backbone keeps the backbone's weights."""
+    base = tmp_path / "base"
+    assert runner.invoke(app, train_args(tiny, base, epochs=1)).exit_code == 0
+    src = load_checkpoint(base / "last.pt")
+    same = runner.invoke(app, train_args(tiny, tmp_path / "same", epochs=1,
+                                         extra=["--weights", str(base / "last.pt"), "--freeze", "backbone"]))
+    assert same.exit_code == 0, same.output
+    assert "class head kept" in same.output and "frozen: backbone" in same.output
+    ft = load_checkpoint(tmp_path / "same/last.pt")
+    init = ft["train_config"]["init"]
+    assert init["from"] == str((base / "last.pt").resolve()) and init["loaded"] == len(src["weights_raw"])
+    start = src["weights_ema"]
+    for k, v in ft["weights_raw"].items():
+        if k.startswith("backbone.") and v.dtype.is_floating_point:
+            assert torch.equal(v, start[k]), k                    # frozen: weights and BN statistics unchanged
+    assert not torch.equal(ft["weights_raw"]["head.reg_preds.0.weight"], start["head.reg_preds.0.weight"])
+    # other classes: everything but the class head is taken
+    yaml_data = tmp_path / "renamed"
+    synthesize(yaml_data, SynthConfig(num_images=4, size=128, objects=6, min_size=14, max_size=40, seed=5))
+    (yaml_data / "annotations.json").write_text((yaml_data / "annotations.json").read_text().replace(
+        '"small-vehicle"', '"car"'))
+    args = train_args(tiny, tmp_path / "other", epochs=1, extra=["--weights", str(base / "last.pt")])
+    args[args.index("--data") + 1] = str(yaml_data / "annotations.json")
+    other = runner.invoke(app, args)
+    assert other.exit_code == 0, other.output
+    n_cls = sum(1 for k in src["weights_raw"] if k.startswith("head.cls_preds."))
+    assert f"{len(src['weights_raw']) - n_cls} tensors loaded" in other.output and "re-initialised" in other.output
+
+
+def test_fine_tuning_refuses_another_architecture(tiny, tmp_path):
+    base = tmp_path / "base"
+    assert runner.invoke(app, train_args(tiny, base, epochs=1)).exit_code == 0
+    args = train_args(tiny, tmp_path / "x", epochs=1, extra=["--weights", str(base / "last.pt")])
+    args[args.index("--model") + 1] = "fss-s"
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "start from a checkpoint of the same model card" in r.output
+    r = runner.invoke(app, train_args(tiny, tmp_path / "y", epochs=1, extra=["--freeze", "head"]))
+    assert r.exit_code == 1 and "freeze must be" in r.output
