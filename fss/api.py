@@ -15,6 +15,15 @@ from pathlib import Path
 from fss_train.config import TrainConfig
 
 
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a CUDA GPU is visible, else "cpu"; anything else unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 # ------------------------------------------------------------------------------------------ data
 def synth(out: str | Path, *, num_images: int = 8, size: int = 512, objects: int = 40, min_size: float = 8.0,
           max_size: float = 64.0, occlusion: float = 0.3, truncation: float = 0.05, seed: int = 0, progress=None):
@@ -62,7 +71,7 @@ def next_free_run(out: str | Path) -> Path:
 
 
 def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int = 100, batch: int = 16,
-          imgsz: int = 640, device: str = "cpu", out: str | Path = "runs/train", val: str = "", workers: int = 2,
+          imgsz: int = 640, device: str = "auto", out: str | Path = "runs/train", val: str = "", workers: int = 2,
           resume: bool = False, exist_ok: bool = False, weights: str | Path | None = None, freeze: str = "",
           overrides: dict | None = None, log=None, progress=None) -> TrainResult:
     """Train a detector with FSS or a baseline assigner into ``out`` (config.yaml, results.csv/json/png,
@@ -79,7 +88,7 @@ def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int
     if epochs < 1 or batch < 1:
         raise ValueError(f"epochs and batch must be at least 1, got {epochs} and {batch}")
     cfg = make_config({"data": data, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
-                       "batch": batch, "imgsz": imgsz, "device": device, "workers": workers,
+                       "batch": batch, "imgsz": imgsz, "device": resolve_device(device), "workers": workers,
                        "weights": str(weights or ""), "freeze": freeze}, overrides or {})
     run = Run(cfg, out, resume=resume, log=log or (lambda m: None), exist_ok=exist_ok)
     if run.start_epoch >= cfg.epochs:
@@ -94,11 +103,11 @@ def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int
 # ------------------------------------------------------------------------------------------ evaluate
 def evaluate(model: str | Path | None = None, data: str = "", *, predictions: str | Path | None = None,
              metric: str = "coco", split: str = "val", imgsz: int | None = None, batch: int = 8,
-             device: str = "cpu", max_dets: int = 100, alignment: bool = False) -> dict:
+             device: str = "auto", max_dets: int = 100, alignment: bool = False) -> dict:
     """COCO metrics (pycocotools) or the DOTA devkit's VOC07 mAP50 of a checkpoint, or of saved predictions
     (a COCO results json or a DOTA Task2 folder), on ``data``. Returns ``{"metric", "result",
     "num_predictions", "alignment"}``; with ``alignment`` (a checkpoint only) the task alignment too."""
-    from fss_train.data import read_dataset, read_val_split
+    from fss_train.data import read_dataset
     from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval, read_dota_task2
 
     if metric not in ("coco", "dota"):
@@ -110,8 +119,12 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
     if alignment and model is None:
         raise ValueError("alignment needs a model checkpoint (it looks at every candidate point, not at saved "
                          "detections)")
-    is_yaml = str(data).endswith((".yaml", ".yml"))
-    ds = (read_dataset(data, split) if split != "val" else read_val_split(data)) if is_yaml else read_dataset(data)
+    try:
+        ds = read_dataset(data, split)      # a data.yaml's split: never the training images unless asked
+    except ValueError as exc:
+        if f"no '{split}' split" in str(exc):
+            raise ValueError(f"{exc}; evaluating on the training images needs split='train' (--split train)") from None
+        raise
     align = None
     if predictions is not None:
         p = Path(predictions)
@@ -119,7 +132,7 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
         if not isinstance(preds, list):
             raise ValueError(f"{p}: a COCO results json is a list of detections")
     else:
-        preds, align = predict_dataset(model, ds, imgsz, batch, device, alignment)
+        preds, align = predict_dataset(model, ds, imgsz, batch, resolve_device(device), alignment)
     if metric == "coco":
         gt = data if str(data).endswith(".json") and predictions is not None else coco_gt_from_dataset(ds)
         result = coco_eval(gt, preds, max_dets=max_dets)
@@ -128,7 +141,7 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
     return {"metric": metric, "result": result, "num_predictions": len(preds), "alignment": align}
 
 
-def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch: int = 8, device: str = "cpu",
+def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch: int = 8, device: str = "auto",
                     alignment: bool = False) -> tuple[list[dict], dict | None]:
     """COCO predictions of a checkpoint over a dataset (whole images, letterboxed, the training-time
     thresholds of config.py) and, with ``alignment``, its task alignment from the same pass's model."""
@@ -219,7 +232,7 @@ def sample_images(size: int) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ benchmark
 def benchmark(model: str | Path, *, backend: str | None = None, imgsz: int | None = None, batch: int = 1,
-              warmup: int = 50, iters: int = 300, threads: int = 0, device: str = "cpu",
+              warmup: int = 50, iters: int = 300, threads: int = 0, device: str = "auto",
               out: str | Path | None = None) -> dict:
     """Latency per stage (preprocess, inference, postprocess) and FPS at ``batch`` (1 = the paper's setting),
     FP32. With ``out``: report.md, report.json and latency.png there."""
@@ -227,28 +240,31 @@ def benchmark(model: str | Path, *, backend: str | None = None, imgsz: int | Non
 
     _check_counts(warmup, iters, batch)
     _postprocess_only_unless_torch(threads, [model])
-    return _written(bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, device), out, "latency")
+    report = bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, resolve_device(device))
+    return _written(report, out, "latency")
 
 
 def benchmark_overhead(a: str | Path, b: str | Path, *, imgsz: int | None = None, warmup: int = 50,
-                       iters: int = 300, threads: int = 0, device: str = "cpu", out: str | Path | None = None) -> dict:
+                       iters: int = 300, threads: int = 0, device: str = "auto", out: str | Path | None = None) -> dict:
     """The zero-inference-overhead report: identical graphs (structure, params, FLOPs) and interleaved
     latency of A and B with a bootstrap CI of their ratio."""
     from fss_deploy.bench import bench_overhead
 
     _check_counts(warmup, iters, 1)
     _postprocess_only_unless_torch(threads, [a, b])
-    return _written(bench_overhead(str(a), str(b), imgsz, warmup, iters, threads, device), out, "overhead")
+    report = bench_overhead(str(a), str(b), imgsz, warmup, iters, threads, resolve_device(device))
+    return _written(report, out, "overhead")
 
 
 def benchmark_tiled(image: str | Path, model: str | Path, *, backend: str | None = None, batch: int = 8,
-                    overlap: int = 200, threads: int = 0, device: str = "cpu", out: str | Path | None = None) -> dict:
+                    overlap: int = 200, threads: int = 0, device: str = "auto", out: str | Path | None = None) -> dict:
     """Tiled detection throughput on one large image: s/image, tiles/s, time outside the model."""
     from fss_deploy.bench import bench_tiled
 
     _check_counts(0, 1, batch)
     _postprocess_only_unless_torch(threads, [model])
-    return _written(bench_tiled(str(image), str(model), backend, batch, overlap, threads=threads, device=device),
+    return _written(bench_tiled(str(image), str(model), backend, batch, overlap, threads=threads,
+                                device=resolve_device(device)),
                     out, "tiled")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -102,7 +103,7 @@ def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file
 
 @app.command()
 def train(data: T.Data, model: T.Model = "fss-n", assigner: T.Assigner = "fss", epochs: T.Epochs = 100,
-          batch: T.Batch = 16, imgsz: T.Size = 640, device: Device = "cpu", nproc: T.Nproc = 1,
+          batch: T.Batch = 16, imgsz: T.Size = 640, device: Device = "auto", nproc: T.Nproc = 1,
           out: T.Out = "runs/train", val: T.Val = "", workers: T.Workers = 2, resume: T.Resume = False,
           exist_ok: T.ExistOk = False, weights: T.Weights = None, freeze: T.Freeze = "", set_: T.Set = None):
     """Train a detector with FSS or a baseline assigner. Writes config.yaml, results.csv/png, last.pt, best.pt."""
@@ -124,9 +125,10 @@ def train(data: T.Data, model: T.Model = "fss-n", assigner: T.Assigner = "fss", 
                             log=lambda m: err.print(m, highlight=False, soft_wrap=True))
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-    if run.final:
-        console.print(f"done: {out}/last.pt, {out}/best.pt, {out}/results.csv "
-                      f"(AP {run.final.get('AP', float('nan')):.4f}, AP50 {run.final.get('AP50', float('nan')):.4f})")
+    best = run.best_epoch
+    if best:
+        console.print(f"done: best epoch {best['epoch']} (AP {best['AP']:.4f}, AP50 {best['AP50']:.4f}) -> {run.best}; "
+                      f"last epoch -> {run.last}; curves in {out}/results.csv", highlight=False)
 
 
 def _relaunch_distributed(nproc: int) -> None:
@@ -147,7 +149,7 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              metric: Annotated[str, typer.Option(help="coco | dota")] = "coco",
              split: Annotated[str, typer.Option(help="split of a data.yaml")] = "val",
              imgsz: Imgsz = None, batch: Annotated[int, typer.Option(help="images per batch")] = 8,
-             device: Device = "cpu",
+             device: Device = "auto",
              json_out: Annotated[str | None, typer.Option("--json", help="write metrics (and predictions) here")]
              = None,
              max_dets: Annotated[int, typer.Option(help="COCO detections per image (100 = COCO; raise it for dense "
@@ -184,44 +186,46 @@ def _print_metrics(record: dict) -> None:
 
 
 @app.command()
-def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = None, device: Device = "cpu",
+def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = None, device: Device = "auto",
            tile: D.Tile = None, overlap: D.Overlap = DET.OVERLAP, batch: D.Batch = DET.BATCH, conf: D.Conf = DET.CONF,
            iou: D.Iou = DET.IOU, full_image: D.FullImage = False, out: D.Out = "runs/detect",
            exist_ok: D.ExistOk = False, max_det: D.MaxDet = DET.MAX_DET, max_pixels: D.MaxPixels = None,
            save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0):
     """Tiled high-resolution detection over images and folders (DOTA-style 4000-20000 px aerial images)."""
-    from fss.detector import Detector, check_formats
+    from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats
     from fss.progress import counter
-    from fss_deploy.detect import SAMPLE_IMAGE, resolve_sources
+    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE, resolve_sources
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     with user_errors():
-        sources = sources or [str(SAMPLE_IMAGE)]
+        if model is None:
+            err.print(f"[yellow]notice:[/] {DEFAULT_MODEL_NOTICE}", highlight=False)
         fmts = check_formats([f.strip() for f in formats.split(",") if f.strip()])
-        detector = Detector(model, device=device, backend=backend, tile=tile, overlap=overlap, batch=batch,
-                            conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads)
+        detector = Detector(model or DEFAULT_MODEL, device=device, backend=backend, tile=tile, overlap=overlap,
+                            batch=batch, conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads)
+        sources = sources or [str(SAMPLE_IMAGE)]
         progress, advance = counter(len(resolve_sources(sources)[rank::world]), "detect", rank)
-        with progress:
-            try:
-                summary = detector.run(sources, out, formats=fmts,
-                                       save_images=save_images, exist_ok=exist_ok, max_pixels=max_pixels,
-                                       on_image=lambda p, d: advance(f"{p.name}: " + (
-                                           "failed" if d is None else f"{len(d)} objects")))
-            except OSError as exc:
-                if exc.errno is None:               # ours (a message), not the disk's
-                    raise
-                fail(_write_failure(Path(out), exc))
+        with progress, _disk_errors_resume(Path(out)):
+            summary = detector.run(sources, out, formats=fmts, save_images=save_images, exist_ok=exist_ok,
+                                   max_pixels=max_pixels, on_image=lambda p, d: advance(
+                                       f"{p.name}: " + ("failed" if d is None else f"{len(d)} objects")))
     if rank == 0:
         _print_detect_summary(summary)
     if summary["failed"]:
         raise typer.Exit(1)
 
 
-def _write_failure(out: Path, exc: OSError) -> str:
-    """One line for a write that failed mid-run (disk full, permissions): what is kept and how to go on."""
-    return (f"{out}: cannot write {Path(exc.filename).name if exc.filename else 'results'} ({exc.strerror or exc}); "
-            f"every image finished before is kept in {out}/.per_image — free space and rerun the same command to "
-            "resume")
+@contextmanager
+def _disk_errors_resume(out: Path):
+    """A write that fails mid-run (disk full, permissions) -> one line: what is kept and how to go on."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:                       # ours (a message), not the disk's: user_errors says it
+            raise
+        fail(f"{out}: cannot write {Path(exc.filename).name if exc.filename else 'results'} ({exc.strerror or exc});"
+             f" every image finished before is kept in {out}/.per_image — free space and rerun the same command to "
+             "resume")
 
 
 def _print_detect_summary(s: dict) -> None:

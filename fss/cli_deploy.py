@@ -81,7 +81,7 @@ BenchOut = Annotated[str, typer.Option(help="report folder")]
 
 @bench_app.command("latency")
 def bench(model: Annotated[str, typer.Argument(help="model file (.pt, .onnx, .engine)")], backend: Backend = None,
-          device: Device = "cpu", imgsz: Imgsz = None,
+          device: Device = "auto", imgsz: Imgsz = None,
           batch: Annotated[int, typer.Option(help="batch (1 for the paper's setting)")] = 1, warmup: Warmup = 50,
           iters: Iters = 300, threads: Threads = 0, out: BenchOut = "runs/bench"):
     """Latency per stage and FPS at batch 1 FP32 (`fss bench MODEL`; the word `latency` may be left out).
@@ -103,7 +103,7 @@ def bench(model: Annotated[str, typer.Argument(help="model file (.pt, .onnx, .en
 @bench_app.command("overhead")
 def bench_overhead(a: Annotated[str, typer.Argument(metavar="A", help="model A")],
                    b: Annotated[str, typer.Argument(metavar="B", help="model B")],
-                   device: Device = "cpu", imgsz: Imgsz = None, warmup: Warmup = 50, iters: Iters = 300,
+                   device: Device = "auto", imgsz: Imgsz = None, warmup: Warmup = 50, iters: Iters = 300,
                    threads: Threads = 0, out: BenchOut = "runs/bench"):
     """The zero-inference-overhead report: identical graphs and interleaved latency of A and B (exit 1 if not)."""
     from fss.api import benchmark_overhead
@@ -122,7 +122,7 @@ def bench_overhead(a: Annotated[str, typer.Argument(metavar="A", help="model A")
 
 @bench_app.command("tiled")
 def bench_tiled(image: Annotated[str, typer.Argument(help="a large image")],
-                model: Annotated[str, typer.Option(help="the model")], backend: Backend = None, device: Device = "cpu",
+                model: Annotated[str, typer.Option(help="the model")], backend: Backend = None, device: Device = "auto",
                 batch: Annotated[int, typer.Option(help="tiles per call")] = 8,
                 overlap: Annotated[int, typer.Option(help="overlap between tiles, px")] = 200, threads: Threads = 0,
                 out: BenchOut = "runs/bench"):

@@ -26,7 +26,7 @@ def first_word_optional(default: str) -> type[TyperGroup]:
     return Group
 
 
-Device = Annotated[str, typer.Option(help="cpu | cuda | cuda:N")]
+Device = Annotated[str, typer.Option(help="auto (cuda when a GPU is visible) | cpu | cuda | cuda:N")]
 Imgsz = Annotated[int | None, typer.Option(help="input size (default: the model's)")]
 Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]
 Threads = Annotated[int, typer.Option(help="CPU threads (0: library default)")]

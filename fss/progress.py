@@ -33,9 +33,10 @@ class TrainProgress:
         self.progress.remove_task(task)
         ap = row.get("AP")
         ap_txt = f" AP {ap:.4f} AP50 {row.get('AP50', float('nan')):.4f}" if ap == ap else ""
-        self.progress.console.print(f"epoch {row['epoch']}: loss {row['loss']:.4f} pos/GT {row['pos_per_gt']:.2f} "
-                                    f"rank-consistency {row['rank_consistency']:.3f}{ap_txt} "
-                                    f"({row['images_per_s']:.1f} img/s)", highlight=False)
+        rc = row["rank_consistency"]
+        rc_txt = f" rank-consistency {rc:.3f}" if rc == rc else ""       # nan: no GT had two positives
+        self.progress.console.print(f"epoch {row['epoch']}: loss {row['loss']:.4f} pos/GT {row['pos_per_gt']:.2f}"
+                                    f"{rc_txt}{ap_txt} ({row['images_per_s']:.1f} img/s)", highlight=False)
 
 
 def counter(total: int, label: str, rank: int = 0):

@@ -211,6 +211,7 @@ def test_fine_tuning_from_a_checkpoint(tiny, tmp_path):
                                          extra=["--weights", str(base / "last.pt"), "--freeze", "backbone"]))
     assert same.exit_code == 0, same.output
     assert "class head kept" in same.output and "frozen: backbone" in same.output
+    assert "done: best epoch 1 (AP" in same.output and str(tmp_path / "same/best.pt") in same.output
     ft = load_checkpoint(tmp_path / "same/last.pt")
     init = ft["train_config"]["init"]
     assert init["from"] == str((base / "last.pt").resolve()) and init["loaded"] == len(src["weights_raw"])

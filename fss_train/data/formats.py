@@ -186,6 +186,23 @@ def write_coco(ds: Dataset, out_json: str | Path, image_root: str | Path | None 
 
 
 # ------------------------------------------------------------------------------------------ YOLO
+def yolo_root(data_yaml: Path, path: str | None) -> Path:
+    """The folder a data.yaml's splits are relative to (Ultralytics' rules): its ``path:`` when absolute; a
+    relative ``path:`` against the yaml's folder when that exists (``path: .``), else against the working
+    folder (``path: ../datasets/coco8`` run from a project root); no ``path:`` = the yaml's folder."""
+    here = data_yaml.resolve().parent
+    if not path:
+        return here
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    for candidate in (here / p, Path.cwd() / p):
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise ValueError(f"{data_yaml}: path {path!r} is neither under the yaml's folder ({here}) nor under the "
+                     f"working folder ({Path.cwd()})")
+
+
 def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
     data_yaml = Path(data_yaml)
     try:
@@ -196,9 +213,7 @@ def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
         raise ValueError(f"{data_yaml}: a YOLO data.yaml needs 'names'")
     names = cfg["names"]
     classes = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    base = Path(cfg.get("path") or data_yaml.parent)
-    if not base.is_absolute():
-        base = (data_yaml.parent / base).resolve()
+    base = yolo_root(data_yaml, cfg.get("path"))
     if split not in cfg or cfg[split] is None:
         raise ValueError(f"{data_yaml}: no '{split}' split")
     entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
