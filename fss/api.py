@@ -92,8 +92,8 @@ def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int
                        "weights": str(weights or ""), "freeze": freeze}, overrides or {})
     run = Run(cfg, out, resume=resume, log=log or (lambda m: None), exist_ok=exist_ok)
     if run.start_epoch >= cfg.epochs:
-        raise ValueError(f"{out}/last.pt already finished epoch {run.start_epoch}; pass epochs > "
-                         f"{run.start_epoch} to extend it")
+        raise ValueError(f"{out}/last.pt already finished epoch {run.start_epoch}; pass --epochs N (epochs=N, "
+                         f"N > {run.start_epoch}) to extend it")
     final = run.fit(progress)
     results = Path(out) / "results.json"
     rows = json.loads(results.read_text()) if results.is_file() else []
