@@ -16,7 +16,7 @@ from fss.cli import app
 from fss_train.checkpoint import load_checkpoint
 from fss_train.data.synth import SynthConfig, synthesize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 NO_AUG = ["--set", "mosaic=0", "--set", "scale=0", "--set", "translate=0", "--set", "hsv_h=0", "--set", "hsv_s=0",
           "--set", "hsv_v=0", "--set", "fliplr=0", "--set", "flipud=0"]

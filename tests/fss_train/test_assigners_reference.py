@@ -13,7 +13,7 @@ import torch
 
 from fss_train.assigners import ATSSAssigner, SimOTAAssigner, TALAssigner
 
-FIXTURES = sorted((Path(__file__).parent / "fixtures/assigners").glob("*.pt"))
+FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures/assigners").glob("*.pt"))
 OURS = {"tal": TALAssigner(), "simota": SimOTAAssigner(), "atss": ATSSAssigner(),
         "simota_centre": SimOTAAssigner(region="centre", center_radius=1.5, penalty=1e6)}
 

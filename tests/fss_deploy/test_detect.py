@@ -16,7 +16,7 @@ from fss_deploy.detect import TiledDetector, prepare_output, resolve_sources, ru
 from fss_deploy.export import export_onnx
 from fss_deploy.tiling import Tile, cut_by_interior_edge, merge, plan_tiles, tile_views
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import fss
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "models/sample-scene.jpg"
 
 

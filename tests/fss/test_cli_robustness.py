@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from fss.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models/fss-n-aerial.pt"
 IMAGE = ROOT.parent / "shared/data/dota_devkit_example/images/P1888.png"
 runner = CliRunner()
