@@ -39,8 +39,8 @@ from fss_train.nn.preprocess import read_image
 
 log = logging.getLogger("fss")
 DEFAULT_MODEL_NOTICE = (f"no model given: using the bundled {DEFAULT_MODEL.name}, a demonstration model trained on "
-                        "synthetic scenes only — on real aerial images it finds little (DOTA mAP50 0.035 and 0.001 on the "
-                        "two labelled DOTA sample sets); train or fine-tune your own (README: Fine-tuning)")
+                        "synthetic scenes only — on real aerial images it finds little (DOTA mAP50 0.035 and 0.001 "
+                        "on the two labelled DOTA sample sets); train or fine-tune your own (README: Fine-tuning)")
 
 
 @dataclass
