@@ -29,7 +29,7 @@ from fss_deploy import defaults
 from fss_deploy.backends import Backend
 from fss_deploy.tiling import cut_by_interior_edge, merge, plan_tiles, tile_batch, to_image_coords
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
-from fss_train.fileio import atomic_write
+from fss_train.fileio import atomic_write, path_key, unique_stems
 from fss_train.nn.card import MODELS_DIR
 from fss_train.nn.postprocess import postprocess
 from fss_train.nn.preprocess import IMAGE_SUFFIXES, letterbox, read_image, to_array
@@ -66,9 +66,8 @@ def resolve_sources(sources: list[str]) -> list[Path]:
 
 
 def image_key(path: Path) -> str:
-    """A file-system-safe unique key: the stem plus a short hash of the absolute path."""
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
-    return f"{path.stem}-{digest}"
+    """The per-image record's name: unique to the file (stem + hash of its absolute path)."""
+    return path_key(path)
 
 
 @dataclass
@@ -262,10 +261,7 @@ def finished(record: Path, path: Path) -> bool:
 def output_names(paths: list[Path]) -> dict[Path, str]:
     """A unique output name per input: the stem, or stem-<8 hex of the path> where stems collide
     (``a/x.png``, ``b/x.png`` and ``x.jpg`` in one run never share ``yolo/x.txt`` or a DOTA image id)."""
-    stems: dict[str, int] = {}
-    for p in paths:
-        stems[p.stem.lower()] = stems.get(p.stem.lower(), 0) + 1
-    return {p: p.stem if stems[p.stem.lower()] == 1 else image_key(p) for p in paths}
+    return dict(zip(paths, unique_stems(paths)))
 
 
 def check_output_dir(out: Path) -> None:

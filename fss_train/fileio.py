@@ -63,3 +63,19 @@ def save_figure(fig, path: str | Path, dpi: int = 80) -> Path:
         return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
     finally:
         plt.close(fig)
+
+
+def path_key(path: Path) -> str:
+    """A file-system-safe name unique to the file: its stem plus 8 hex of its absolute path's SHA-1."""
+    import hashlib
+
+    return f"{path.stem}-{hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]}"
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """One output name per input path: its stem, or :func:`path_key` where stems collide (case-insensitively),
+    so ``a/x.png``, ``b/x.png`` and ``x.jpg`` in one run never write the same output file."""
+    from collections import Counter
+
+    count = Counter(Path(p).stem.lower() for p in paths)
+    return [Path(p).stem if count[Path(p).stem.lower()] == 1 else path_key(Path(p)) for p in paths]

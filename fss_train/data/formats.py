@@ -7,19 +7,17 @@ naming the file and line. Only a dataset that cannot be opened at all raises Val
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from fss_train.data.records import DOTA_CLASSES, IMAGE_SUFFIXES, Dataset, ImageRecord, Problem, image_size, sanitize_box
-from fss_train.fileio import atomic_write
+from fss_train.fileio import atomic_write, unique_stems
 
 
 # ------------------------------------------------------------------------------------------ detection
@@ -291,9 +289,7 @@ def _read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, probl
 def output_stems(records: list[ImageRecord]) -> list[str]:
     """One output name per record: its stem, or ``stem-<8 hex of its path>`` where stems collide (two
     ``x.png`` from different folders, or ``x.png`` and ``x.jpg``, never overwrite each other)."""
-    count = Counter(r.path.stem.lower() for r in records)
-    return [r.path.stem if count[r.path.stem.lower()] == 1
-            else f"{r.path.stem}-{hashlib.sha1(str(r.path.resolve()).encode()).hexdigest()[:8]}" for r in records]
+    return unique_stems([r.path for r in records])
 
 
 def write_yolo(ds: Dataset, out_dir: str | Path, split: str = "train") -> Path:
