@@ -124,7 +124,12 @@ class Detector:
             log.warning(DEFAULT_MODEL_NOTICE)
         if self.model.suffix not in (".pt", ".pth") or (backend and backend != "torch"):
             torch_postprocess_only()
-        self.backend = load_backend(self.model, backend, device, threads=threads)
+        # a checkpoint runs at any tile that is a multiple of 32 (the graph is fully convolutional); exported
+        # files are fixed at their export size (TiledDetector says so)
+        torch_tile = tile if tile and self.model.suffix in (".pt", ".pth") and backend in (None, "torch") else None
+        if torch_tile and torch_tile % 32:
+            raise ValueError(f"--tile must be a multiple of 32 for a checkpoint (its strides), got {tile}")
+        self.backend = load_backend(self.model, backend, device, imgsz=torch_tile, threads=threads)
         if 0 < overlap < 1:
             overlap = int(overlap * (tile or self.backend.input_size))
         self.tiled = TiledDetector(self.backend, tile, int(overlap), batch, conf, iou, full_image, max_det)

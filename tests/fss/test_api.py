@@ -66,8 +66,17 @@ def test_detector_errors_name_the_problem(det, tmp_path):
         det.detect(np.zeros((10, 10), np.float32))
     with pytest.raises(ValueError, match="--overlap"):
         fss.Detector(ROOT / "models/fss-n-aerial.pt", overlap=700)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        fss.Detector(ROOT / "models/fss-n-aerial.pt", tile=600)
     with pytest.raises(ValueError, match="formats: unknown"):
         det.run([IMAGE], tmp_path / "o", formats=["xml"])
+
+
+def test_a_checkpoint_runs_at_any_tile_that_is_a_multiple_of_32():
+    crop = cv2.imread(str(IMAGE))[:700, :700]
+    big = fss.Detector(ROOT / "models/fss-n-aerial.pt", tile=640, overlap=0.2, device="cpu")
+    assert big.tiled.tile == 640 and big.backend.input_size == 640 and big.tiled.overlap == 128
+    assert len(big.detect(crop)) > 0
 
 
 def test_evaluate_and_export_errors_raise_value_errors(tmp_path):
