@@ -59,6 +59,27 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _reset_peak() -> None:
+    """Start the peak-RSS mark (VmHWM) afresh (Linux >= 4.0). ru_maxrss would not do: it survives exec, so
+    a child of a large process (pytest) reports its parent's size."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_one(name: str, batch: int, size: int, num_gt: int, repeats: int, threads: int) -> dict:
     """Measure one assigner on one configuration in this process."""
     import torch
@@ -69,13 +90,14 @@ def run_one(name: str, batch: int, size: int, num_gt: int, repeats: int, threads
     args = make_inputs(batch, size, num_gt)
     assigner = ASSIGNERS[name]()
     base = _rss_mb()
+    _reset_peak()
     result = assigner(*args)                                      # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         result = assigner(*args)
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb()
     return {"assigner": name, "batch": batch, "imgsz": size, "num_gt": num_gt, "points": int(args[3].shape[0]),
             "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats,
             "peak_extra_mb": max(0.0, peak - base), "num_fg": result.num_fg}
