@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from fss.cli import app
@@ -26,6 +27,7 @@ def test_detect_with_no_arguments_uses_the_bundled_model_and_sample(tmp_path):
     assert summary["processed"] == 1 and summary["detections"] > 500      # ~1500 objects in the scene
 
 
+@pytest.mark.slow        # the fast tier checks the same through the quick demo's default-model stage
 def test_default_model_accuracy_on_the_sample_scene():
     from fss.demo import evaluate_default_model
 

@@ -21,6 +21,8 @@ def test_quick_demo_writes_every_report_file(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["compare"]["identical"] and results["bench"]["identical_graph"]
     assert set(results["train"]) == {"fss", "simota"} and set(results["detect"]) == {"fss", "simota"}
+    dm = results["default_model"]          # the bundled model on its 4000 x 4000 sample scene (README figures)
+    assert dm["objects"] == 1500 and dm["AP50"] > 0.5, dm
     report = (out / "report.md").read_text()
     assert "IDENTICAL" in report and "| fss |" in report and "| simota |" in report
 
