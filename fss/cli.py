@@ -192,9 +192,9 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
            exist_ok: D.ExistOk = False, max_det: D.MaxDet = DET.MAX_DET, max_pixels: D.MaxPixels = None,
            save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0):
     """Tiled high-resolution detection over images and folders (DOTA-style 4000-20000 px aerial images)."""
-    from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats
+    from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats, image_paths
     from fss.progress import counter
-    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE, resolve_sources
+    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     with user_errors():
@@ -203,10 +203,10 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
         fmts = check_formats([f.strip() for f in formats.split(",") if f.strip()])
         detector = Detector(model or DEFAULT_MODEL, device=device, backend=backend, tile=tile, overlap=overlap,
                             batch=batch, conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads)
-        sources = sources or [str(SAMPLE_IMAGE)]
-        progress, advance = counter(len(resolve_sources(sources)[rank::world]), "detect", rank)
+        paths = image_paths(sources or [str(SAMPLE_IMAGE)])          # resolved once, here
+        progress, advance = counter(len(paths[rank::world]), "detect", rank)
         with progress, _disk_errors_resume(Path(out)):
-            summary = detector.run(sources, out, formats=fmts, save_images=save_images, exist_ok=exist_ok,
+            summary = detector.run(paths, out, formats=fmts, save_images=save_images, exist_ok=exist_ok,
                                    max_pixels=max_pixels, on_image=lambda p, d: advance(
                                        f"{p.name}: " + ("failed" if d is None else f"{len(d)} objects")))
     if rank == 0:

@@ -94,6 +94,15 @@ class Result:
         return annotate_array(image, self.detections()[self.scores >= min_score], self.classes)
 
 
+def image_paths(source) -> list[Path]:
+    """The image files of a file, folder, glob or .txt list — or of a list of those."""
+    items = [source] if isinstance(source, (str, Path)) else list(source)
+    paths = resolve_sources([str(s) for s in items])
+    if not paths:
+        raise FileNotFoundError(f"no images found in {[str(s) for s in items]}")
+    return paths
+
+
 def check_formats(formats) -> tuple[str, ...]:
     """The output formats asked for, checked: any of coco, dota, yolo."""
     bad = [f for f in formats if f not in FORMATS]
@@ -150,9 +159,7 @@ class Detector:
         An image that cannot be read is logged and skipped (a single named file raises ValueError)."""
         if isinstance(source, np.ndarray):
             return [self.detect(source, rgb)]
-        paths = resolve_sources([str(s) for s in (source if isinstance(source, (list, tuple)) else [source])])
-        if not paths:
-            raise FileNotFoundError(f"no images found in {source}")
+        paths = image_paths(source)
         results = []
         for path in paths:
             try:
@@ -165,7 +172,7 @@ class Detector:
             results.append(Result.from_array(self.tiled(image), self.classes, image.shape[:2], source=path))
         return results
 
-    def run(self, sources: Iterable[str | Path], out: str | Path = "runs/detect", *, formats=FORMATS,
+    def run(self, sources: str | Path | Iterable[str | Path], out: str | Path = "runs/detect", *, formats=FORMATS,
             save_images: bool = False, exist_ok: bool = False, increment: bool | None = None,
             max_pixels: int | None = None, on_image: Callable | None = None) -> dict:
         """Detect every image of ``sources`` into the folder ``out`` (COCO predictions.json + images.json, DOTA
@@ -177,9 +184,7 @@ class Detector:
         out = Path(out)
         increment = str(out) == "runs/detect" if increment is None else increment
         check_output_dir(out)
-        paths = resolve_sources([str(s) for s in sources])
-        if not paths:
-            raise FileNotFoundError(f"no images found in {list(sources)}")
+        paths = image_paths(sources)
         identity = run_identity(self.tiled, self.model)
         if world > 1:
             import torch.distributed as dist

@@ -10,7 +10,6 @@ writes no duplicates.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import queue
@@ -29,7 +28,7 @@ from fss_deploy import defaults
 from fss_deploy.backends import Backend
 from fss_deploy.tiling import cut_by_interior_edge, merge, plan_tiles, tile_batch, to_image_coords
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
-from fss_train.fileio import atomic_write, path_key, unique_stems
+from fss_train.fileio import atomic_write, path_key, sha256_file, unique_stems
 from fss_train.nn.card import MODELS_DIR
 from fss_train.nn.postprocess import postprocess
 from fss_train.nn.preprocess import IMAGE_SUFFIXES, letterbox, read_image, to_array
@@ -179,19 +178,11 @@ class OutputConflict(RuntimeError):
 RESULT_FILES = (".per_image", "predictions.json", "images.json", "yolo", "dota", "images", "summary.json")
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_identity(detector: TiledDetector, model: Path) -> dict:
     """What the results of a detect run depend on (recorded as OUT/run.json): the model file's content and
     every setting that changes detections. Inputs are checked per image (path, size and mtime in each
     record), and the outputs are rebuilt from the records of this run's inputs only."""
-    return {"model": str(Path(model).resolve()), "model_sha256": file_sha256(Path(model)),
+    return {"model": str(Path(model).resolve()), "model_sha256": sha256_file(model),
             "backend": detector.backend.name, "tile": detector.tile, "overlap": detector.overlap,
             "conf": detector.conf, "iou": detector.iou, "full_image": detector.full_image,
             "max_det": detector.max_det, "border_rule": detector.border_rule}

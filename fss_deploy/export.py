@@ -17,7 +17,7 @@ import torch
 
 from fss_deploy.graph import InferenceGraph
 from fss_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from fss_train.fileio import atomic_write
+from fss_train.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported for tensorrt.py)
 from fss_train.nn import count_flops, count_params
 from fss_train.nn.preprocess import MEAN, STD, letterbox, read_image, to_tensor
 
@@ -29,14 +29,6 @@ MIN_OPSET, MAX_OPSET = 11, 20  # the TorchScript exporter's range that our graph
 
 class ExportError(ValueError):
     """Bad input for export/compare; the message names the file or value."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------- fingerprint

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fss_train.fileio import atomic_write, default_file_mode  # noqa: F401 (re-exported)
+from fss_train.fileio import atomic_write, default_file_mode, sha256_file  # noqa: F401 (re-exported)
 from fss_train.nn.card import ModelCard
 from fss_train.nn.detector import Detector
 
@@ -165,8 +165,6 @@ def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[st
     them) whose name and shape match ``model``'s; the class head is left as initialised when the checkpoint's
     classes differ from ``class_names`` (names and order). Returns what happened, for the log and for the new
     checkpoint's record: ``{"from", "sha256", "loaded", "skipped", "class_head"}``."""
-    import hashlib
-
     ckpt = load_checkpoint(path)
     state = ckpt.get("weights_ema") or ckpt["weights_raw"]
     same_classes = list(ckpt["class_names"]) == list(class_names)
@@ -180,8 +178,8 @@ def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[st
                               f"match it by name and shape (it holds a {card_of(ckpt).name}); start from a "
                               "checkpoint of the same model card")
     model.load_state_dict(take, strict=False)
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return {"from": str(Path(path).resolve()), "sha256": digest, "loaded": len(take), "skipped": len(own) - len(take),
+    return {"from": str(Path(path).resolve()), "sha256": sha256_file(path), "loaded": len(take),
+            "skipped": len(own) - len(take),
             "class_head": "kept" if same_classes else f"re-initialised ({len(ckpt['class_names'])} -> "
                                                       f"{len(class_names)} classes)"}
 

@@ -79,3 +79,14 @@ def unique_stems(paths: list[Path]) -> list[str]:
 
     count = Counter(Path(p).stem.lower() for p in paths)
     return [Path(p).stem if count[Path(p).stem.lower()] == 1 else path_key(Path(p)) for p in paths]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
