@@ -8,7 +8,8 @@ bundled ``models/fss-n-aerial.pt`` (trained on the synthetic scenes only; its cl
 re-initialised because DOTA has 16 classes, it has 5). Data: the DOTA tiles of the assignment study
 (P0003, P0004, P0706, P1478 train; P0005, P1888 validate — never the same image on both sides).
 Writes ``docs/results/finetune.md`` and ``finetune.json``; a finished run (results.json with every
-epoch) is reused, so the script resumes.
+epoch, in a folder named by start, epochs, lr and seed) is reused, so the script resumes run by run and never
+reuses a run made with other settings.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ START = {"scratch": None, "synthetic": ROOT / "models/fss-n-aerial.pt"}
 
 
 def run(name: str, weights: Path | None, sets: dict, args, out: Path, seed: int) -> dict:
-    folder = out / f"{name}-s{seed}"
+    folder = out / f"{name}-e{args.epochs}-lr{args.lr_per_64}-s{seed}"      # other settings: another folder
     results = folder / "results.json"
     rows = json.loads(results.read_text()) if results.is_file() else []
     if not rows or rows[-1]["epoch"] < args.epochs:
@@ -49,12 +50,13 @@ def run(name: str, weights: Path | None, sets: dict, args, out: Path, seed: int)
         t0 = time.monotonic()
         print(f"== {name} seed {seed}", flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        atomic_write(folder / "wall.json", json.dumps({"wall_s": round(time.monotonic() - t0, 1)}))
         rows = json.loads(results.read_text())
-        rows[-1]["wall_s"] = round(time.monotonic() - t0, 1)
+    wall = json.loads((folder / "wall.json").read_text())["wall_s"] if (folder / "wall.json").is_file() else None
     evals = [r for r in rows if r.get("AP") == r.get("AP")]
     return {"start": name, "seed": seed, "weights": str(weights.relative_to(ROOT)) if weights else None,
             "curve": [(r["epoch"], r["AP"], r["AP50"]) for r in evals], "final": evals[-1] if evals else None,
-            "wall_s": rows[-1].get("wall_s")}
+            "wall_s": wall}
 
 
 def report(res: list[dict], args) -> str:
