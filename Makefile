@@ -15,7 +15,7 @@ TORCH_PIP_ARGS ?=
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,geo]"
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -59,7 +59,14 @@ class D:
     MaxPixels = Annotated[int | None, typer.Option(help="refuse PNG/JPEG images with more pixels (default 20,000² "
                                                         "= 400 M; decoded in memory)")]
     SaveImages = Annotated[bool, typer.Option(help="write annotated images")]
-    Formats = Annotated[str, typer.Option(help="comma-separated: coco,dota,yolo")]
+    Formats = Annotated[str, typer.Option(help="comma-separated: coco,dota,yolo,geojson (geojson: georeferenced "
+                                               "GeoTIFFs)")]
+    Bands = Annotated[str | None, typer.Option(help="GeoTIFF bands read as red,green,blue, 1-based (3,2,1; one "
+                                                    "band: grey); default the first three colour bands")]
+    Stretch = Annotated[str, typer.Option(help="GeoTIFFs other than 8 bit: low,high percentiles per band "
+                                               "scaled to 0,255")]
+    ToWgs84 = Annotated[bool, typer.Option("--to-wgs84", help="GeoJSON in longitude/latitude (default: the "
+                                                                "raster's CRS)")]
     Threads = Annotated[int, typer.Option(help="CPU threads for the backend (0: library default)")]
 
 
@@ -190,8 +197,10 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
            tile: D.Tile = None, overlap: D.Overlap = DET.OVERLAP, batch: D.Batch = DET.BATCH, conf: D.Conf = DET.CONF,
            iou: D.Iou = DET.IOU, full_image: D.FullImage = False, out: D.Out = "runs/detect",
            exist_ok: D.ExistOk = False, max_det: D.MaxDet = DET.MAX_DET, max_pixels: D.MaxPixels = None,
-           save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0):
-    """Tiled high-resolution detection over images and folders (DOTA-style 4000-20000 px aerial images)."""
+           save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0,
+           bands: D.Bands = None, stretch: D.Stretch = "2,98", to_wgs84: D.ToWgs84 = False):
+    """Tiled high-resolution detection over images and folders (DOTA-style 4000 px aerial images; GeoTIFFs of any
+    size read window by window, with GeoJSON on the map)."""
     from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats, image_paths
     from fss.progress import counter
     from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
@@ -202,12 +211,13 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
             err.print(f"[yellow]notice:[/] {DEFAULT_MODEL_NOTICE}", highlight=False)
         fmts = check_formats([f.strip() for f in formats.split(",") if f.strip()])
         detector = Detector(model or DEFAULT_MODEL, device=device, backend=backend, tile=tile, overlap=overlap,
-                            batch=batch, conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads)
+                            batch=batch, conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads,
+                            bands=bands, stretch=stretch)
         paths = image_paths(sources or [str(SAMPLE_IMAGE)])          # resolved once, here
         progress, advance = counter(len(paths[rank::world]), "detect", rank)
         with progress, _disk_errors_resume(Path(out)):
             summary = detector.run(paths, out, formats=fmts, save_images=save_images, exist_ok=exist_ok,
-                                   max_pixels=max_pixels, on_image=lambda p, d: advance(
+                                   max_pixels=max_pixels, to_wgs84=to_wgs84, on_image=lambda p, d: advance(
                                        f"{p.name}: " + ("failed" if d is None else f"{len(d)} objects")))
     if rank == 0:
         _print_detect_summary(summary)
@@ -237,6 +247,10 @@ def _print_detect_summary(s: dict) -> None:
     console.print(f"{s['images']} images ({s['processed']} processed, {s['skipped_done']} already done, "
                   f"{len(s['failed'])} failed): {s['detections']} detections, {s['seconds_per_image']:.2f} s/image, "
                   f"{s['tiles_per_s']:.1f} tiles/s -> {s['out']}", highlight=False)
+    if s.get("tiles_nodata"):
+        console.print(f"{s['tiles_nodata']} tiles held only nodata and were not run", highlight=False)
+    if s.get("geojson"):
+        console.print(f"map layer: {s['geojson']} ({s['geojson_crs']})", highlight=False)
 
 
 @app.command()

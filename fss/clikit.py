@@ -50,7 +50,7 @@ def user_errors():
     except typer.Exit:
         raise                                               # typer's Exit is a RuntimeError: let it through
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError, OutputConflict,
-            RuntimeError) as exc:
+            RuntimeError, ImportError) as exc:                 # ImportError: an optional extra (fss[geo]) is missing
         fail(str(exc))
 
 

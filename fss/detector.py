@@ -28,6 +28,7 @@ from fss_deploy.detect import (
     TiledDetector,
     annotate_array,
     check_output_dir,
+    open_image,
     prepare_output,
     resolve_sources,
     run_detect,
@@ -35,6 +36,7 @@ from fss_deploy.detect import (
     write_outputs,
 )
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
+from fss_train.geo import DEFAULT_STRETCH, Georef, feature_collection, geojson_features, parse_bands, parse_stretch
 from fss_train.nn.preprocess import read_image
 
 log = logging.getLogger("fss")
@@ -56,12 +58,14 @@ class Result:
     shape: tuple[int, int]
     source: Path | None = None
     image: np.ndarray | None = field(default=None, repr=False)     # BGR, kept only for arrays (for plot)
+    georef: Georef | None = None                                   # a georeferenced GeoTIFF's transform and CRS
 
     @classmethod
-    def from_array(cls, dets: np.ndarray, classes: list[str], shape, source=None, image=None) -> Result:
+    def from_array(cls, dets: np.ndarray, classes: list[str], shape, source=None, image=None,
+                   georef: Georef | None = None) -> Result:
         dets = np.asarray(dets, np.float32).reshape(-1, 6)
         return cls(dets[:, :4].copy(), dets[:, 4].copy(), dets[:, 5].astype(np.int64), list(classes),
-                   (int(shape[0]), int(shape[1])), Path(source) if source else None, image)
+                   (int(shape[0]), int(shape[1])), Path(source) if source else None, image, georef)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -88,9 +92,17 @@ class Result:
         """YOLO lines ``class cx cy w h score`` (normalised)."""
         return detections_to_yolo(self.detections(), self.shape[1], self.shape[0])
 
+    def to_geojson(self, wgs84: bool = False) -> dict:
+        """A GeoJSON FeatureCollection, one polygon per detection (properties score, class, name): in the
+        raster's CRS, or longitude/latitude with ``wgs84``; image pixels for an image without georeference."""
+        if wgs84 and self.georef is None:
+            raise ValueError(f"{self.source or 'this image'} has no georeference: no longitude/latitude to give")
+        feats = geojson_features(self.detections(), self.classes, self.georef, wgs84)
+        return feature_collection(feats, self.georef, wgs84)
+
     def plot(self, min_score: float = 0.0) -> np.ndarray:
         """The image (BGR uint8) with the boxes drawn."""
-        image = self.image if self.image is not None else read_image(self.source)
+        image = self.image if self.image is not None else read_image(self.source, max_pixels=1 << 62)
         return annotate_array(image, self.detections()[self.scores >= min_score], self.classes)
 
 
@@ -115,13 +127,16 @@ class Detector:
     """A model (.pt, .onnx or .engine; default: the bundled demonstration model) run tile by tile.
 
     ``tile`` defaults to the model's input size; ``overlap`` is in pixels, or a fraction of the tile when
-    below 1 (SAHI's habit: 0.2); ``conf`` / ``iou`` / ``max_det`` as in ``fss detect``.
+    below 1 (SAHI's habit: 0.2); ``conf`` / ``iou`` / ``max_det`` as in ``fss detect``. GeoTIFFs (rasterio
+    installed) are read window by window: ``bands`` "3,2,1" picks red, green, blue (1-based), ``stretch`` the
+    percentiles that scale non-8-bit bands to 0–255 (see fss_train.geo); all-nodata tiles are skipped.
     Raises ``FileNotFoundError`` / ``ValueError`` for a bad model or setting."""
 
     def __init__(self, model: str | Path | None = None, *, device: str = "auto", backend: str | None = None,
                  tile: int | None = None, overlap: float = defaults.OVERLAP, batch: int = defaults.BATCH,
                  conf: float = defaults.CONF, iou: float = defaults.IOU, full_image: bool = False,
-                 max_det: int = defaults.MAX_DET, threads: int = 0):
+                 max_det: int = defaults.MAX_DET, threads: int = 0, bands: str | tuple[int, ...] | None = None,
+                 stretch: str | tuple[float, float] = DEFAULT_STRETCH):
         self.model = Path(model) if model else DEFAULT_MODEL
         device = resolve_device(device)
         if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:     # torchrun: this rank's GPU
@@ -141,7 +156,9 @@ class Detector:
         self.backend = load_backend(self.model, backend, device, imgsz=torch_tile, threads=threads)
         if 0 < overlap < 1:
             overlap = int(overlap * (tile or self.backend.input_size))
-        self.tiled = TiledDetector(self.backend, tile, int(overlap), batch, conf, iou, full_image, max_det)
+        self.tiled = TiledDetector(self.backend, tile, int(overlap), batch, conf, iou, full_image, max_det,
+                                   bands=bands if isinstance(bands, tuple) or bands is None else parse_bands(bands),
+                                   stretch=parse_stretch(stretch))
 
     @property
     def classes(self) -> list[str]:
@@ -163,20 +180,26 @@ class Detector:
         results = []
         for path in paths:
             try:
-                image = read_image(path)
+                image = open_image(path, bands=self.tiled.bands, stretch=self.tiled.stretch)
             except ValueError as exc:
                 if len(paths) == 1:
                     raise
                 log.warning("%s; skipped", exc)
                 continue
-            results.append(Result.from_array(self.tiled(image), self.classes, image.shape[:2], source=path))
+            if isinstance(image, np.ndarray):
+                results.append(Result.from_array(self.tiled(image), self.classes, image.shape[:2], source=path))
+                continue
+            with image:                                        # a GeoTIFF, read window by window
+                results.append(Result.from_array(self.tiled(image), self.classes, image.shape[:2], source=path,
+                                                 georef=image.georef))
         return results
 
     def run(self, sources: str | Path | Iterable[str | Path], out: str | Path = "runs/detect", *, formats=FORMATS,
             save_images: bool = False, exist_ok: bool = False, increment: bool | None = None,
-            max_pixels: int | None = None, on_image: Callable | None = None) -> dict:
+            max_pixels: int | None = None, on_image: Callable | None = None, to_wgs84: bool = False) -> dict:
         """Detect every image of ``sources`` into the folder ``out`` (COCO predictions.json + images.json, DOTA
-        Task2 files, YOLO labels, annotated images) and return the summary; a rerun resumes. ``increment``
+        Task2 files, YOLO labels, GeoJSON for georeferenced GeoTIFFs — in their CRS, or longitude/latitude
+        with ``to_wgs84`` — and annotated images) and return the summary; a rerun resumes. ``increment``
         (default: when ``out`` is runs/detect) moves on to out2, out3, … when ``out`` holds another run.
         Under torchrun every process takes its share of the images; rank 0 writes the outputs."""
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -202,7 +225,7 @@ class Detector:
             if rank == 0:
                 summaries = [summary] if world == 1 else [
                     json.loads((out / f".summary.rank{r}.json").read_text()) for r in range(world)]
-                summary = write_outputs(paths, out, self.classes, tuple(formats), summaries)
+                summary = write_outputs(paths, out, self.classes, tuple(formats), summaries, to_wgs84)
         finally:
             if world > 1:
                 dist.destroy_process_group()

@@ -5,4 +5,4 @@ BATCH = 8              # tiles per backend call
 CONF = 0.25            # score threshold
 IOU = 0.5              # class-aware NMS IoU of the merge
 MAX_DET = 10_000       # detections kept per image
-FORMATS = ("coco", "dota", "yolo")
+FORMATS = ("coco", "dota", "yolo", "geojson")    # geojson: georeferenced images only

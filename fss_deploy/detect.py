@@ -29,6 +29,17 @@ from fss_deploy.backends import Backend
 from fss_deploy.tiling import cut_by_interior_edge, merge, plan_tiles, tile_batch, to_image_coords
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
 from fss_train.fileio import atomic_write, path_key, sha256_file, unique_stems
+from fss_train.geo import (
+    DEFAULT_STRETCH,
+    GEO_SUFFIXES,
+    MISSING,
+    Georef,
+    Raster,
+    feature_collection,
+    geojson_features,
+    is_geotiff,
+    raster_errors,
+)
 from fss_train.nn.card import MODELS_DIR
 from fss_train.nn.postprocess import postprocess
 from fss_train.nn.preprocess import IMAGE_SUFFIXES, letterbox, read_image, to_array
@@ -82,7 +93,10 @@ class TiledDetector:
     border_rule: bool = True           # drop boxes cut by an interior tile edge when a neighbour saw them whole
     prefetch: bool | None = None       # build batch i+1 on a thread while batch i runs (default: GPU backends only;
                                        # on CPU the backend already uses every core and a second thread competes)
-    stats: dict = field(default_factory=lambda: {"tiles": 0, "infer_s": 0.0, "prep_s": 0.0, "post_s": 0.0})
+    bands: tuple[int, ...] | None = None   # GeoTIFFs: bands read as red, green, blue (1-based; None: the first three)
+    stretch: tuple[float, float] = DEFAULT_STRETCH   # GeoTIFFs that are not 8 bit: percentiles -> 0 and 255
+    stats: dict = field(default_factory=lambda: {"tiles": 0, "tiles_nodata": 0, "infer_s": 0.0, "prep_s": 0.0,
+                                                 "post_s": 0.0})
 
     def __post_init__(self):
         size = self.backend.input_size
@@ -115,8 +129,8 @@ class TiledDetector:
         self.stats["post_s"] += time.perf_counter() - t1
         return dets
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """(K, 6) detections in image pixels."""
+    def __call__(self, image) -> np.ndarray:
+        """(K, 6) detections in image pixels of an (H, W, 3) uint8 BGR array or a window-read Raster."""
         if self.backend.name == "torch":
             return self._detect(image)
         # torch only post-processes here; keep its pool from competing with the backend's threads
@@ -128,33 +142,57 @@ class TiledDetector:
         finally:
             torch.set_num_threads(threads)
 
-    def _detect(self, image: np.ndarray) -> np.ndarray:
+    def _batches(self, image, tiles: list, pad: int | None):
+        """(tiles, network input) per batch; a raster's tiles that hold only nodata are left out (counted)."""
+        group = []
+        for t in tiles:
+            if not isinstance(image, np.ndarray) and not image.has_data(t.x, t.y, t.width, t.height):
+                self.stats["tiles_nodata"] = self.stats.get("tiles_nodata", 0) + 1
+                continue
+            group.append(t)
+            if len(group) == self.batch:
+                yield group, tile_batch(image, group, self.tile, pad)
+                group = []
+        if group:
+            yield group, tile_batch(image, group, self.tile, pad)
+
+    def _detect(self, image) -> np.ndarray:
+        """``image``: an (H, W, 3) uint8 BGR array, or a :class:`fss_train.geo.Raster` read window by window."""
         h, w = image.shape[:2]
         tiles = plan_tiles(w, h, self.tile, self.overlap)
-        groups = [tiles[i:i + self.batch] for i in range(0, len(tiles), self.batch)]
         pad = self.batch if self.backend.fixed_batch else None
+        # a raster's windows are decoded as they are needed: always read the next batch while this one runs
+        prefetch = self.prefetch or not isinstance(image, np.ndarray)
+        batches = self._batches(image, tiles, pad)
         all_dets, all_cut, all_src = [], [], []
+        done = 0
         with ThreadPoolExecutor(max_workers=1) as prep:            # build batch i+1 while batch i runs
             t0 = time.perf_counter()
-            future = prep.submit(tile_batch, image, groups[0], self.tile, pad) if self.prefetch else None
-            for gi, group in enumerate(groups):
-                if self.prefetch:
-                    batch = future.result()
-                    if gi + 1 < len(groups):
-                        future = prep.submit(tile_batch, image, groups[gi + 1], self.tile, pad)
-                else:
-                    batch = tile_batch(image, group, self.tile, pad)
+            future = prep.submit(next, batches, None) if prefetch else None
+            while True:
+                item = future.result() if prefetch else next(batches, None)
+                if item is None:
+                    break
+                if prefetch:
+                    future = prep.submit(next, batches, None)
+                group, batch = item
                 self.stats["prep_s"] += time.perf_counter() - t0
-                for ti, (t, d) in enumerate(zip(group, self._infer(batch, len(group)))):
+                for t, d in zip(group, self._infer(batch, len(group))):
                     d = to_image_coords(d, t, w, h)
                     all_dets.append(d)
                     all_cut.append(cut_by_interior_edge(d, t, w, h) if self.border_rule
                                    else np.zeros(len(d), bool))
-                    all_src.append(np.full(len(d), gi * self.batch + ti))
+                    all_src.append(np.full(len(d), done))
+                    done += 1
                 t0 = time.perf_counter()
-        self.stats["tiles"] += len(tiles)
+        self.stats["tiles"] += done
         if self.full_image and max(h, w) > self.tile:
-            canvas, scale, _ = letterbox(image, (self.tile, self.tile))
+            if isinstance(image, np.ndarray):
+                canvas, scale, _ = letterbox(image, (self.tile, self.tile))
+            else:
+                thumb, scale = image.thumbnail(self.tile)
+                canvas, s2, _ = letterbox(thumb, (self.tile, self.tile), allow_upscale=False)
+                scale *= s2
             batch = to_array([canvas])
             if pad:
                 batch = np.concatenate([batch, np.zeros((pad - 1, *batch.shape[1:]), np.float32)])
@@ -163,6 +201,8 @@ class TiledDetector:
             all_dets.append(d)
             all_cut.append(np.zeros(len(d), bool))
             all_src.append(np.full(len(d), -1))
+        if not all_dets:
+            return np.zeros((0, 6), np.float32)
         t1 = time.perf_counter()
         merged = merge(np.concatenate(all_dets), np.concatenate(all_cut), np.concatenate(all_src), self.iou,
                        max_det=self.max_det)
@@ -175,7 +215,8 @@ class OutputConflict(RuntimeError):
     """The output folder holds results of another model, other settings or other inputs."""
 
 
-RESULT_FILES = (".per_image", "predictions.json", "images.json", "yolo", "dota", "images", "summary.json")
+RESULT_FILES = (".per_image", "predictions.json", "images.json", "yolo", "dota", "geojson", "detections.geojson",
+                "images", "summary.json")
 
 
 def run_identity(detector: TiledDetector, model: Path) -> dict:
@@ -185,7 +226,8 @@ def run_identity(detector: TiledDetector, model: Path) -> dict:
     return {"model": str(Path(model).resolve()), "model_sha256": sha256_file(model),
             "backend": detector.backend.name, "tile": detector.tile, "overlap": detector.overlap,
             "conf": detector.conf, "iou": detector.iou, "full_image": detector.full_image,
-            "max_det": detector.max_det, "border_rule": detector.border_rule}
+            "max_det": detector.max_det, "border_rule": detector.border_rule,
+            "bands": list(detector.bands) if detector.bands else None, "stretch": list(detector.stretch)}
 
 
 def prepare_output(out: Path, identity: dict, exist_ok: bool = False, increment: bool = False) -> Path:
@@ -266,15 +308,41 @@ def check_output_dir(out: Path) -> None:
         raise PermissionError(f"{out}: output folder is not writable ({exc.strerror})") from None
 
 
-def _decoder(paths: list[Path], q: queue.Queue, stop: threading.Event, max_pixels: int | None = None) -> None:
+def open_image(path: Path, max_pixels: int | None = None, bands: tuple[int, ...] | None = None,
+               stretch: tuple[float, float] = DEFAULT_STRETCH):
+    """A GeoTIFF opened for window reads (rasterio installed: nothing decoded yet), else the decoded BGR array.
+    Raises ValueError naming the file when it cannot be read."""
+    if is_geotiff(path):
+        return Raster(path, bands, stretch)
+    if bands:
+        raise ValueError(f"{path}: --bands applies to GeoTIFFs (.tif) read with rasterio ({MISSING})"
+                         if Path(path).suffix.lower() in GEO_SUFFIXES else f"{path}: --bands applies to GeoTIFFs only")
+    return read_image(path, max_pixels)
+
+
+def _decoder(paths: list[Path], q: queue.Queue, stop: threading.Event, max_pixels: int | None = None,
+             bands=None, stretch=DEFAULT_STRETCH) -> None:
     for i, p in enumerate(paths):
         if stop.is_set():
             break
         try:
-            q.put((i, p, read_image(p, max_pixels), None))
+            q.put((i, p, open_image(p, max_pixels, bands, stretch), None))
         except ValueError as exc:
             q.put((i, p, None, str(exc)))
     q.put(None)
+
+
+THUMBNAIL_SIDE = 4096      # --save-images of a GeoTIFF: the whole scene at most this many px a side
+
+
+def annotated_jpeg(image, dets: np.ndarray, class_names: list[str]) -> bytes:
+    """The annotated JPEG of an array, or of a raster's thumbnail (boxes scaled to it)."""
+    if isinstance(image, np.ndarray):
+        return annotate(image, dets, class_names)
+    thumb, scale = image.thumbnail(THUMBNAIL_SIDE)
+    scaled = dets.copy()
+    scaled[:, :4] *= scale
+    return annotate(thumb, scaled, class_names)
 
 
 def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: tuple[str, ...] = FORMATS,
@@ -289,7 +357,8 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
     skipped = len(mine) - len(todo)
     q: queue.Queue = queue.Queue(maxsize=2)                       # bounded: at most 2 decoded images ahead
     stop = threading.Event()
-    thread = threading.Thread(target=_decoder, args=(todo, q, stop, max_pixels), daemon=True)
+    thread = threading.Thread(target=_decoder, args=(todo, q, stop, max_pixels, detector.bands, detector.stretch),
+                              daemon=True)
     thread.start()
     failed, seconds, capped = [], [], []
     try:
@@ -301,15 +370,29 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
                     on_image(path, None)
                 continue
             t0 = time.perf_counter()
-            dets = detector(image)
+            nodata_before = detector.stats["tiles_nodata"]
+            try:
+                dets = detector(image)
+                if save_images:
+                    atomic_write(out / "images" / f"{names[path]}.jpg",
+                                 annotated_jpeg(image, dets, detector.backend.class_names))
+            except raster_errors() as exc:         # a damaged block of a GeoTIFF: this image fails, the run goes on
+                failed.append({"file": str(path), "error": f"{path}: unreadable raster data ({exc})"})
+                if on_image:
+                    on_image(path, None)
+                continue
+            finally:
+                if not isinstance(image, np.ndarray):
+                    image.close()
             seconds.append(time.perf_counter() - t0)
             h, w = image.shape[:2]
             if len(dets) >= detector.max_det:
                 capped.append(str(path))
-            if save_images:
-                atomic_write(out / "images" / f"{names[path]}.jpg", annotate(image, dets, detector.backend.class_names))
             record = {"file": str(path), "input": input_fingerprint(path), "width": w, "height": h,
                       "detections": np.round(dets, 3).tolist()}
+            if not isinstance(image, np.ndarray):
+                record["raster"] = {**image.describe(), "tiles_nodata": detector.stats["tiles_nodata"] - nodata_before}
+                record["georef"] = image.georef.to_dict() if image.georef else None
             atomic_write(per_image / f"{image_key(path)}.json", json.dumps(record))
             if on_image:
                 on_image(path, dets)
@@ -320,7 +403,8 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
                "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0,
                "tiles": detector.stats["tiles"],
                "tiles_per_s": detector.stats["tiles"] / max(sum(seconds), 1e-9) if seconds else 0.0,
-               "stage_seconds": {k: round(v, 4) for k, v in detector.stats.items() if k != "tiles"},
+               "tiles_nodata": detector.stats["tiles_nodata"],
+               "stage_seconds": {k: round(v, 4) for k, v in detector.stats.items() if k.endswith("_s")},
                "backend": detector.backend.describe(), "tile": detector.tile, "overlap": detector.overlap,
                "batch": detector.batch, "conf": detector.conf, "iou": detector.iou}
     atomic_write(out / f".summary.rank{rank}.json", json.dumps(summary))
@@ -328,9 +412,13 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
 
 
 def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats: tuple[str, ...],
-                  summaries: list[dict]) -> dict:
-    """Rebuild the run's outputs from the per-image records (rank 0, after every rank finished)."""
+                  summaries: list[dict], to_wgs84: bool = False) -> dict:
+    """Rebuild the run's outputs from the per-image records (rank 0, after every rank finished).
+    GeoJSON (georeferenced images only): ``geojson/<name>.geojson`` per image in its CRS (``to_wgs84``:
+    longitude/latitude), and ``detections.geojson`` holding them all when they share one CRS."""
     images, preds = [], []
+    geo_features: dict[str, list] = {}            # CRS (WKT, or "wgs84") -> features of every image in it
+    geo_images = 0
     dota: dict[str, list[str]] = {c: [] for c in class_names}
     total = 0
     names = output_names(paths)
@@ -349,6 +437,13 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
         yolo_lines = detections_to_yolo(dets, rec["width"], rec["height"])
         if "yolo" in formats:
             atomic_write(out / "yolo" / f"{names[path]}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""))
+        georef = Georef.from_dict(rec.get("georef"))
+        if "geojson" in formats and georef is not None:
+            feats = geojson_features(dets, class_names, georef, to_wgs84, image=names[path])
+            atomic_write(out / "geojson" / f"{names[path]}.geojson",
+                         json.dumps(feature_collection(feats, georef, to_wgs84)))
+            geo_features.setdefault("wgs84" if to_wgs84 else georef.crs, []).append((georef, feats))
+            geo_images += 1
     if "coco" in formats:
         atomic_write(out / "predictions.json", json.dumps(preds))
         atomic_write(out / "images.json", json.dumps({"images": images, "categories": [
@@ -356,6 +451,14 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
     if "dota" in formats:
         for name, lines in dota.items():
             atomic_write(out / "dota" / f"Task2_{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
+    merged_geojson = None
+    if len(geo_features) == 1:
+        per_image = next(iter(geo_features.values()))
+        georef, merged = per_image[0][0], [f for _, feats in per_image for f in feats]
+        merged_geojson = str(out / "detections.geojson")
+        atomic_write(out / "detections.geojson", json.dumps(feature_collection(merged, georef, to_wgs84)))
+    elif (out / "detections.geojson").exists():
+        (out / "detections.geojson").unlink()          # never left from an earlier run over other inputs
     failed = [f for s in summaries for f in s["failed"]]
     processed = sum(s["processed"] for s in summaries)
     secs = [s["seconds_per_image"] * s["processed"] for s in summaries]
@@ -365,9 +468,24 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
                "detections": total, "images_with_results": len(images),
                "seconds_per_image": sum(secs) / processed if processed else 0.0,
                "tiles": sum(s["tiles"] for s in summaries),
+               "tiles_nodata": sum(s.get("tiles_nodata", 0) for s in summaries),
+               "georeferenced_images": geo_images, "geojson": merged_geojson,
+               "geojson_crs": _crs_label(geo_features, to_wgs84),
                "tiles_per_s": sum(s["tiles"] for s in summaries) / max(sum(secs), 1e-9) if processed else 0.0}
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _crs_label(geo_features: dict, to_wgs84: bool) -> str | None:
+    """The summary's word for the GeoJSON outputs' coordinates."""
+    if not geo_features:
+        return None
+    if to_wgs84:
+        return "WGS84 (longitude, latitude)"
+    if len(geo_features) > 1:
+        return "several CRSs: one file per image in geojson/, no detections.geojson"
+    georef = next(iter(geo_features.values()))[0][0]
+    return f"EPSG:{georef.epsg}" if georef.epsg else "the raster's CRS (WKT under fss:crs_wkt)"
 
 
 def annotate(image: np.ndarray, dets: np.ndarray, class_names: list[str]) -> bytes:

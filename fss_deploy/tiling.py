@@ -28,11 +28,13 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int) -> list[Tile]:
     return [Tile(x, y, min(tile, width - x), min(tile, height - y)) for x, y in tile_grid(width, height, tile, overlap)]
 
 
-def tile_views(image: np.ndarray, tiles: list[Tile], tile: int) -> list[np.ndarray]:
-    """(tile, tile, 3) uint8 per tile: a view into ``image`` when the tile fits, else a padded copy."""
+def tile_views(image, tiles: list[Tile], tile: int) -> list[np.ndarray]:
+    """(tile, tile, 3) uint8 per tile: a view into ``image`` (an array) when the tile fits, else a padded copy;
+    from a window-read source (``image.read(x, y, w, h)``, e.g. a GeoTIFF) the window itself."""
     views = []
     for t in tiles:
-        crop = image[t.y:t.y + t.height, t.x:t.x + t.width]
+        crop = (image[t.y:t.y + t.height, t.x:t.x + t.width] if isinstance(image, np.ndarray)
+                else image.read(t.x, t.y, t.width, t.height))
         if crop.shape[0] != tile or crop.shape[1] != tile:
             padded = np.full((tile, tile, 3), PAD_VALUE, np.uint8)
             padded[:crop.shape[0], :crop.shape[1]] = crop
@@ -41,7 +43,7 @@ def tile_views(image: np.ndarray, tiles: list[Tile], tile: int) -> list[np.ndarr
     return views
 
 
-def tile_batch(image: np.ndarray, tiles: list[Tile], tile: int, pad_to: int | None = None) -> np.ndarray:
+def tile_batch(image, tiles: list[Tile], tile: int, pad_to: int | None = None) -> np.ndarray:
     """(B, 3, tile, tile) float32 network input for ``tiles`` (zero-padded to ``pad_to`` tiles)."""
     views = tile_views(image, tiles, tile)
     n = max(len(views), pad_to or 0)

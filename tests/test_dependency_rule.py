@@ -4,8 +4,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# the graph, the checkpoint, box ops, and the one atomic file writer (no training logic in any of them)
-ALLOWED_FROM_TRAIN = ("fss_train.nn", "fss_train.checkpoint", "fss_train.boxes", "fss_train.fileio")
+# the graph, the checkpoint, box ops, the one atomic file writer and the raster reader (the same pixels at training
+# and inference; no training logic in any of them)
+ALLOWED_FROM_TRAIN = ("fss_train.nn", "fss_train.checkpoint", "fss_train.boxes", "fss_train.fileio", "fss_train.geo")
 
 
 def _imports(package: str):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from fss_train.data.geodata import is_geo_dataset, read_geo
 from fss_train.data.records import DOTA_CLASSES, IMAGE_SUFFIXES, Dataset, ImageRecord, Problem, image_size, sanitize_box
 from fss_train.fileio import atomic_write, unique_stems
 
@@ -50,8 +51,8 @@ def read_val_split(path: str | Path) -> Dataset:
 
 
 def read_dataset(path: str | Path, split: str = "train") -> Dataset:
-    """A COCO json, an Ultralytics ``data.yaml`` (``split`` chooses train/val/test), or a DOTA
-    folder (``images/`` + ``labelTxt/``)."""
+    """A COCO json, an Ultralytics ``data.yaml`` (``split`` chooses train/val/test), a DOTA
+    folder (``images/`` + ``labelTxt/``), or GeoTIFFs with vector labels (a folder or one .tif; geodata.py)."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
         return read_coco(p)
@@ -63,8 +64,10 @@ def read_dataset(path: str | Path, split: str = "train") -> Dataset:
         return read_coco(p / "annotations.json")
     if not p.exists():
         raise ValueError(f"{p}: no such dataset")
-    raise ValueError(f"{p}: not a dataset: expected a COCO .json, a YOLO data.yaml, or a DOTA folder with "
-                     "images/ and labelTxt/")
+    if is_geo_dataset(p):
+        return read_geo(p)
+    raise ValueError(f"{p}: not a dataset: expected a COCO .json, a YOLO data.yaml, a DOTA folder with "
+                     "images/ and labelTxt/, or GeoTIFFs with .geojson/.shp labels of the same name")
 
 
 # ------------------------------------------------------------------------------------------ COCO

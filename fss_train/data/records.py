@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fss_train.geo import is_geotiff, raster_size
 from fss_train.nn.preprocess import IMAGE_SUFFIXES, header_size  # noqa: F401 (re-exported)
 
 # DOTA-v1.5 category names, in the devkit's order (v1.0's 15 plus container-crane).
@@ -60,7 +61,10 @@ class Dataset:
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header (PNG, JPEG), else by decoding; None if unreadable."""
+    """(width, height) from the file header (PNG, JPEG; a GeoTIFF's through rasterio), else by decoding; None
+    if unreadable."""
+    if is_geotiff(path):
+        return raster_size(path)
     try:
         with open(path, "rb") as f:
             size = header_size(f.read(1 << 18))

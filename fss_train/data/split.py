@@ -18,6 +18,7 @@ from fss_train.boxes import tile_grid, tile_origins  # noqa: F401  (tile_origins
 from fss_train.data.formats import output_stems, write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
 from fss_train.fileio import atomic_write, write_image
+from fss_train.geo import Raster, is_geotiff
 from fss_train.nn.preprocess import read_image
 
 DIFFICULT_TRUNCATED = 2
@@ -50,18 +51,27 @@ def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ra
     """Cut one image; returns the tiles' records as plain dicts (for the per-image done file).
     Tiles are named ``<stem>__1__<x>___<y>.png`` (DOTA devkit), ``stem`` defaulting to the file's."""
     stem = stem or rec.path.stem
-    image = read_image(rec.path)
+    if is_geotiff(rec.path):                   # any size: read window by window, never decoded whole
+        with Raster(rec.path) as raster:
+            return _split(raster, rec, out_images, tile, gap, keep_ratio, stem)
+    return _split(read_image(rec.path), rec, out_images, tile, gap, keep_ratio, stem)
+
+
+def _split(image, rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ratio: float, stem: str) -> list[dict]:
     h, w = image.shape[:2]
     rows = []
     for x0, y0 in tile_grid(w, h, tile, gap):
-        crop = image[y0:y0 + tile, x0:x0 + tile]
+        boxes, labels, difficult, polys = objects_in_tile(rec, x0, y0, tile, keep_ratio)
+        tw, th = min(tile, w - x0), min(tile, h - y0)
+        if not isinstance(image, np.ndarray) and not len(labels) and not image.has_data(x0, y0, tw, th):
+            continue                           # a GeoTIFF's nodata area: nothing to learn from
+        crop = image[y0:y0 + tile, x0:x0 + tile] if isinstance(image, np.ndarray) else image.read(x0, y0, tw, th)
         if crop.shape[0] < tile or crop.shape[1] < tile:
             padded = np.zeros((tile, tile, 3), np.uint8)
             padded[:crop.shape[0], :crop.shape[1]] = crop
             crop = padded
         name = f"{stem}__1__{x0}___{y0}.png"
         write_image(out_images / name, crop)
-        boxes, labels, difficult, polys = objects_in_tile(rec, x0, y0, tile, keep_ratio)
         rows.append({"file": name, "width": tile, "height": tile, "boxes": boxes.tolist(),
                      "labels": labels.tolist(), "difficult": difficult.tolist(),
                      "polygons": polys.tolist() if polys is not None else None})

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import torch
 
+from fss_train.geo import Raster, is_geotiff
+
 PAD_VALUE = 114          # grey padding, as YOLOX/Ultralytics
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")   # what folders are searched for
 MEAN = (0.0, 0.0, 0.0)
@@ -101,7 +103,17 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 
 def read_image(path, max_pixels: int | None = None) -> np.ndarray:
     """Decode any image file to BGR uint8 (3 channels). Raises ValueError naming the file if unreadable
-    or larger than ``max_pixels`` (default ``MAX_PIXELS``; checked from the header, before decoding)."""
+    or larger than ``max_pixels`` (default ``MAX_PIXELS``; checked from the header, before decoding).
+    A GeoTIFF goes through rasterio when it is installed (bands and 8-bit rule of ``fss_train.geo``, the same
+    pixels ``fss detect`` tiles)."""
+    if is_geotiff(path):
+        with Raster(path) as raster:
+            limit = MAX_PIXELS if max_pixels is None else max_pixels
+            if raster.width * raster.height > limit:
+                raise ValueError(f"{path}: {raster.width} × {raster.height} px exceeds the {limit:,}-pixel limit "
+                                 "for decoded images; tile it first (fss data split) or use fss detect, which "
+                                 "reads GeoTIFFs window by window")
+            return raster.read_all()
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:

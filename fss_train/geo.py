@@ -1,0 +1,434 @@
+"""GeoTIFFs read window by window, their bands scaled to 8 bit, and pixels <-> map coordinates.
+
+Used at training time (``fss data split``, the loader) and at inference (``fss detect``), so the pixels a
+model is trained on and the pixels it later sees go through the same rule. Needs rasterio (the ``geo``
+extra: ``pip install 'fss[geo]'``); without it, .tif files are decoded whole by OpenCV as any other image.
+
+The 8-bit rule (stated once, here): uint8 bands are used as they are; any other type (uint16, int16,
+float) is stretched per band linearly from its ``stretch`` percentiles (default 2 and 98) to 0 and 255,
+clipped. The percentiles are computed from the smallest overview of at least 256 px when the file has
+overviews, else from a grid of 64 small windows spread over the image — never by reading the whole image
+— and nodata pixels are left out of them.
+
+Boxes are xyxy pixels of the full raster; map coordinates follow the file's affine transform
+(x = c + a·col + b·row, y = f + d·col + e·row), which may be rotated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GEO_SUFFIXES = (".tif", ".tiff")
+DEFAULT_STRETCH = (2.0, 98.0)           # percentiles per band -> 0 and 255 (non-uint8 rasters)
+SAMPLE_GRID = 8                          # stretch statistics without overviews: SAMPLE_GRID² windows …
+SAMPLE_WINDOW = 64                       # … of this many pixels a side
+OVERVIEW_MIN_SIDE = 256                  # smallest overview side used for the statistics
+MISSING = "GeoTIFF support needs rasterio: pip install 'fss[geo]' (or pip install rasterio)"
+
+
+def have_rasterio() -> bool:
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def raster_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a window read of a damaged file raises (none without rasterio)."""
+    try:
+        from rasterio.errors import RasterioError
+    except ImportError:
+        return ()
+    return (RasterioError,)
+
+
+def is_geotiff(path: str | Path) -> bool:
+    """A .tif/.tiff that this installation reads window by window (rasterio present)."""
+    return Path(path).suffix.lower() in GEO_SUFFIXES and have_rasterio()
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """``"3,2,1"`` -> (3, 2, 1): 1-based band numbers read as red, green, blue (one band: grey)."""
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        bands = tuple(int(b) for b in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--bands must be 1-based band numbers like 3,2,1, got {text!r}") from None
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise ValueError(f"--bands takes one band (grey) or three (red,green,blue), numbered from 1, got {text!r}")
+    return bands
+
+
+def parse_stretch(text) -> tuple[float, float]:
+    """``"2,98"`` -> (2.0, 98.0): the low and high percentiles mapped to 0 and 255."""
+    if isinstance(text, (tuple, list)):
+        lo, hi = (float(v) for v in text)
+    else:
+        try:
+            lo, hi = (float(v) for v in str(text).split(","))
+        except ValueError:
+            raise ValueError(f"--stretch must be two percentiles like 2,98, got {text!r}") from None
+    if not 0 <= lo < hi <= 100:
+        raise ValueError(f"--stretch percentiles must satisfy 0 <= low < high <= 100, got {lo},{hi}")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Georef:
+    """Where an image lies on the map: the affine transform (a, b, c, d, e, f) of its pixel grid and its CRS
+    (WKT; ``epsg`` when it has a code). ``crs`` None: no georeference (pixel coordinates)."""
+
+    transform: tuple[float, float, float, float, float, float]
+    crs: str | None = None
+    epsg: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"transform": list(self.transform), "crs": self.crs, "epsg": self.epsg}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Georef | None:
+        return cls(tuple(d["transform"]), d.get("crs"), d.get("epsg")) if d else None
+
+    def to_map(self, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel (col, row) -> map (x, y), in the CRS's units."""
+        a, b, c, d, e, f = self.transform
+        return c + a * cols + b * rows, f + d * cols + e * rows
+
+    def to_pixel(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map (x, y) -> pixel (col, row): the inverse of :meth:`to_map`."""
+        a, b, c, d, e, f = self.transform
+        det = a * e - b * d
+        if det == 0:
+            raise ValueError(f"the raster's transform {self.transform} cannot be inverted")
+        dx, dy = np.asarray(xs, np.float64) - c, np.asarray(ys, np.float64) - f
+        return (e * dx - b * dy) / det, (a * dy - d * dx) / det
+
+
+def to_wgs84(crs: str, xs, ys) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates in ``crs`` (WKT or "EPSG:n") -> (longitude, latitude) in degrees."""
+    from rasterio.warp import transform
+
+    lon, lat = transform(crs, "EPSG:4326", list(map(float, xs)), list(map(float, ys)))
+    return np.asarray(lon), np.asarray(lat)
+
+
+class Raster:
+    """A GeoTIFF (any size, 1–n bands, 8/16 bit or float) opened for window reads; nothing is decoded until
+    :meth:`read` asks for a window. ``bands`` picks red, green, blue (1-based; default: the first three
+    colour bands, or the first band as grey); ``stretch`` the percentiles for non-uint8 data (module doc)."""
+
+    def __init__(self, path: str | Path, bands: tuple[int, ...] | None = None,
+                 stretch: tuple[float, float] = DEFAULT_STRETCH):
+        try:
+            import rasterio
+        except ImportError:
+            raise ImportError(MISSING) from None
+        self.path = Path(path)
+        try:
+            self._ds = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ValueError(f"{path}: not a readable raster ({exc})") from None
+        ds = self._ds
+        self.width, self.height, self.count = ds.width, ds.height, ds.count
+        self.bands = self._pick_bands(bands)
+        self.dtype = np.dtype(ds.dtypes[self.bands[0] - 1])
+        self.nodata = ds.nodata
+        # a mask is worth reading only when some band has one (a nodata value, a mask band or alpha)
+        from rasterio.enums import MaskFlags
+
+        self.has_mask = any(MaskFlags.all_valid not in ds.mask_flag_enums[b - 1] for b in self.bands)
+        georeferenced = ds.crs is not None or not ds.transform.is_identity
+        self.georef = Georef(tuple(ds.transform)[:6], ds.crs.to_wkt() if ds.crs else None,
+                             ds.crs.to_epsg() if ds.crs else None) if georeferenced else None
+        self.block_shapes = ds.block_shapes
+        self.stretch = parse_stretch(stretch)
+        self.scale = None if self.dtype == np.uint8 else self._percentiles()   # (bands, 2) lo, hi
+
+    # -------------------------------------------------------------------------- set-up
+    def _pick_bands(self, bands):
+        from rasterio.enums import ColorInterp
+
+        if bands:
+            bad = [b for b in bands if not 1 <= b <= self.count]
+            if bad:
+                raise ValueError(f"{self.path}: --bands {','.join(map(str, bands))} asks for band(s) {bad}, but the "
+                                 f"file has {self.count} band(s)")
+            return tuple(bands)
+        colour = [i + 1 for i, ci in enumerate(self._ds.colorinterp) if ci != ColorInterp.alpha]
+        if not colour:
+            raise ValueError(f"{self.path}: no colour bands (only alpha)")
+        return tuple(colour[:3]) if len(colour) >= 3 else (colour[0],)
+
+    def _percentiles(self) -> np.ndarray:
+        """(len(bands), 2) float64: the stretch's low and high value per band (module doc)."""
+        ds, lo_p, hi_p = self._ds, *self.stretch
+        overviews = ds.overviews(self.bands[0])
+        if overviews:
+            usable = [f for f in overviews if min(self.width, self.height) // f >= OVERVIEW_MIN_SIDE] or overviews[:1]
+            f = usable[-1]
+            sample = ds.read(self.bands, out_shape=(len(self.bands), max(1, self.height // f),
+                                                     max(1, self.width // f)), masked=True)
+            samples = [sample]
+        else:
+            from rasterio.windows import Window
+
+            side = SAMPLE_WINDOW
+            xs = np.linspace(0, max(0, self.width - side), SAMPLE_GRID).astype(int)
+            ys = np.linspace(0, max(0, self.height - side), SAMPLE_GRID).astype(int)
+            samples = [ds.read(self.bands, window=Window(int(x), int(y), min(side, self.width),
+                                                          min(side, self.height)), masked=True)
+                       for y in np.unique(ys) for x in np.unique(xs)]
+        out = np.zeros((len(self.bands), 2))
+        for i in range(len(self.bands)):
+            values = np.concatenate([s[i].compressed() for s in samples]).astype(np.float64)
+            values = values[np.isfinite(values)]
+            if values.size:
+                out[i] = np.percentile(values, [lo_p, hi_p])
+            if out[i, 1] <= out[i, 0]:
+                out[i, 1] = out[i, 0] + 1.0
+        return out
+
+    def describe(self) -> dict:
+        """What the summary records about the raster and the 8-bit rule applied to it."""
+        return {"width": self.width, "height": self.height, "bands": list(self.bands), "dtype": str(self.dtype),
+                "stretch": None if self.scale is None else {"percentiles": list(self.stretch),
+                                                             "values": np.round(self.scale, 4).tolist()},
+                "block_shape": list(self.block_shapes[0]), "nodata": self.nodata,
+                "georeferenced": self.georef is not None, "epsg": self.georef.epsg if self.georef else None}
+
+    # -------------------------------------------------------------------------- reading
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.height, self.width, 3
+
+    def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """(h, w, 3) uint8 BGR of the window at column ``x``, row ``y`` (the network's channel order); nodata
+        pixels get the letterbox padding grey (what the network saw outside images in training)."""
+        from rasterio.windows import Window
+
+        from fss_train.nn.preprocess import PAD_VALUE         # here: preprocess imports this module
+
+        window = Window(x, y, w, h)
+        data = self._ds.read(self.bands, window=window)                      # (n, h, w) in the file's dtype
+        bgr = self._to_bgr(data)
+        if self.has_mask:
+            bgr[self._ds.dataset_mask(window=window) == 0] = PAD_VALUE
+        return bgr
+
+    def has_data(self, x: int, y: int, w: int, h: int) -> bool:
+        """False when every pixel of the window is nodata (or masked)."""
+        if not self.has_mask:
+            return True
+        from rasterio.windows import Window
+
+        return bool(self._ds.dataset_mask(window=Window(x, y, w, h)).any())
+
+    def read_all(self) -> np.ndarray:
+        """The whole raster as (H, W, 3) uint8 BGR (for images small enough to decode)."""
+        return self.read(0, 0, self.width, self.height)
+
+    def thumbnail(self, max_side: int) -> tuple[np.ndarray, float]:
+        """The raster scaled to at most ``max_side`` px a side (overviews used when present) and the scale."""
+        from rasterio.enums import Resampling
+
+        s = min(1.0, max_side / max(self.width, self.height))
+        h, w = max(1, round(self.height * s)), max(1, round(self.width * s))
+        data = self._ds.read(self.bands, out_shape=(len(self.bands), h, w), resampling=Resampling.average)
+        return self._to_bgr(data), s
+
+    def _to_bgr(self, data: np.ndarray) -> np.ndarray:
+        if self.scale is not None:
+            lo, hi = self.scale[:, 0, None, None], self.scale[:, 1, None, None]
+            data = np.nan_to_num((data.astype(np.float32) - lo) * (255.0 / (hi - lo)), nan=0.0)
+            data = np.clip(data, 0, 255).astype(np.uint8)
+        if data.shape[0] == 1:
+            data = np.repeat(data, 3, axis=0)
+        return np.ascontiguousarray(data[::-1].transpose(1, 2, 0))            # RGB planes -> BGR pixels
+
+    def close(self) -> None:
+        self._ds.close()
+
+    def __enter__(self) -> Raster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def raster_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of a raster from its header; None when unreadable."""
+    try:
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            return ds.width, ds.height
+    except Exception:           # noqa: BLE001 — any failure to open is "unreadable" to the caller
+        return None
+
+
+# ------------------------------------------------------------------------------------------ GeoJSON
+def box_rings(dets: np.ndarray, georef: Georef | None, wgs84: bool = False) -> np.ndarray:
+    """(K, 5, 2) closed, counter-clockwise rings of the detection boxes: pixels when ``georef`` is None,
+    else map coordinates in the raster's CRS, or longitude/latitude with ``wgs84``."""
+    x1, y1, x2, y2 = (dets[:, i].astype(np.float64) for i in range(4))
+    cols = np.stack([x1, x2, x2, x1, x1], 1)                                  # (K, 5)
+    rows = np.stack([y1, y1, y2, y2, y1], 1)
+    if georef is None:
+        xs, ys = cols, rows
+    else:
+        xs, ys = georef.to_map(cols, rows)
+        if wgs84 and len(xs):
+            lon, lat = to_wgs84(georef.crs, xs.ravel(), ys.ravel())
+            xs, ys = lon.reshape(xs.shape), lat.reshape(ys.shape)
+    ring = np.stack([xs, ys], 2)                                               # (K, 5, 2)
+    signed = np.sum(ring[:, :-1, 0] * ring[:, 1:, 1] - ring[:, 1:, 0] * ring[:, :-1, 1], axis=1)
+    ring[signed < 0] = ring[signed < 0, ::-1]                                  # RFC 7946: exterior rings CCW
+    return ring
+
+
+def geojson_features(dets: np.ndarray, class_names: list[str], georef: Georef | None, wgs84: bool = False,
+                     image: str | None = None) -> list[dict]:
+    """One GeoJSON Feature (Polygon) per detection; properties score, class (index), name, image."""
+    rings = box_rings(dets, georef, wgs84)
+    feats = []
+    for ring, d in zip(rings, dets):
+        props = {"score": round(float(d[4]), 5), "class": int(d[5]), "name": class_names[int(d[5])]}
+        if image is not None:
+            props["image"] = image
+        feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring.tolist()]},
+                      "properties": props})
+    return feats
+
+
+def feature_collection(features: list[dict], georef: Georef | None, wgs84: bool = False) -> dict:
+    """A FeatureCollection that names its CRS: none (RFC 7946 longitude/latitude) with ``wgs84``; the legacy
+    ``crs`` member (read by GDAL/QGIS) for an EPSG code; the WKT under ``fss:crs_wkt`` otherwise; and
+    ``fss:crs`` "image pixels" (y downwards) for an image without georeference."""
+    fc: dict = {"type": "FeatureCollection"}
+    if georef is None:
+        fc["fss:crs"] = "image pixels (x right, y down)"
+    elif not wgs84:
+        if georef.epsg:
+            fc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{georef.epsg}"}}
+        fc["fss:crs_wkt"] = georef.crs
+    fc["features"] = features
+    return fc
+
+
+# ------------------------------------------------------------------------------------------ vector labels
+VECTOR_SUFFIXES = (".geojson", ".json", ".shp")
+CLASS_FIELDS = ("class", "name", "label", "category", "type")
+
+
+def read_vector_labels(path: str | Path, georef: Georef | None, class_field: str | None = None
+                       ) -> list[tuple[int, str | None, np.ndarray | None, str | None]]:
+    """The polygons of a GeoJSON or shapefile as (feature number, class name, (N, 2) pixel vertices,
+    problem). Coordinates are map coordinates in the raster's CRS (GeoJSON: the file's ``crs`` member,
+    else longitude/latitude per RFC 7946, reprojected; shapefile: its .prj, else the raster's CRS).
+    ``problem`` names what is wrong with a feature that cannot be used (the caller reports and skips it)."""
+    path = Path(path)
+    if path.suffix.lower() == ".shp":
+        shapes, src_crs = _read_shapefile(path)
+    else:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable GeoJSON file ({exc})") from None
+        if data.get("type") != "FeatureCollection":
+            raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, got type {data.get('type')!r}")
+        src_crs = _geojson_crs(data)
+        shapes = [(f.get("geometry") or {}, f.get("properties") or {}) for f in data.get("features", [])]
+    out = []
+    for i, (geom, props) in enumerate(shapes, start=1):
+        name = _class_of(props, class_field)
+        if name is None:
+            want = class_field or " / ".join(CLASS_FIELDS)
+            out.append((i, None, None, f"no class property ({want}) in {sorted(props)}"))
+            continue
+        coords = _exterior_vertices(geom)
+        if coords is None:
+            out.append((i, name, None, f"geometry {geom.get('type')!r} is not a Polygon/MultiPolygon"))
+            continue
+        xs, ys = coords[:, 0], coords[:, 1]
+        if georef is None:
+            out.append((i, name, coords, None))        # an image without georeference: pixel coordinates
+            continue
+        if src_crs and georef.crs and not _same_crs(src_crs, georef.crs):
+            from rasterio.warp import transform
+
+            xs, ys = (np.asarray(v) for v in transform(src_crs, georef.crs, list(xs), list(ys)))
+        cols, rows = georef.to_pixel(xs, ys)
+        out.append((i, name, np.stack([cols, rows], 1), None))
+    return out
+
+
+def _class_of(props: dict, field: str | None) -> str | None:
+    keys = (field,) if field else CLASS_FIELDS
+    for k in keys:
+        if k in props and props[k] not in (None, ""):
+            return str(props[k])
+    return None
+
+
+def _exterior_vertices(geom: dict) -> np.ndarray | None:
+    """(N, 2) float64 vertices of a Polygon's exterior ring (a MultiPolygon: all exterior rings)."""
+    kind, coords = geom.get("type"), geom.get("coordinates")
+    try:
+        if kind == "Polygon":
+            rings = [coords[0]]
+        elif kind == "MultiPolygon":
+            rings = [poly[0] for poly in coords]
+        else:
+            return None
+        pts = np.array([p[:2] for ring in rings for p in ring], np.float64)
+    except (TypeError, IndexError, ValueError):
+        return None
+    return pts if pts.ndim == 2 and len(pts) >= 3 and np.isfinite(pts).all() else None
+
+
+def _geojson_crs(data: dict) -> str:
+    name = ((data.get("crs") or {}).get("properties") or {}).get("name")
+    if not name:
+        return "EPSG:4326"                                 # RFC 7946: longitude/latitude
+    if "CRS84" in name:
+        return "OGC:CRS84"
+    code = name.rsplit(":", 1)[-1]
+    return f"EPSG:{code}" if code.isdigit() else name
+
+
+def _same_crs(a: str, b: str) -> bool:
+    from rasterio.crs import CRS
+
+    try:
+        return CRS.from_user_input(a) == CRS.from_user_input(b)
+    except Exception:           # noqa: BLE001 — unknown to PROJ: reproject and let it say so
+        return False
+
+
+def _read_shapefile(path: Path) -> tuple[list[tuple[dict, dict]], str | None]:
+    try:
+        import shapefile  # pyshp
+    except ImportError:
+        raise ImportError("reading shapefiles needs pyshp: pip install 'fss[geo]' (or pip install pyshp)") from None
+    try:
+        reader = shapefile.Reader(str(path))
+    except (OSError, shapefile.ShapefileException) as exc:
+        raise ValueError(f"{path}: not a readable shapefile ({exc})") from None
+    with reader:
+        fields = [f[0] for f in reader.fields[1:]]
+        shapes = [(sr.shape.__geo_interface__, dict(zip(fields, sr.record))) for sr in reader.iterShapeRecords()]
+    prj = path.with_suffix(".prj")
+    return shapes, prj.read_text() if prj.is_file() else None
+
+
+def polygon_box(vertices: np.ndarray) -> list[float]:
+    """The xyxy pixel box around a polygon's vertices."""
+    return [float(vertices[:, 0].min()), float(vertices[:, 1].min()),
+            float(vertices[:, 0].max()), float(vertices[:, 1].max())]
+
