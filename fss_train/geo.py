@@ -212,7 +212,7 @@ class Raster:
         pixels get the letterbox padding grey (what the network saw outside images in training)."""
         from rasterio.windows import Window
 
-        from fss_train.nn.preprocess import PAD_VALUE         # here: preprocess imports this module
+        from fss_train.nn.preprocess import PAD_VALUE  # here: preprocess imports this module
 
         window = Window(x, y, w, h)
         data = self._ds.read(self.bands, window=window)                      # (n, h, w) in the file's dtype

@@ -85,7 +85,8 @@ def test_objects_come_back_at_their_map_coordinates(scene):
     assert np.allclose(ring_wgs[:, 0], lon, atol=1e-9) and np.allclose(ring_wgs[:, 1], lat, atol=1e-9)
     assert 14.7 < ring_wgs[0, 0] < 14.8 and 46.0 < ring_wgs[0, 1] < 46.1      # 20 km west of 15° E, ~46° N
     # the GT objects in longitude/latitude come back there too
-    gl, gt = warp("EPSG:32633", "EPSG:4326", map_boxes[:, [0, 2]].ravel().tolist(), map_boxes[:, [1, 3]].ravel().tolist())
+    gl, gt = warp("EPSG:32633", "EPSG:4326", map_boxes[:, [0, 2]].ravel().tolist(),
+                  map_boxes[:, [1, 3]].ravel().tolist())
     gt_ll = np.stack([np.array(gl).reshape(-1, 2).min(1), np.array(gt).reshape(-1, 2).min(1),
                       np.array(gl).reshape(-1, 2).max(1), np.array(gt).reshape(-1, 2).max(1)], 1)
     assert (_iou(gt_ll, _extents(wgs)).max(1) >= 0.5).mean() >= 0.7

@@ -128,7 +128,8 @@ def test_georef_round_trip_with_rotation():
     g = Georef(tuple(Affine(0.5, 0.1, 1000.0, 0.05, -0.5, 2000.0))[:6], "EPSG:32633", 32633)
     cols, rows = np.array([0.0, 10.5, 300.0]), np.array([0.0, 7.25, 20.0])
     xs, ys = g.to_map(cols, rows)
-    assert xs[1] == pytest.approx(1000 + 0.5 * 10.5 + 0.1 * 7.25) and ys[1] == pytest.approx(2000 + 0.05 * 10.5 - 0.5 * 7.25)
+    assert xs[1] == pytest.approx(1000 + 0.5 * 10.5 + 0.1 * 7.25)
+    assert ys[1] == pytest.approx(2000 + 0.05 * 10.5 - 0.5 * 7.25)
     c2, r2 = g.to_pixel(xs, ys)
     assert np.allclose(c2, cols) and np.allclose(r2, rows)
 
