@@ -60,6 +60,16 @@ class TrainResult:
         return max(rows, key=lambda r: r["fitness"]) if rows else None
 
 
+def free_folder(out: str | Path) -> Path:
+    """``out``, or out2, out3, … — the first that does not exist or is empty (default output folders)."""
+    out, n = Path(out), 2
+    candidate = out
+    while candidate.is_dir() and any(candidate.iterdir()):
+        candidate = out.with_name(f"{out.name}{n}")
+        n += 1
+    return candidate
+
+
 def next_free_run(out: str | Path) -> Path:
     """``out``, or out2, out3, … — the first that holds no run (Ultralytics' habit for default folders)."""
     out, n = Path(out), 2
@@ -103,12 +113,18 @@ def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int
 # ------------------------------------------------------------------------------------------ evaluate
 def evaluate(model: str | Path | None = None, data: str = "", *, predictions: str | Path | None = None,
              metric: str = "coco", split: str = "val", imgsz: int | None = None, batch: int = 8,
-             device: str = "auto", max_dets: int = 100, alignment: bool = False) -> dict:
+             device: str = "auto", max_dets: int = 100, alignment: bool = False, out: str | Path | None = None,
+             conf: float = 0.25, iou: float = 0.5) -> dict:
     """COCO metrics (pycocotools) or the DOTA devkit's VOC07 mAP50 of a checkpoint, or of saved predictions
-    (a COCO results json or a DOTA Task2 folder), on ``data``. Returns ``{"metric", "result",
-    "num_predictions", "alignment"}``; with ``alignment`` (a checkpoint only) the task alignment too."""
+    (``fss detect``'s output folder or predictions.json, a COCO results json, a DOTA Task2 folder), on
+    ``data``. Images are matched by file and classes by name (fss_train/predictions.py): a class on one side
+    only is named in ``classes_note``, no class in common is an error. Returns ``{"metric", "result",
+    "per_class", "num_predictions", "classes_note", "alignment"}``; with ``alignment`` (a checkpoint only) the
+    task alignment too. With ``out``: metrics.json, predictions.json (in the ground truth's ids),
+    PR_curve.png and confusion_matrix.png (detections scoring ``conf`` or more, matched at IoU ``iou``)."""
     from fss_train.data import read_dataset
-    from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval, read_dota_task2
+    from fss_train.metrics import coco_eval_details, coco_gt_from_dataset, dota_eval
+    from fss_train.predictions import read_predictions
 
     if metric not in ("coco", "dota"):
         raise ValueError(f"metric must be coco or dota, got {metric!r}")
@@ -125,42 +141,82 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
         if f"no '{split}' split" in str(exc):
             raise ValueError(f"{exc}; evaluating on the training images needs split='train' (--split train)") from None
         raise
-    align = None
     if predictions is not None:
-        p = Path(predictions)
-        preds = read_dota_task2(p, ds) if p.is_dir() else json.loads(p.read_text())
-        if not isinstance(preds, list):
-            raise ValueError(f"{p}: a COCO results json is a list of detections")
+        preds, mapping = read_predictions(predictions, ds)
+        align = None
     else:
-        preds, align = predict_dataset(model, ds, imgsz, batch, resolve_device(device), alignment)
+        preds, mapping, align = predict_dataset(model, ds, imgsz, batch, resolve_device(device), alignment)
+    # a COCO json is its own ground truth (its ids, its areas); every other format through the dataset
+    gt = json.loads(Path(ds.source).read_text()) if ds.category_ids is not None else coco_gt_from_dataset(ds)
     if metric == "coco":
-        gt = data if str(data).endswith(".json") and predictions is not None else coco_gt_from_dataset(ds)
-        result = coco_eval(gt, preds, max_dets=max_dets)
+        result, details = coco_eval_details(gt, preds, max_dets=max_dets)
+        per_class = details["per_class"]
     else:
-        result = dota_eval(ds, preds)
-    return {"metric": metric, "result": result, "num_predictions": len(preds), "alignment": align}
+        result = dota_eval(ds, _dataset_ids(preds, ds))
+        per_class = {k: {"AP50": v} for k, v in result["per_class"].items()}
+        details = None
+    record = {"metric": metric, "result": result, "per_class": per_class, "num_predictions": len(preds),
+              "classes_note": mapping.note(), "alignment": align}
+    if out is not None:
+        record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou))
+    return record
+
+
+def _dataset_ids(preds: list[dict], ds) -> list[dict]:
+    """Predictions in a COCO json's own category ids -> class index + 1 (what dota_eval counts in)."""
+    if ds.category_ids is None:
+        return preds
+    index = {cid: i + 1 for i, cid in enumerate(ds.category_ids)}
+    return [{**p, "category_id": index[p["category_id"]]} for p in preds]
+
+
+def _write_eval(out: Path, record: dict, gt: dict, preds: list[dict], details: dict | None, conf: float,
+                iou: float) -> Path:
+    from fss_train.fileio import atomic_write
+    from fss_train.metrics import coco_eval_details, confusion_matrix
+    from fss_train.valplots import confusion_png, pr_curve_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "metrics.json", json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))
+    atomic_write(out / "predictions.json", json.dumps(preds))
+    if details is None:                                       # DOTA metric: the curves come from pycocotools
+        details = coco_eval_details(gt, preds, max_dets=max(100, len(preds)))[1]
+    ap50 = {k: v["AP50"] for k, v in details["per_class"].items()}
+    if details["pr"]:
+        pr_curve_png(out / "PR_curve.png", details["recall"], details["pr"], ap50)
+    matrix, names = confusion_matrix(gt, preds, conf, iou)
+    confusion_png(out / "confusion_matrix.png", matrix, names, conf, iou)
+    atomic_write(out / "confusion_matrix.json", json.dumps({"classes": [*names, "background"], "conf": conf,
+                                                             "iou": iou, "rows_predicted_columns_true":
+                                                             matrix.tolist()}))
+    return out
 
 
 def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch: int = 8, device: str = "auto",
-                    alignment: bool = False) -> tuple[list[dict], dict | None]:
+                    alignment: bool = False) -> tuple[list[dict], object, dict | None]:
     """COCO predictions of a checkpoint over a dataset (whole images, letterboxed, the training-time
-    thresholds of config.py) and, with ``alignment``, its task alignment from the same pass's model."""
+    thresholds of config.py) in the ground truth's ids (classes mapped by name), the class mapping, and with
+    ``alignment`` the task alignment from the same pass's model (it needs the same classes, in order)."""
     import torch
 
     from fss_train.alignment import task_alignment
     from fss_train.checkpoint import load_model
     from fss_train.data.loader import DetectionDataset, make_loader
     from fss_train.evaluation import predict
+    from fss_train.predictions import map_classes, remap
 
     model, ckpt = load_model(model_path)
-    if ckpt["class_names"] != ds.classes:
-        raise ValueError(f"{model_path}: classes {ckpt['class_names']} differ from the dataset's {ds.classes}")
+    mapping = map_classes(ckpt["class_names"], ds, str(model_path))
+    if alignment and ckpt["class_names"] != ds.classes:
+        raise ValueError(f"{model_path}: alignment needs the dataset's classes in the model's order; the model has "
+                         f"{ckpt['class_names']}, the dataset {ds.classes}")
     dev = torch.device(device)
     model = model.to(dev)
     loader = make_loader(DetectionDataset(ds, imgsz or ckpt["input_size"][0]), batch, shuffle=False, workers=0)
     defaults = TrainConfig()
     preds = predict(model, loader, dev, conf=defaults.eval_conf, iou=defaults.eval_iou, max_det=defaults.max_det)
-    return preds, task_alignment(model, loader, dev) if alignment else None
+    preds = remap(preds, ckpt["class_names"], mapping)
+    return preds, mapping, task_alignment(model, loader, dev) if alignment else None
 
 
 # ------------------------------------------------------------------------------------------ export

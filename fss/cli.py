@@ -157,8 +157,12 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              split: Annotated[str, typer.Option(help="split of a data.yaml")] = "val",
              imgsz: Imgsz = None, batch: Annotated[int, typer.Option(help="images per batch")] = 8,
              device: Device = "auto",
-             json_out: Annotated[str | None, typer.Option("--json", help="write metrics (and predictions) here")]
+             json_out: Annotated[str | None, typer.Option("--json", help="also write the metrics to this file")]
              = None,
+             out: Annotated[str, typer.Option(help="folder for metrics.json, predictions.json, PR_curve.png, "
+                                                   "confusion_matrix.png (default runs/eval, runs/eval2, …)")]
+             = "runs/eval",
+             exist_ok: Annotated[bool, typer.Option(help="write into an --out that holds files")] = False,
              max_dets: Annotated[int, typer.Option(help="COCO detections per image (100 = COCO; raise it for dense "
                                                         "aerial images)")] = 100,
              alignment: Annotated[bool, typer.Option(help="also measure task alignment: Spearman(score, IoU) over "
@@ -166,11 +170,17 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              = False):
     """Evaluate a model or saved predictions (COCO metrics via pycocotools, or the DOTA devkit's VOC07 mAP)."""
     from fss.api import evaluate as evaluate_api
+    from fss.api import free_folder
     from fss_train.fileio import atomic_write
 
     with user_errors():
+        if out == "runs/eval":
+            out = str(free_folder(out))
+        elif Path(out).is_dir() and any(Path(out).iterdir()) and not exist_ok:
+            fail(f"{out} holds files; pass another --out, or --exist-ok to write into it")
+        writable_out(out)
         record = evaluate_api(model, data, predictions=predictions, metric=metric, split=split, imgsz=imgsz,
-                              batch=batch, device=device, max_dets=max_dets, alignment=alignment)
+                              batch=batch, device=device, max_dets=max_dets, alignment=alignment, out=out)
     _print_metrics(record)
     if json_out:
         atomic_write(json_out, json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))
@@ -178,13 +188,20 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
 
 def _print_metrics(record: dict) -> None:
     result, align = record["result"], record["alignment"]
-    if record["metric"] == "coco":
+    coco = record["metric"] == "coco"
+    table = Table("class", *(("AP", "AP50") if coco else ("AP50 (VOC07)",)))
+    for name, v in record["per_class"].items():
+        table.add_row(name, *(f"{v[k]:.4f}" if v[k] >= 0 else "no GT" for k in (("AP", "AP50") if coco else ("AP50",))))
+    console.print(table)
+    if coco:
         for k, v in result.items():
             console.print(f"{k:6s} {v:.4f}")
     else:
-        for k, v in result["per_class"].items():
-            console.print(f"{k:20s} {v:.4f}")
         console.print(f"[bold]mAP50 (VOC07, DOTA devkit) {result['mAP50']:.4f}[/]")
+    if record.get("classes_note"):
+        err.print(f"[yellow]note:[/] {record['classes_note']}", highlight=False)
+    if record.get("out"):
+        console.print(f"metrics, predictions, PR curve and confusion matrix -> {record['out']}", highlight=False)
     if align is not None:
         console.print(f"task alignment over {align['num_gt']} GTs (candidates: inside the box or within "
                       f"{align['radius']} strides of its centre): rank consistency {align['rank_consistency']:.4f}, "
@@ -202,7 +219,7 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
     """Tiled high-resolution detection over images and folders (DOTA-style 4000 px aerial images; GeoTIFFs of any
     size read window by window, with GeoJSON on the map)."""
     from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats, image_paths
-    from fss.progress import counter
+    from fss.progress import counter, tile_counter
     from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -217,7 +234,8 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
         progress, advance = counter(len(paths[rank::world]), "detect", rank)
         with progress, _disk_errors_resume(Path(out)):
             summary = detector.run(paths, out, formats=fmts, save_images=save_images, exist_ok=exist_ok,
-                                   max_pixels=max_pixels, to_wgs84=to_wgs84, on_image=lambda p, d: advance(
+                                   max_pixels=max_pixels, to_wgs84=to_wgs84, on_tiles=tile_counter(progress),
+                                   on_image=lambda p, d: advance(
                                        f"{p.name}: " + ("failed" if d is None else f"{len(d)} objects")))
     if rank == 0:
         _print_detect_summary(summary)

@@ -196,12 +196,14 @@ class Detector:
 
     def run(self, sources: str | Path | Iterable[str | Path], out: str | Path = "runs/detect", *, formats=FORMATS,
             save_images: bool = False, exist_ok: bool = False, increment: bool | None = None,
-            max_pixels: int | None = None, on_image: Callable | None = None, to_wgs84: bool = False) -> dict:
+            max_pixels: int | None = None, on_image: Callable | None = None, to_wgs84: bool = False,
+            on_tiles: Callable[[int, int], None] | None = None) -> dict:
         """Detect every image of ``sources`` into the folder ``out`` (COCO predictions.json + images.json, DOTA
         Task2 files, YOLO labels, GeoJSON for georeferenced GeoTIFFs — in their CRS, or longitude/latitude
         with ``to_wgs84`` — and annotated images) and return the summary; a rerun resumes. ``increment``
         (default: when ``out`` is runs/detect) moves on to out2, out3, … when ``out`` holds another run.
-        Under torchrun every process takes its share of the images; rank 0 writes the outputs."""
+        Under torchrun every process takes its share of the images; rank 0 writes the outputs. ``on_image(path,
+        detections or None)`` is called after every image, ``on_tiles(done, total)`` after every batch of tiles."""
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         check_formats(formats)
         out = Path(out)
@@ -209,6 +211,7 @@ class Detector:
         check_output_dir(out)
         paths = image_paths(sources)
         identity = run_identity(self.tiled, self.model)
+        self.tiled.on_tiles = on_tiles
         if world > 1:
             import torch.distributed as dist
 

@@ -46,3 +46,21 @@ def counter(total: int, label: str, rank: int = 0):
                         TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=total == 0 or rank != 0)
     task = progress.add_task(label, total=total, info="")
     return progress, lambda info="": progress.update(task, advance=1, info=info)
+
+
+def tile_counter(progress: Progress, min_tiles: int = 64):
+    """on_tiles(done, total) for a detector: a second bar with the tiles of an image large enough to take a while
+    (``min_tiles`` or more: a GeoTIFF of 30,000 px has ~9,000 at 512 px), removed when the image is done."""
+    state = {"task": None}
+
+    def on_tiles(done: int, total: int) -> None:
+        if total < min_tiles or progress.disable:
+            return
+        if state["task"] is None:
+            state["task"] = progress.add_task("tiles", total=total, info="")
+        progress.update(state["task"], completed=done)
+        if done >= total:
+            progress.remove_task(state["task"])
+            state["task"] = None
+
+    return on_tiles

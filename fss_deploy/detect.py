@@ -16,6 +16,7 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,7 @@ class TiledDetector:
                                        # on CPU the backend already uses every core and a second thread competes)
     bands: tuple[int, ...] | None = None   # GeoTIFFs: bands read as red, green, blue (1-based; None: the first three)
     stretch: tuple[float, float] = DEFAULT_STRETCH   # GeoTIFFs that are not 8 bit: percentiles -> 0 and 255
+    on_tiles: Callable[[int, int], None] | None = None    # (tiles done, tiles of the image) after every batch
     stats: dict = field(default_factory=lambda: {"tiles": 0, "tiles_nodata": 0, "infer_s": 0.0, "prep_s": 0.0,
                                                  "post_s": 0.0})
 
@@ -165,7 +167,7 @@ class TiledDetector:
         prefetch = self.prefetch or not isinstance(image, np.ndarray)
         batches = self._batches(image, tiles, pad)
         all_dets, all_cut, all_src = [], [], []
-        done = 0
+        done, nodata_before = 0, self.stats["tiles_nodata"]
         with ThreadPoolExecutor(max_workers=1) as prep:            # build batch i+1 while batch i runs
             t0 = time.perf_counter()
             future = prep.submit(next, batches, None) if prefetch else None
@@ -184,6 +186,8 @@ class TiledDetector:
                                    else np.zeros(len(d), bool))
                     all_src.append(np.full(len(d), done))
                     done += 1
+                if self.on_tiles:
+                    self.on_tiles(done + self.stats["tiles_nodata"] - nodata_before, len(tiles))
                 t0 = time.perf_counter()
         self.stats["tiles"] += done
         if self.full_image and max(h, w) > self.tile:

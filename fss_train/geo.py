@@ -17,6 +17,7 @@ Boxes are xyxy pixels of the full raster; map coordinates follow the file's affi
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ DEFAULT_STRETCH = (2.0, 98.0)           # percentiles per band -> 0 and 255 (non
 SAMPLE_GRID = 8                          # stretch statistics without overviews: SAMPLE_GRID² windows …
 SAMPLE_WINDOW = 64                       # … of this many pixels a side
 OVERVIEW_MIN_SIDE = 256                  # smallest overview side used for the statistics
+GDAL_CACHE_MB = 256                      # GDAL's block cache (its default, 5 % of RAM, would pass our memory bound)
 MISSING = "GeoTIFF support needs rasterio: pip install 'fss[geo]' (or pip install rasterio)"
 
 
@@ -125,6 +127,7 @@ class Raster:
 
     def __init__(self, path: str | Path, bands: tuple[int, ...] | None = None,
                  stretch: tuple[float, float] = DEFAULT_STRETCH):
+        os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))     # read by GDAL at its first block read
         try:
             import rasterio
         except ImportError:

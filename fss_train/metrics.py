@@ -40,6 +40,13 @@ def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbo
     ``max_dets`` is the per-image detection cap of AP and AR100 (COCO's 100 by default). Dense
     aerial images hold hundreds to thousands of objects: with 100 their recall is capped, so
     evaluate them with the detector's own limit (training uses ``max_det``)."""
+    return coco_eval_details(gt, predictions, verbose, max_dets)[0]
+
+
+def coco_eval_details(gt: dict | str | Path, predictions: list[dict] | str | Path, verbose: bool = False,
+                      max_dets: int = 100) -> tuple[dict, dict]:
+    """The 12 COCO stats and the details behind them: ``per_class`` {category name: {"AP", "AP50"}} (-1: the
+    class has no ground truth) and ``pr`` {name: precision at 101 recall points, IoU 0.5} for PR curves."""
     from pycocotools.cocoeval import COCOeval
 
     sink = io.StringIO()
@@ -47,7 +54,9 @@ def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbo
         coco_gt = _coco_from_dict(json.loads(Path(gt).read_text()) if isinstance(gt, (str, Path)) else gt)
         preds = json.loads(Path(predictions).read_text()) if isinstance(predictions, (str, Path)) else predictions
         if not preds:
-            return {k: 0.0 for k in COCO_STAT_NAMES}
+            names = [c["name"] for c in coco_gt.loadCats(coco_gt.getCatIds())]
+            return {k: 0.0 for k in COCO_STAT_NAMES}, {"per_class": {n: {"AP": 0.0, "AP50": 0.0} for n in names},
+                                                       "pr": {}}
         unknown = sorted({p.get("image_id") for p in preds if isinstance(p, dict)} - set(coco_gt.getImgIds()),
                          key=str)
         if unknown:
@@ -65,7 +74,71 @@ def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbo
             stats = _stats_at(ev, int(max_dets))
     if verbose:
         print(sink.getvalue())
-    return {k: float(v) for k, v in zip(COCO_STAT_NAMES, stats)}
+    return {k: float(v) for k, v in zip(COCO_STAT_NAMES, stats)}, _per_class(ev, coco_gt)
+
+
+def _per_class(ev, coco_gt) -> dict:
+    """Per-category AP (IoU 0.50:0.95) and AP50 and the IoU-0.5 precision/recall curve, from ``ev.eval``
+    (precision [T, R, K, A, M]) at area "all" and the largest detection cap."""
+    prec = ev.eval["precision"][:, :, :, 0, -1]                                  # (T, R, K)
+    t50 = int(np.where(np.isclose(ev.params.iouThrs, 0.5))[0][0])
+    per_class, pr = {}, {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        name = coco_gt.loadCats([cat_id])[0]["name"]
+        p = prec[:, :, k]
+        valid = p[p > -1]
+        per_class[name] = {"AP": float(valid.mean()) if valid.size else -1.0,
+                           "AP50": float(p[t50][p[t50] > -1].mean()) if (p[t50] > -1).any() else -1.0}
+        if (p[t50] > -1).any():
+            pr[name] = np.where(p[t50] > -1, p[t50], 0.0).round(4).tolist()
+    return {"per_class": per_class, "pr": pr, "recall": [round(float(r), 2) for r in ev.params.recThrs]}
+
+
+def confusion_matrix(gt: dict, predictions: list[dict], conf: float = 0.25, iou: float = 0.5) -> tuple[np.ndarray,
+                                                                                                          list[str]]:
+    """(C+1, C+1) counts, rows = predicted class, columns = true class, the last row/column "background"
+    (as Ultralytics' val): detections scoring at least ``conf`` matched one to one to ground truths at IoU
+    ``iou`` or more, whatever their class, highest IoU first; crowd/difficult ground truths left out.
+    Returns the matrix and the class names (category order of ``gt``)."""
+    cats = sorted(gt["categories"], key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(cats)}
+    bg = len(cats)
+    m = np.zeros((bg + 1, bg + 1), np.int64)
+    by_image_gt: dict = {}
+    for a in gt["annotations"]:
+        if not a.get("iscrowd", 0):
+            by_image_gt.setdefault(a["image_id"], []).append(a)
+    by_image_dt: dict = {}
+    for p in predictions:
+        if p["score"] >= conf and p["category_id"] in index:
+            by_image_dt.setdefault(p["image_id"], []).append(p)
+    for image_id in set(by_image_gt) | set(by_image_dt):
+        g, d = by_image_gt.get(image_id, []), by_image_dt.get(image_id, [])
+        gb = np.array([a["bbox"] for a in g], np.float64).reshape(-1, 4)
+        db = np.array([p["bbox"] for p in d], np.float64).reshape(-1, 4)
+        gc = [index[a["category_id"]] for a in g]
+        dc = [index[p["category_id"]] for p in d]
+        matched_g, matched_d = set(), set()
+        if len(g) and len(d):
+            ious = _xywh_iou(db, gb)                                              # (D, G)
+            for di, gi in sorted(zip(*np.nonzero(ious >= iou)), key=lambda ij: -ious[ij]):
+                if di not in matched_d and gi not in matched_g:
+                    matched_d.add(di)
+                    matched_g.add(gi)
+                    m[dc[di], gc[gi]] += 1
+        for di in set(range(len(d))) - matched_d:
+            m[dc[di], bg] += 1                                                   # false positive
+        for gi in set(range(len(g))) - matched_g:
+            m[bg, gc[gi]] += 1                                                   # missed
+    return m, [c["name"] for c in cats]
+
+
+def _xywh_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ax2, ay2, bx2, by2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    return inter / (a[:, 2:].prod(1)[:, None] + b[:, 2:].prod(1)[None] - inter + 1e-12)
 
 
 def _stats_at(ev, max_dets: int) -> list[float]:
@@ -160,8 +233,9 @@ def dota_eval(ds: Dataset, predictions: list[dict], iou_threshold: float = 0.5) 
     return {"mAP50": mean, "per_class": per_class}
 
 
-def read_dota_task2(folder: str | Path, ds: Dataset) -> list[dict]:
-    """``Task2_<class>.txt`` lines ``image score xmin ymin xmax ymax`` -> COCO-style predictions."""
+def read_dota_task2(folder: str | Path, ds: Dataset, category_ids: dict[str, int] | None = None) -> list[dict]:
+    """``Task2_<class>.txt`` lines ``image score xmin ymin xmax ymax`` -> COCO-style predictions (category id:
+    ``category_ids[class]``, default the class index + 1); files of classes ``ds`` lacks are not read."""
     folder = Path(folder)
     ids = {rec.path.stem: rec.image_id for rec in ds.records}
     preds = []
@@ -179,6 +253,7 @@ def read_dota_task2(folder: str | Path, ds: Dataset) -> list[dict]:
                 raise ValueError(f"{f}:{n}: expected 'image score xmin ymin xmax ymax', got {line!r}") from None
             if image not in ids:
                 raise ValueError(f"{f}:{n}: image {image!r} is not in the dataset")
-            preds.append({"image_id": ids[image], "category_id": c + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+            cat = category_ids[name] if category_ids else c + 1
+            preds.append({"image_id": ids[image], "category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1],
                           "score": score})
     return preds

@@ -141,7 +141,8 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
         rows[rec.image_id].append((box, cat_index[ann["category_id"]], difficult, poly))
     for image_id, rec in records.items():
         _fill(rec, rows[image_id])
-    return Dataset([c["name"] for c in cats], list(records.values()), problems, str(json_path))
+    return Dataset([c["name"] for c in cats], list(records.values()), problems, str(json_path),
+                   category_ids=[c["id"] for c in cats])
 
 
 def _coco_image_root(json_path: Path, data: dict) -> Path:

@@ -54,6 +54,7 @@ class Dataset:
     records: list[ImageRecord]
     problems: list[Problem] = field(default_factory=list)
     source: str = ""
+    category_ids: list[int] | None = None      # a COCO json's own category id of each class (None: index + 1)
 
     @property
     def num_objects(self) -> int:

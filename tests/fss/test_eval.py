@@ -108,3 +108,98 @@ def test_eval_errors(tmp_path, shared_data):
     del bad
     result = runner.invoke(app, ["eval", "--data", "x"])
     assert result.exit_code == 1 and "model checkpoint or predictions" in result.output
+
+
+@pytest.fixture(scope="module")
+def detected(tmp_path_factory):
+    """Four synthetic scenes, the bundled model's `fss detect` run over them, and the scenes' COCO json rewritten
+    with other image and category ids (categories in another order)."""
+    root = tmp_path_factory.mktemp("evalmap")
+    r = runner.invoke(app, ["data", "synth", str(root / "s"), "--num-images", "4", "--size", "512", "--objects", "30",
+                            "--seed", "5"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["detect", str(root / "s/images"), "--out", str(root / "det"), "--device", "cpu",
+                            "--conf", "0.05"])
+    assert r.exit_code == 0, r.output
+    gt = json.loads((root / "s/annotations.json").read_text())
+    new_cat = {c["id"]: 100 - 10 * c["id"] for c in gt["categories"]}          # 90, 80, …: reversed order
+    new_img = {im["id"]: im["id"] + 1000 for im in gt["images"]}
+    for c in gt["categories"]:
+        c["id"] = new_cat[c["id"]]
+    for im in gt["images"]:
+        im["id"] = new_img[im["id"]]
+    for a in gt["annotations"]:
+        a["category_id"], a["image_id"] = new_cat[a["category_id"]], new_img[a["image_id"]]
+    (root / "s/other_ids.json").write_text(json.dumps(gt))
+    return root
+
+
+def test_detect_predictions_are_matched_by_file_and_class_name(detected, tmp_path):
+    """The same fss detect run scores the same against the dataset's own COCO json, a COCO json with other ids,
+    and the DOTA labels (it scored 0.0000 before ids were mapped, and pycocotools failed on the DOTA folder)."""
+    root = detected
+    scores = {}
+    for name, data in [("own", root / "s/annotations.json"), ("other", root / "s/other_ids.json"),
+                       ("dota", root / "s")]:
+        out = tmp_path / name
+        r = runner.invoke(app, ["eval", "--predictions", str(root / "det"), "--data", str(data), "--out", str(out),
+                                "--max-dets", "300"])
+        assert r.exit_code == 0, r.output
+        m = json.loads((out / "metrics.json").read_text())
+        scores[name] = m["result"]["AP50"]
+        assert set(m["per_class"]) == {"small-vehicle", "large-vehicle", "ship", "plane", "storage-tank"}
+        for png in ("PR_curve.png", "confusion_matrix.png"):
+            assert (out / png).stat().st_size > 10_000
+        cm = json.loads((out / "confusion_matrix.json").read_text())
+        matrix = np.array(cm["rows_predicted_columns_true"])
+        assert cm["classes"][-1] == "background" and np.trace(matrix[:-1, :-1]) > matrix[:-1, :-1].sum() * 0.8
+    assert scores["own"] > 0.5 and scores["own"] == pytest.approx(scores["other"], abs=1e-9)
+    # the DOTA labels are boxes around the objects' oriented outlines, a few px off the COCO boxes: close, not equal
+    assert abs(scores["dota"] - scores["own"]) < 0.05
+    # the per-class APs agree with a hand count: the mean of the per-class AP50 is the AP50
+    per = [v["AP50"] for v in json.loads((tmp_path / "own/metrics.json").read_text())["per_class"].values()
+           if v["AP50"] >= 0]
+    assert np.mean(per) == pytest.approx(scores["own"], abs=1e-9)
+
+
+def test_checkpoint_classes_are_mapped_by_name(detected, tmp_path, shared_data):
+    """The bundled model (5 synthetic classes) on the same scenes labelled with the classes in another order,
+    and on DOTA labels that share only some names: mapped by name, the difference said; none shared: refused."""
+    root = detected
+    ds = read_dataset(root / "s")
+    base = runner.invoke(app, ["eval", "models/fss-n-aerial.pt", "--data", str(root / "s/annotations.json"),
+                               "--out", str(tmp_path / "a"), "--device", "cpu", "--max-dets", "300"])
+    assert base.exit_code == 0, base.output
+    other = runner.invoke(app, ["eval", "models/fss-n-aerial.pt", "--data", str(root / "s/other_ids.json"),
+                                "--out", str(tmp_path / "b"), "--device", "cpu", "--max-dets", "300"])
+    assert other.exit_code == 0, other.output
+    a = json.loads((tmp_path / "a/metrics.json").read_text())["result"]["AP"]
+    b = json.loads((tmp_path / "b/metrics.json").read_text())["result"]["AP"]
+    assert a > 0.3 and a == pytest.approx(b, abs=1e-9) and len(ds.classes) == 5
+    dota = runner.invoke(app, ["eval", "models/fss-n-aerial.pt", "--data",
+                               str(shared_data / "dota_devkit_yolo_demo/DOTA_demo"), "--out", str(tmp_path / "c"),
+                               "--device", "cpu"])
+    assert dota.exit_code == 0, dota.output
+    assert "ground-truth classes the predictions do not know" in dota.output and "baseball-diamond" in dota.output
+    coco8 = runner.invoke(app, ["eval", "models/fss-n-aerial.pt", "--data",
+                                str(shared_data / "coco8/annotations/instances_val.json"),
+                                "--out", str(tmp_path / "d"), "--device", "cpu"])
+    assert coco8.exit_code == 1 and "share no name" in coco8.output
+
+
+def test_results_json_in_other_ids_is_refused_with_the_reason(detected, tmp_path):
+    root = detected
+    preds = json.loads((root / "det/predictions.json").read_text())
+    (tmp_path / "plain.json").write_text(json.dumps(preds))                 # no images.json beside it
+    r = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "plain.json"), "--data",
+                            str(root / "s/other_ids.json"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "category ids [1, 2, 3, 4, 5] are not among" in r.output
+    r = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "plain.json"), "--data", str(root / "s"),
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "images.json" in r.output
+    # an explicit --out that holds files is not written into unless asked
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full/keep.txt").write_text("x")
+    r = runner.invoke(app, ["eval", "--predictions", str(root / "det"), "--data", str(root / "s"),
+                            "--out", str(tmp_path / "full")])
+    assert r.exit_code == 1 and "--exist-ok" in r.output
