@@ -114,14 +114,15 @@ def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int
 def evaluate(model: str | Path | None = None, data: str = "", *, predictions: str | Path | None = None,
              metric: str = "coco", split: str = "val", imgsz: int | None = None, batch: int = 8,
              device: str = "auto", max_dets: int = 100, alignment: bool = False, out: str | Path | None = None,
-             conf: float = 0.25, iou: float = 0.5) -> dict:
+             conf: float = 0.25, iou: float = 0.5, progress=None) -> dict:
     """COCO metrics (pycocotools) or the DOTA devkit's VOC07 mAP50 of a checkpoint, or of saved predictions
     (``fss detect``'s output folder or predictions.json, a COCO results json, a DOTA Task2 folder), on
     ``data``. Images are matched by file and classes by name (fss_train/predictions.py): a class on one side
     only is named in ``classes_note``, no class in common is an error. Returns ``{"metric", "result",
     "per_class", "num_predictions", "classes_note", "alignment"}``; with ``alignment`` (a checkpoint only) the
     task alignment too. With ``out``: metrics.json, predictions.json (in the ground truth's ids),
-    PR_curve.png and confusion_matrix.png (detections scoring ``conf`` or more, matched at IoU ``iou``)."""
+    PR_curve.png and confusion_matrix.png (detections scoring ``conf`` or more, matched at IoU ``iou``).
+    ``progress(done, total)`` follows a checkpoint's batches."""
     from fss_train.data import read_dataset
     from fss_train.metrics import coco_eval_details, coco_gt_from_dataset, dota_eval
     from fss_train.predictions import read_predictions
@@ -145,7 +146,8 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
         preds, mapping = read_predictions(predictions, ds)
         align = None
     else:
-        preds, mapping, align = predict_dataset(model, ds, imgsz, batch, resolve_device(device), alignment)
+        preds, mapping, align = predict_dataset(model, ds, imgsz, batch, resolve_device(device), alignment,
+                                                progress)
     # a COCO json is its own ground truth (its ids, its areas); every other format through the dataset
     gt = json.loads(Path(ds.source).read_text()) if ds.category_ids is not None else coco_gt_from_dataset(ds)
     if metric == "coco":
@@ -193,7 +195,7 @@ def _write_eval(out: Path, record: dict, gt: dict, preds: list[dict], details: d
 
 
 def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch: int = 8, device: str = "auto",
-                    alignment: bool = False) -> tuple[list[dict], object, dict | None]:
+                    alignment: bool = False, progress=None) -> tuple[list[dict], object, dict | None]:
     """COCO predictions of a checkpoint over a dataset (whole images, letterboxed, the training-time
     thresholds of config.py) in the ground truth's ids (classes mapped by name), the class mapping, and with
     ``alignment`` the task alignment from the same pass's model (it needs the same classes, in order)."""
@@ -214,7 +216,9 @@ def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch:
     model = model.to(dev)
     loader = make_loader(DetectionDataset(ds, imgsz or ckpt["input_size"][0]), batch, shuffle=False, workers=0)
     defaults = TrainConfig()
-    preds = predict(model, loader, dev, conf=defaults.eval_conf, iou=defaults.eval_iou, max_det=defaults.max_det)
+    done = iter(range(1, len(loader) + 1))
+    preds = predict(model, loader, dev, conf=defaults.eval_conf, iou=defaults.eval_iou, max_det=defaults.max_det,
+                    on_batch=(lambda: progress(next(done), len(loader))) if progress else None)
     preds = remap(preds, ckpt["class_names"], mapping)
     return preds, mapping, task_alignment(model, loader, dev) if alignment else None
 
@@ -239,10 +243,12 @@ class Exported:
 
 def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = None, batch: int = 1,
            dynamic: bool = False, half: bool = False, opset: int = 17, out: str | Path | None = None,
-           verify: bool = False, verify_images: list[str] | None = None, weights: str = "ema") -> Exported:
+           verify: bool = False, verify_images: list[str] | None = None, weights: str = "ema",
+           progress=None) -> Exported:
     """Export a checkpoint to ONNX (``format="onnx"``) or to a TensorRT engine (``"engine"``, through the
     ONNX file). With ``verify`` onnxruntime and torch run the same images (given, or a synthetic scene) and
-    the report is attached; a mismatch does not raise — read ``result.verify["within_tolerance"]``."""
+    the report is attached; a mismatch does not raise — read ``result.verify["within_tolerance"]``.
+    ``progress(done, total)`` follows the verification."""
     from fss_deploy.detect import resolve_sources
     from fss_deploy.export import export_onnx, verify_onnx
 
@@ -260,7 +266,7 @@ def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = 
         images = resolve_sources(verify_images) if verify_images else sample_images(size)
         if not images:
             raise FileNotFoundError(f"verify_images: no images found in {verify_images}")
-        done.verify = verify_onnx(res.path, checkpoint, images, weights)
+        done.verify = verify_onnx(res.path, checkpoint, images, weights, progress=progress)
     if format == "engine":
         from fss_deploy.tensorrt import build_engine
         engine = Path(out) if out else res.path.with_suffix(".engine")
@@ -289,38 +295,41 @@ def sample_images(size: int) -> list[str]:
 # ------------------------------------------------------------------------------------------ benchmark
 def benchmark(model: str | Path, *, backend: str | None = None, imgsz: int | None = None, batch: int = 1,
               warmup: int = 50, iters: int = 300, threads: int = 0, device: str = "auto",
-              out: str | Path | None = None) -> dict:
+              out: str | Path | None = None, progress=None) -> dict:
     """Latency per stage (preprocess, inference, postprocess) and FPS at ``batch`` (1 = the paper's setting),
-    FP32. With ``out``: report.md, report.json and latency.png there."""
+    FP32. With ``out``: report.md, report.json and latency.png there. ``progress(done, total)`` per run."""
     from fss_deploy.bench import bench_model
 
     _check_counts(warmup, iters, batch)
     _postprocess_only_unless_torch(threads, [model])
-    report = bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, resolve_device(device))
+    report = bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, resolve_device(device),
+                         progress=progress)
     return _written(report, out, "latency")
 
 
 def benchmark_overhead(a: str | Path, b: str | Path, *, imgsz: int | None = None, warmup: int = 50,
-                       iters: int = 300, threads: int = 0, device: str = "auto", out: str | Path | None = None) -> dict:
+                       iters: int = 300, threads: int = 0, device: str = "auto", out: str | Path | None = None,
+                       progress=None) -> dict:
     """The zero-inference-overhead report: identical graphs (structure, params, FLOPs) and interleaved
     latency of A and B with a bootstrap CI of their ratio."""
     from fss_deploy.bench import bench_overhead
 
     _check_counts(warmup, iters, 1)
     _postprocess_only_unless_torch(threads, [a, b])
-    report = bench_overhead(str(a), str(b), imgsz, warmup, iters, threads, resolve_device(device))
+    report = bench_overhead(str(a), str(b), imgsz, warmup, iters, threads, resolve_device(device), progress)
     return _written(report, out, "overhead")
 
 
 def benchmark_tiled(image: str | Path, model: str | Path, *, backend: str | None = None, batch: int = 8,
-                    overlap: int = 200, threads: int = 0, device: str = "auto", out: str | Path | None = None) -> dict:
+                    overlap: int = 200, threads: int = 0, device: str = "auto", out: str | Path | None = None,
+                    progress=None) -> dict:
     """Tiled detection throughput on one large image: s/image, tiles/s, time outside the model."""
     from fss_deploy.bench import bench_tiled
 
     _check_counts(0, 1, batch)
     _postprocess_only_unless_torch(threads, [model])
     return _written(bench_tiled(str(image), str(model), backend, batch, overlap, threads=threads,
-                                device=resolve_device(device)),
+                                device=resolve_device(device), progress=progress),
                     out, "tiled")
 
 

@@ -171,6 +171,7 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
     """Evaluate a model or saved predictions (COCO metrics via pycocotools, or the DOTA devkit's VOC07 mAP)."""
     from fss.api import evaluate as evaluate_api
     from fss.api import free_folder
+    from fss.progress import work_bar
     from fss_train.fileio import atomic_write
 
     with user_errors():
@@ -179,8 +180,11 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
         elif Path(out).is_dir() and any(Path(out).iterdir()) and not exist_ok:
             fail(f"{out} holds files; pass another --out, or --exist-ok to write into it")
         writable_out(out)
-        record = evaluate_api(model, data, predictions=predictions, metric=metric, split=split, imgsz=imgsz,
-                              batch=batch, device=device, max_dets=max_dets, alignment=alignment, out=out)
+        bar, progress = work_bar("eval")
+        with bar:
+            record = evaluate_api(model, data, predictions=predictions, metric=metric, split=split, imgsz=imgsz,
+                                  batch=batch, device=device, max_dets=max_dets, alignment=alignment, out=out,
+                                  progress=progress)
     _print_metrics(record)
     if json_out:
         atomic_write(json_out, json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))

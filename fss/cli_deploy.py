@@ -27,10 +27,12 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
            weights: Annotated[str, typer.Option(help="ema | raw")] = "ema"):
     """Export a checkpoint to ONNX or a TensorRT engine (`fss export CKPT`; the word `model` may be left out)."""
     from fss.api import export as export_api
+    from fss.progress import work_bar
 
-    with user_errors():
+    bar, progress = work_bar("verify")
+    with user_errors(), bar:
         res = export_api(source, format=format, imgsz=imgsz, batch=batch, dynamic=dynamic, half=half, opset=opset,
-                         out=out, verify=verify, verify_images=verify_images, weights=weights)
+                         out=out, verify=verify, verify_images=verify_images, weights=weights, progress=progress)
     console.print(f"ONNX: {res.onnx}  fingerprint {res.fingerprint[:16]}…  params {res.params:,}  "
                   f"FLOPs {res.flops / 1e9:.3f} G", highlight=False)
     if res.verify is not None and not _print_verify(res.verify):
@@ -87,10 +89,12 @@ def bench(model: Annotated[str, typer.Argument(help="model file (.pt, .onnx, .en
     """Latency per stage and FPS at batch 1 FP32 (`fss bench MODEL`; the word `latency` may be left out).
     Writes report.md, report.json and latency.png."""
     from fss.api import benchmark
+    from fss.progress import work_bar
 
-    with user_errors():
+    bar, progress = work_bar("bench")
+    with user_errors(), bar:
         r = benchmark(model, backend=backend, imgsz=imgsz, batch=batch, warmup=warmup, iters=iters, threads=threads,
-                      device=device, out=out)
+                      device=device, out=out, progress=progress)
     st = r["stages"]
     console.print(f"{r['input']} {r['environment']['backend']} {r['environment']['precision']}: preprocess "
                   f"{st['preprocess']['median_ms']:.2f} ms, inference {st['inference']['median_ms']:.2f} ms (p90 "
@@ -107,9 +111,12 @@ def bench_overhead(a: Annotated[str, typer.Argument(metavar="A", help="model A")
                    threads: Threads = 0, out: BenchOut = "runs/bench"):
     """The zero-inference-overhead report: identical graphs and interleaved latency of A and B (exit 1 if not)."""
     from fss.api import benchmark_overhead
+    from fss.progress import work_bar
 
-    with user_errors():
-        r = benchmark_overhead(a, b, imgsz=imgsz, warmup=warmup, iters=iters, threads=threads, device=device, out=out)
+    bar, progress = work_bar("A/B pairs")
+    with user_errors(), bar:
+        r = benchmark_overhead(a, b, imgsz=imgsz, warmup=warmup, iters=iters, threads=threads, device=device, out=out,
+                               progress=progress)
     verdict = "[bold green]IDENTICAL GRAPH[/]" if r["identical_graph"] else "[bold red]DIFFERENT[/]"
     console.print(f"{verdict}: params {r['a']['params']:,} / {r['b']['params']:,}, GFLOPs {r['a']['flops'] / 1e9:.3f}"
                   f" / {r['b']['flops'] / 1e9:.3f}; latency A/B {r['ratio_a_over_b']:.3f} (95% CI "
@@ -128,9 +135,11 @@ def bench_tiled(image: Annotated[str, typer.Argument(help="a large image")],
                 out: BenchOut = "runs/bench"):
     """Tiled detection throughput on one large image: s/image, tiles/s, time outside the model."""
     from fss.api import benchmark_tiled
+    from fss.progress import work_bar
 
-    with user_errors():
+    bar, progress = work_bar("repeats")
+    with user_errors(), bar:
         r = benchmark_tiled(image, model, backend=backend, batch=batch, overlap=overlap, threads=threads,
-                            device=device, out=out)
+                            device=device, out=out, progress=progress)
     console.print(f"{r['seconds_per_image']:.3f} s/image, {r['tiles_per_s']:.1f} tiles/s, outside the model "
                   f"{100 * r['outside_model_fraction']:.1f}% -> {r['report_dir']}/report.md")

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 err = Console(stderr=True, soft_wrap=True)
 
 
 class TrainProgress:
-    """A bar per epoch: losses, positives per GT, images/s; a line per finished epoch."""
+    """A bar per epoch (short figures and the time left for the whole run, readable at 80 columns); a line per
+    finished epoch with the full losses."""
 
-    def __init__(self):
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
+    def __init__(self, console: Console | None = None):
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=14), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TextColumn("{task.fields[eta]}"),
+                                 console=console or err)
+        self._epoch_start = self._last_epoch_s = None
+        self._left = 0
 
     def __enter__(self):
         self.progress.__enter__()
@@ -23,20 +36,33 @@ class TrainProgress:
         return self.progress.__exit__(*exc)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int):
-        return self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, info="")
+        self._epoch_start, self._left, self._steps = time.perf_counter(), epochs - epoch - 1, steps
+        return self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, info="", eta="")
 
     def step(self, task, i: int, s: dict) -> None:
-        self.progress.update(task, completed=i + 1, info=f"loss {s['loss']:.3f} (cls {s['cls']:.3f} box {s['box']:.3f}"
-                             f" obj {s['obj']:.3f}) pos/GT {s['pos_per_gt']:.2f} {s['images_per_s']:.1f} img/s")
+        spent = time.perf_counter() - self._epoch_start
+        per_step = spent / (i + 1)
+        # the rest of this epoch, then every later epoch as long as the last whole one took (its evaluation
+        # included), or as this epoch's steps until one has finished
+        left = (self._steps - i - 1) * per_step + self._left * (self._last_epoch_s or self._steps * per_step)
+        self.progress.update(task, completed=i + 1, eta=f"run ETA {_clock(left)}",
+                             info=f"loss {s['loss']:.3f} pos/GT {s['pos_per_gt']:.2f} {s['images_per_s']:.1f} img/s")
 
     def end_epoch(self, task, row: dict) -> None:
+        self._last_epoch_s = time.perf_counter() - self._epoch_start
         self.progress.remove_task(task)
         ap = row.get("AP")
         ap_txt = f" AP {ap:.4f} AP50 {row.get('AP50', float('nan')):.4f}" if ap == ap else ""
         rc = row["rank_consistency"]
         rc_txt = f" rank-consistency {rc:.3f}" if rc == rc else ""       # nan: no GT had two positives
-        self.progress.console.print(f"epoch {row['epoch']}: loss {row['loss']:.4f} pos/GT {row['pos_per_gt']:.2f}"
+        self.progress.console.print(f"epoch {row['epoch']}: loss {row['loss']:.4f} (cls {row['cls']:.3f} box "
+                                    f"{row['box']:.3f} obj {row['obj']:.3f}) pos/GT {row['pos_per_gt']:.2f}"
                                     f"{rc_txt}{ap_txt} ({row['images_per_s']:.1f} img/s)", highlight=False)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def counter(total: int, label: str, rank: int = 0):
@@ -51,16 +77,29 @@ def counter(total: int, label: str, rank: int = 0):
 def tile_counter(progress: Progress, min_tiles: int = 64):
     """on_tiles(done, total) for a detector: a second bar with the tiles of an image large enough to take a while
     (``min_tiles`` or more: a GeoTIFF of 30,000 px has ~9,000 at 512 px), removed when the image is done."""
+    return step_counter(progress, "tiles", min_tiles)
+
+
+def step_counter(progress: Progress, label: str, min_total: int = 0):
+    """callback(done, total) that shows a bar in ``progress`` for work whose size is known only once it starts
+    (eval batches, benchmark runs, verified images), removed when done; nothing for fewer than ``min_total``."""
     state = {"task": None}
 
     def on_tiles(done: int, total: int) -> None:
-        if total < min_tiles or progress.disable:
+        if total < min_total or progress.disable:
             return
         if state["task"] is None:
-            state["task"] = progress.add_task("tiles", total=total, info="")
+            state["task"] = progress.add_task(label, total=total, info="")
         progress.update(state["task"], completed=done)
         if done >= total:
             progress.remove_task(state["task"])
             state["task"] = None
 
     return on_tiles
+
+
+def work_bar(label: str):
+    """(progress, callback(done, total)): a transient bar on stderr for one piece of work (eval, bench, verify)."""
+    progress = Progress("[bold]" + label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=err, transient=True)
+    return progress, step_counter(progress, label)

@@ -66,8 +66,10 @@ def _sync(backend: Backend) -> None:
 
 
 def bench_model(model: str, backend: str | None = None, imgsz: int | None = None, batch: int = 1, warmup: int = 50,
-                iters: int = 300, threads: int = 0, device: str = "cpu", image: np.ndarray | None = None) -> dict:
-    """Per-stage latency of one model: preprocess (letterbox + normalise), inference, postprocess."""
+                iters: int = 300, threads: int = 0, device: str = "cpu", image: np.ndarray | None = None,
+                progress=None) -> dict:
+    """Per-stage latency of one model: preprocess (letterbox + normalise), inference, postprocess.
+    ``progress(done, total)`` is called after every run."""
     if threads:
         torch.set_num_threads(threads)
     b = load_backend(model, backend, device, imgsz, threads)
@@ -92,6 +94,8 @@ def bench_model(model: str, backend: str | None = None, imgsz: int | None = None
             for k, v in (("preprocess", t1 - t0), ("inference", t2 - t1), ("postprocess", t3 - t2),
                          ("total", t3 - t0)):
                 stages[k].append(v)
+        if progress:
+            progress(i + 1, warmup + iters)
     report = {"model": str(model), "input": f"{batch}x3x{size}x{size}", "warmup": warmup, "iters": iters,
               "environment": environment(b, threads), "stages": {k: summarize(v) for k, v in stages.items()}}
     med = report["stages"]["total"]["median_ms"]
@@ -112,7 +116,7 @@ def bootstrap_ratio(a: list[float], b: list[float], rounds: int = 2000, seed: in
 
 
 def bench_overhead(a: str, b: str, imgsz: int | None = None, warmup: int = 30, iters: int = 200, threads: int = 0,
-                   device: str = "cpu") -> dict:
+                   device: str = "cpu", progress=None) -> dict:
     """Two models of one card: structure (fingerprints, params, FLOPs) and latency measured
     interleaved A B A B … in one process, so drift and noise hit both alike."""
     from fss_deploy.export import compare
@@ -132,6 +136,8 @@ def bench_overhead(a: str, b: str, imgsz: int | None = None, warmup: int = 30, i
             _sync(backend)
             if i >= warmup:
                 store.append(time.perf_counter() - t0)
+        if progress:
+            progress(i + 1, warmup + iters)
     ratio, lo, hi = bootstrap_ratio(ta, tb)
     return {"a": structure["a"], "b": structure["b"], "identical_graph": structure["identical"],
             "differences": structure["differences"], "latency_a": summarize(ta), "latency_b": summarize(tb),
@@ -140,7 +146,7 @@ def bench_overhead(a: str, b: str, imgsz: int | None = None, warmup: int = 30, i
 
 
 def bench_tiled(image_path: str, model: str, backend: str | None = None, batch: int = 8, overlap: int = 200,
-                repeats: int = 3, threads: int = 0, device: str = "cpu") -> dict:
+                repeats: int = 3, threads: int = 0, device: str = "cpu", progress=None) -> dict:
     from fss_deploy.detect import TiledDetector
 
     b = load_backend(model, backend, device, None, threads)
@@ -148,16 +154,18 @@ def bench_tiled(image_path: str, model: str, backend: str | None = None, batch: 
     det = TiledDetector(b, overlap=overlap, batch=batch)
     det(image)                                                          # warm-up
     times = []
-    for _ in range(repeats):
-        det.stats = {"tiles": 0, "infer_s": 0.0, "prep_s": 0.0, "post_s": 0.0}
+    for r in range(repeats):
+        det.stats = TiledDetector.fresh_stats()
         t0 = time.perf_counter()
         dets = det(image)
         times.append(time.perf_counter() - t0)
+        if progress:
+            progress(r + 1, repeats)
     med = statistics.median(times)
     stats = det.stats
     return {"image": str(image_path), "size": list(image.shape[:2]), "tiles": stats["tiles"], "detections": len(dets),
             "seconds_per_image": med, "images_per_s": 1 / med, "tiles_per_s": stats["tiles"] / med,
-            "stage_seconds_last": {k: v for k, v in stats.items() if k != "tiles"},
+            "stage_seconds_last": {k: v for k, v in stats.items() if k.endswith("_s")},
             "outside_model_fraction": (med - stats["infer_s"]) / max(stats["infer_s"], 1e-9),
             "repeats": repeats, "batch": det.batch, "environment": environment(b, threads)}
 

@@ -97,8 +97,12 @@ class TiledDetector:
     bands: tuple[int, ...] | None = None   # GeoTIFFs: bands read as red, green, blue (1-based; None: the first three)
     stretch: tuple[float, float] = DEFAULT_STRETCH   # GeoTIFFs that are not 8 bit: percentiles -> 0 and 255
     on_tiles: Callable[[int, int], None] | None = None    # (tiles done, tiles of the image) after every batch
-    stats: dict = field(default_factory=lambda: {"tiles": 0, "tiles_nodata": 0, "infer_s": 0.0, "prep_s": 0.0,
-                                                 "post_s": 0.0})
+    stats: dict = field(default_factory=lambda: TiledDetector.fresh_stats())
+
+    @staticmethod
+    def fresh_stats() -> dict:
+        """Tiles run, tiles skipped as nodata, and seconds in the backend / building batches / post-processing."""
+        return {"tiles": 0, "tiles_nodata": 0, "infer_s": 0.0, "prep_s": 0.0, "post_s": 0.0}
 
     def __post_init__(self):
         size = self.backend.input_size
@@ -149,7 +153,7 @@ class TiledDetector:
         group = []
         for t in tiles:
             if not isinstance(image, np.ndarray) and not image.has_data(t.x, t.y, t.width, t.height):
-                self.stats["tiles_nodata"] = self.stats.get("tiles_nodata", 0) + 1
+                self.stats["tiles_nodata"] += 1
                 continue
             group.append(t)
             if len(group) == self.batch:

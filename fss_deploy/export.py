@@ -182,9 +182,10 @@ def read_onnx(path: str | Path, require_fss: bool = True):
 
 # ---------------------------------------------------------------------------------- verify
 def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str | Path], weights: str = "ema",
-                atol: float = 1e-4, conf: float = 0.25, iou: float = 0.5, rtol: float = 1e-3) -> dict:
+                atol: float = 1e-4, conf: float = 0.25, iou: float = 0.5, rtol: float = 1e-3, progress=None) -> dict:
     """onnxruntime vs torch on real images: max abs difference of the raw outputs (the decode
-    inverted on both sides), and agreement of the final detections (IoU ≥ 0.5, same class)."""
+    inverted on both sides), and agreement of the final detections (IoU ≥ 0.5, same class).
+    ``progress(done, total)`` after every image."""
     import onnxruntime as ort
 
     from fss_train.nn.postprocess import postprocess
@@ -197,7 +198,9 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     batch = int(meta["batch"]) if fixed else 1
     max_abs, max_px, worst_excess, matched, total_t, total_o = 0.0, 0.0, float("-inf"), 0, 0, 0
-    for path in images:
+    for n, path in enumerate(images, start=1):
+        if progress:
+            progress(n - 1, len(images))
         canvas, _, _ = letterbox(read_image(path), (size, size))
         x = to_tensor([canvas] * batch)
         with torch.no_grad():
@@ -217,6 +220,8 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
         if len(dt) and len(do):
             matched += int(match_detections(dt, do).sum())
     f1 = 1.0 if total_t == total_o == 0 else 2 * matched / max(total_t + total_o, 1)
+    if progress:
+        progress(len(images), len(images))
     return {"images": len(images), "max_abs_diff_raw": max_abs, "atol": atol, "rtol": rtol,
             "max_abs_diff_box_px": max_px,
             "max_excess_over_tolerance": worst_excess,

@@ -131,6 +131,9 @@ class Run:
         if cfg.cache == "ram":
             self._cache_images()
         self.schedule = LRSchedule(cfg.lr, len(self.train_loader), cfg.epochs, cfg)
+        if is_main():
+            for line in self.summary():
+                log(line)
         self.scaler = torch.amp.GradScaler("cuda") if (cfg.amp and self.device.type == "cuda") else None
 
     def _val_dataset(self):
@@ -193,6 +196,23 @@ class Run:
             scheduler={"ema_updates": self.ema.updates, "best_fitness": self.best, "rows": self.rows},
             epoch=epoch, metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
             input_size=(self.cfg.imgsz, self.cfg.imgsz))
+
+    def summary(self) -> list[str]:
+        """What is about to run, said once at the start: data, classes, model, device, schedule, where it goes."""
+        cfg = self.cfg
+        names = ", ".join(self.classes[:8]) + (f", … ({len(self.classes)})" if len(self.classes) > 8 else "")
+        params = sum(p.numel() for p in self.model.parameters())
+        if self.device.type == "cuda":
+            where = f"{torch.cuda.get_device_name(self.device)} ({self.device})"
+        else:
+            where = f"CPU, {torch.get_num_threads()} threads"
+        procs = f" × {self.world} processes" if self.world > 1 else ""
+        return [f"data: {cfg.data} — {len(self.train_ds.records)} images, {self.train_ds.num_objects} objects; "
+                f"val: {self.val_ds.source or cfg.val or cfg.data} — {len(self.val_ds.records)} images",
+                f"classes ({len(self.classes)}): {names}",
+                f"model: {cfg.model}, {params / 1e6:.2f} M parameters, {cfg.imgsz} px; assigner {cfg.assigner}",
+                f"device: {where}{procs}; batch {cfg.batch}, {len(self.train_loader)} steps × {cfg.epochs} epochs"
+                f"{f' from epoch {self.start_epoch + 1}' if self.start_epoch else ''} -> {self.out}"]
 
     # ------------------------------------------------------------------------------ the run
     def fit(self, progress=None) -> dict:
