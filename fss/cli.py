@@ -50,7 +50,7 @@ class D:
     Overlap = Annotated[float, typer.Option(help="overlap between tiles: px, or a fraction of the tile below 1 (0.2)")]
     Batch = Annotated[int, typer.Option(help="tiles per backend call")]
     Conf = Annotated[float, typer.Option(help="score threshold")]
-    Iou = Annotated[float, typer.Option(help="class-aware NMS IoU for the merge")]
+    Iou = Annotated[float, typer.Option(help="the merge's threshold (IoU or IOS, see --match)")]
     FullImage = Annotated[bool, typer.Option(help="add a whole-image pass for objects larger than a tile")]
     Out = Annotated[str, typer.Option(help="output folder (default runs/detect, runs/detect2, … for a run with "
                                            "another model, settings or inputs)")]
@@ -65,6 +65,10 @@ class D:
                                                     "band: grey); default the first three colour bands")]
     Stretch = Annotated[str, typer.Option(help="GeoTIFFs other than 8 bit: low,high percentiles per band "
                                                "scaled to 0,255")]
+    Merge = Annotated[str, typer.Option(help="tile merge: nms (suppress) | nmm (merge into the kept box, SAHI's "
+                                             "NMM)")]
+    Match = Annotated[str, typer.Option(help="overlap measure of the merge: iou | ios (over the smaller box)")]
+    Agnostic = Annotated[bool, typer.Option("--agnostic", help="the merge ignores classes")]
     ToWgs84 = Annotated[bool, typer.Option("--to-wgs84", help="GeoJSON in longitude/latitude (default: the "
                                                                 "raster's CRS)")]
     Threads = Annotated[int, typer.Option(help="CPU threads for the backend (0: library default)")]
@@ -179,12 +183,18 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
             out = str(free_folder(out))
         elif Path(out).is_dir() and any(Path(out).iterdir()) and not exist_ok:
             fail(f"{out} holds files; pass another --out, or --exist-ok to write into it")
+        existed = Path(out).exists()
         writable_out(out)
         bar, progress = work_bar("eval")
-        with bar:
-            record = evaluate_api(model, data, predictions=predictions, metric=metric, split=split, imgsz=imgsz,
-                                  batch=batch, device=device, max_dets=max_dets, alignment=alignment, out=out,
-                                  progress=progress)
+        try:
+            with bar:
+                record = evaluate_api(model, data, predictions=predictions, metric=metric, split=split, imgsz=imgsz,
+                                      batch=batch, device=device, max_dets=max_dets, alignment=alignment, out=out,
+                                      progress=progress)
+        except BaseException:
+            if not existed and Path(out).is_dir() and not any(Path(out).iterdir()):
+                Path(out).rmdir()                        # a failed eval leaves no empty folder behind
+            raise
     _print_metrics(record)
     if json_out:
         atomic_write(json_out, json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))
@@ -219,7 +229,8 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
            iou: D.Iou = DET.IOU, full_image: D.FullImage = False, out: D.Out = "runs/detect",
            exist_ok: D.ExistOk = False, max_det: D.MaxDet = DET.MAX_DET, max_pixels: D.MaxPixels = None,
            save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0,
-           bands: D.Bands = None, stretch: D.Stretch = "2,98", to_wgs84: D.ToWgs84 = False):
+           bands: D.Bands = None, stretch: D.Stretch = "2,98", to_wgs84: D.ToWgs84 = False, merge: D.Merge = "nms",
+           match: D.Match = "iou", agnostic: D.Agnostic = False):
     """Tiled high-resolution detection over images and folders (DOTA-style 4000 px aerial images; GeoTIFFs of any
     size read window by window, with GeoJSON on the map)."""
     from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats, image_paths
@@ -233,7 +244,7 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
         fmts = check_formats([f.strip() for f in formats.split(",") if f.strip()])
         detector = Detector(model or DEFAULT_MODEL, device=device, backend=backend, tile=tile, overlap=overlap,
                             batch=batch, conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads,
-                            bands=bands, stretch=stretch)
+                            bands=bands, stretch=stretch, merge=merge, match=match, class_agnostic=agnostic)
         paths = image_paths(sources or [str(SAMPLE_IMAGE)])          # resolved once, here
         progress, advance = counter(len(paths[rank::world]), "detect", rank)
         with progress, _disk_errors_resume(Path(out)):

@@ -130,13 +130,16 @@ class Detector:
     below 1 (SAHI's habit: 0.2); ``conf`` / ``iou`` / ``max_det`` as in ``fss detect``. GeoTIFFs (rasterio
     installed) are read window by window: ``bands`` "3,2,1" picks red, green, blue (1-based), ``stretch`` the
     percentiles that scale non-8-bit bands to 0–255 (see fss_train.geo); all-nodata tiles are skipped.
+    The tile merge: ``merge`` "nms" or "nmm" (SAHI's greedy non-maximum merging), ``match`` "iou" or "ios"
+    (intersection over the smaller box), ``class_agnostic`` (classes suppress/merge each other) at ``iou``.
     Raises ``FileNotFoundError`` / ``ValueError`` for a bad model or setting."""
 
     def __init__(self, model: str | Path | None = None, *, device: str = "auto", backend: str | None = None,
                  tile: int | None = None, overlap: float = defaults.OVERLAP, batch: int = defaults.BATCH,
                  conf: float = defaults.CONF, iou: float = defaults.IOU, full_image: bool = False,
                  max_det: int = defaults.MAX_DET, threads: int = 0, bands: str | tuple[int, ...] | None = None,
-                 stretch: str | tuple[float, float] = DEFAULT_STRETCH):
+                 stretch: str | tuple[float, float] = DEFAULT_STRETCH, merge: str = "nms", match: str = "iou",
+                 class_agnostic: bool = False):
         self.model = Path(model) if model else DEFAULT_MODEL
         device = resolve_device(device)
         if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:     # torchrun: this rank's GPU
@@ -158,7 +161,8 @@ class Detector:
             overlap = int(overlap * (tile or self.backend.input_size))
         self.tiled = TiledDetector(self.backend, tile, int(overlap), batch, conf, iou, full_image, max_det,
                                    bands=bands if isinstance(bands, tuple) or bands is None else parse_bands(bands),
-                                   stretch=parse_stretch(stretch))
+                                   stretch=parse_stretch(stretch), merge=merge, match=match,
+                                   class_agnostic=class_agnostic)
 
     @property
     def classes(self) -> list[str]:

@@ -27,7 +27,15 @@ import torch
 
 from fss_deploy import defaults
 from fss_deploy.backends import Backend
-from fss_deploy.tiling import cut_by_interior_edge, merge, plan_tiles, tile_batch, to_image_coords
+from fss_deploy.tiling import (
+    MATCH_METRICS,
+    MERGE_MODES,
+    cut_by_interior_edge,
+    merge,
+    plan_tiles,
+    tile_batch,
+    to_image_coords,
+)
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
 from fss_train.fileio import atomic_write, path_key, sha256_file, unique_stems
 from fss_train.geo import (
@@ -92,6 +100,9 @@ class TiledDetector:
     full_image: bool = False
     max_det: int = defaults.MAX_DET
     border_rule: bool = True           # drop boxes cut by an interior tile edge when a neighbour saw them whole
+    merge: str = "nms"                 # tile merge: "nms" (suppress) or "nmm" (merge into the kept box, SAHI's NMM)
+    match: str = "iou"                 # overlap measure of the merge: "iou" or "ios" (over the smaller box)
+    class_agnostic: bool = False       # boxes of different classes suppress / merge each other too
     prefetch: bool | None = None       # build batch i+1 on a thread while batch i runs (default: GPU backends only;
                                        # on CPU the backend already uses every core and a second thread competes)
     bands: tuple[int, ...] | None = None   # GeoTIFFs: bands read as red, green, blue (1-based; None: the first three)
@@ -111,7 +122,10 @@ class TiledDetector:
                   (self.batch >= 1, f"--batch must be at least 1, got {self.batch}"),
                   (0.0 <= self.conf <= 1.0, f"--conf must lie in [0, 1], got {self.conf}"),
                   (0.0 <= self.iou <= 1.0, f"--iou must lie in [0, 1], got {self.iou}"),
-                  (self.max_det >= 1, f"--max-det must be at least 1, got {self.max_det}")]
+                  (self.max_det >= 1, f"--max-det must be at least 1, got {self.max_det}"),
+                  (self.merge in MERGE_MODES, f"--merge must be one of {', '.join(MERGE_MODES)}, got {self.merge!r}"),
+                  (self.match in MATCH_METRICS, f"--match must be one of {', '.join(MATCH_METRICS)}, got "
+                                                f"{self.match!r}")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -213,7 +227,7 @@ class TiledDetector:
             return np.zeros((0, 6), np.float32)
         t1 = time.perf_counter()
         merged = merge(np.concatenate(all_dets), np.concatenate(all_cut), np.concatenate(all_src), self.iou,
-                       max_det=self.max_det)
+                       max_det=self.max_det, mode=self.merge, metric=self.match, class_agnostic=self.class_agnostic)
         self.stats["post_s"] += time.perf_counter() - t1
         return merged
 
@@ -234,7 +248,8 @@ def run_identity(detector: TiledDetector, model: Path) -> dict:
     return {"model": str(Path(model).resolve()), "model_sha256": sha256_file(model),
             "backend": detector.backend.name, "tile": detector.tile, "overlap": detector.overlap,
             "conf": detector.conf, "iou": detector.iou, "full_image": detector.full_image,
-            "max_det": detector.max_det, "border_rule": detector.border_rule,
+            "max_det": detector.max_det, "border_rule": detector.border_rule, "merge": detector.merge,
+            "match": detector.match, "class_agnostic": detector.class_agnostic,
             "bands": list(detector.bands) if detector.bands else None, "stretch": list(detector.stretch)}
 
 

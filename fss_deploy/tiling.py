@@ -72,16 +72,24 @@ def cut_by_interior_edge(dets: np.ndarray, t: Tile, img_w: int, img_h: int, marg
 
 
 MERGE_CHUNK = 256    # cut boxes compared at a time by the border rule
+MERGE_MODES = ("nms", "nmm")       # suppress the lower-scoring box, or merge it into the higher one (SAHI's NMM)
+MATCH_METRICS = ("iou", "ios")     # intersection over union, or over the smaller box (SAHI's IOS)
 
 
 def merge(dets: np.ndarray, cut: np.ndarray, source: np.ndarray, iou: float = 0.5, contain: float = 0.6,
-          max_det: int = 10000) -> np.ndarray:
+          max_det: int = 10000, mode: str = "nms", metric: str = "iou", class_agnostic: bool = False) -> np.ndarray:
     """Merge tile detections into image detections.
 
     Border rule first: a box cut by an interior tile edge is dropped when a box of the same class
-    from another tile, not cut, covers at least ``contain`` of it (the neighbour saw the object
-    whole). Then class-aware NMS at ``iou``. ``source`` (K,) is each detection's tile index.
+    (any class with ``class_agnostic``) from another tile, not cut, covers at least ``contain`` of it
+    (the neighbour saw the object whole). Then, highest score first, every box whose ``metric`` with a
+    kept box reaches ``iou`` is suppressed (``mode`` "nms") or merged into it (``"nmm"``: the kept box
+    grows to the union, keeps its score and class — SAHI's greedy NMM); boxes of different classes
+    never interact unless ``class_agnostic``. ``source`` (K,) is each detection's tile index.
     """
+    if mode not in MERGE_MODES or metric not in MATCH_METRICS:
+        raise ValueError(f"merge must be one of {MERGE_MODES} and match one of {MATCH_METRICS}, got {mode!r}, "
+                         f"{metric!r}")
     if len(dets) == 0:
         return dets.reshape(0, 6)
     keep = np.ones(len(dets), bool)
@@ -104,10 +112,55 @@ def merge(dets: np.ndarray, cut: np.ndarray, source: np.ndarray, iou: float = 0.
             iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
             area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)
             covered = (ix * iy) / area[:, None] >= contain
-            covered &= a[:, None, 5] == b[None, :, 5]
+            if not class_agnostic:
+                covered &= a[:, None, 5] == b[None, :, 5]
             covered &= source[ci][:, None] != source[wi][None, :]
             keep[ci[covered.any(axis=1)]] = False
     kept = dets[keep]
-    t = torch.from_numpy(kept)
-    idx = batched_nms(t[:, :4], t[:, 4], t[:, 5].long(), iou)[:max_det]
-    return kept[idx.numpy()]
+    if mode == "nms" and metric == "iou":                  # the common case: OpenCV's NMS, class by class
+        t = torch.from_numpy(kept)
+        labels = torch.zeros(len(t), dtype=torch.long) if class_agnostic else t[:, 5].long()
+        idx = batched_nms(t[:, :4], t[:, 4], labels, iou)[:max_det]
+        return kept[idx.numpy()]
+    return greedy_merge(kept, iou, metric, class_agnostic, merge=mode == "nmm")[:max_det]
+
+
+def greedy_merge(dets: np.ndarray, threshold: float, metric: str = "iou", class_agnostic: bool = False,
+                 merge: bool = True) -> np.ndarray:
+    """Greedy NMS (``merge`` False) or NMM (True) of (K, 6) detections, highest score first, with IoU or IOS.
+
+    Candidates come from a sweep over boxes sorted by x1 (only boxes that can overlap are compared), so a
+    10^5-box scene costs ~K small numpy operations, not a K × K matrix. Returns the kept (merged) boxes by
+    score, descending."""
+    if len(dets) == 0:
+        return dets.reshape(0, 6)
+    d = dets[np.argsort(-dets[:, 4], kind="stable")]                      # (K, 6) by score
+    by_x = np.argsort(d[:, 0], kind="stable")
+    x1_sorted = d[by_x, 0]
+    widest = float((d[:, 2] - d[:, 0]).max())
+    area = (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1])
+    alive = np.ones(len(d), bool)
+    out = []
+    for i in range(len(d)):
+        if not alive[i]:
+            continue
+        alive[i] = False
+        box = d[i].copy()
+        lo, hi = np.searchsorted(x1_sorted, d[i, 0] - widest, "left"), np.searchsorted(x1_sorted, d[i, 2], "right")
+        cand = by_x[lo:hi]
+        cand = cand[alive[cand]]
+        if not class_agnostic:
+            cand = cand[d[cand, 5] == d[i, 5]]
+        if len(cand):
+            c = d[cand]
+            iw = np.clip(np.minimum(c[:, 2], d[i, 2]) - np.maximum(c[:, 0], d[i, 0]), 0, None)
+            ih = np.clip(np.minimum(c[:, 3], d[i, 3]) - np.maximum(c[:, 1], d[i, 1]), 0, None)
+            inter = iw * ih
+            denom = (area[cand] + area[i] - inter) if metric == "iou" else np.minimum(area[cand], area[i])
+            hit = cand[inter / np.maximum(denom, 1e-9) >= threshold]
+            alive[hit] = False
+            if merge and len(hit):
+                box[:2] = np.minimum(box[:2], d[hit, :2].min(0))
+                box[2:4] = np.maximum(box[2:4], d[hit, 2:4].max(0))
+        out.append(box)
+    return np.stack(out)

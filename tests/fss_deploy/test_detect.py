@@ -302,3 +302,45 @@ def test_disk_full_mid_run_is_one_line_and_resumes(model, tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped_done"] == 2 and summary["processed"] == 1
+
+
+def test_greedy_nms_equals_opencv_nms_and_nmm_merges():
+    """The sweep-based greedy merge, in NMS mode with IoU, keeps exactly what class-aware OpenCV NMS keeps on
+    random dense boxes; NMM grows the kept box to the union; IOS catches a small box inside a large one;
+    class-agnostic lets classes interact."""
+    from fss_deploy.tiling import greedy_merge
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 2000, (3000, 2))
+    wh = rng.uniform(8, 80, (3000, 2))
+    dets = np.concatenate([xy, xy + wh, rng.uniform(0.05, 1, (3000, 1)), rng.integers(0, 3, (3000, 1))], 1)
+    none = np.zeros(len(dets), bool)
+    ref = merge(dets, none, np.arange(len(dets)), 0.5, max_det=10**6)                  # OpenCV path
+    ours = greedy_merge(dets, 0.5, "iou", False, merge=False)
+    assert len(ref) > 1000 and np.array_equal(ref, ours)
+    pair = np.array([[0, 0, 10, 10, 0.9, 1], [2, 0, 12, 10, 0.6, 1]], float)
+    assert greedy_merge(pair, 0.5).tolist() == [[0, 0, 12, 10, 0.9, 1]]               # union, the kept score
+    inside = np.array([[0, 0, 100, 100, 0.9, 0], [10, 10, 30, 30, 0.8, 0]], float)   # IoU 0.04, IOS 1
+    assert len(greedy_merge(inside, 0.5, "iou", merge=False)) == 2
+    assert len(greedy_merge(inside, 0.5, "ios", merge=False)) == 1
+    two_classes = np.array([[0, 0, 10, 10, 0.9, 0], [0, 0, 10, 10, 0.8, 1]], float)
+    assert len(merge(two_classes, np.zeros(2, bool), np.arange(2))) == 2
+    assert len(merge(two_classes, np.zeros(2, bool), np.arange(2), class_agnostic=True)) == 1
+    with pytest.raises(ValueError, match="merge must be one of"):
+        merge(pair, np.zeros(2, bool), np.arange(2), mode="wbf")
+
+
+def test_merge_options_through_the_cli_change_the_run_identity(tmp_path):
+    img = tmp_path / "s.png"
+    from fss_train.data.synth import SynthConfig, make_scene
+
+    cv2.imwrite(str(img), make_scene(SynthConfig(size=700, objects=30, seed=2), 0)[0])
+    r = runner.invoke(app, ["detect", str(img), "--out", str(tmp_path / "o"), "--device", "cpu", "--merge", "nmm",
+                            "--match", "ios", "--agnostic"])
+    assert r.exit_code == 0, r.output
+    ident = json.loads((tmp_path / "o/run.json").read_text())
+    assert (ident["merge"], ident["match"], ident["class_agnostic"]) == ("nmm", "ios", True)
+    r = runner.invoke(app, ["detect", str(img), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert r.exit_code == 1 and "merge 'nmm' -> 'nms'" in r.output
+    r = runner.invoke(app, ["detect", str(img), "--out", str(tmp_path / "p"), "--merge", "wbf"])
+    assert r.exit_code == 1 and "--merge must be one of nms, nmm" in r.output

@@ -48,7 +48,7 @@ def test_eval_alignment_cli(tmp_path):
     ds = read_dataset(str(tmp_path / "d"))
     ckpt = _untrained(tmp_path, ds.classes)
     result = runner.invoke(app, ["eval", str(ckpt), "--data", str(tmp_path / "d"), "--alignment", "--json",
-                                 str(tmp_path / "m.json")])
+                                 str(tmp_path / "m.json"), "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     assert "top-1 agreement" in result.output
     a = json.loads((tmp_path / "m.json").read_text())["alignment"]

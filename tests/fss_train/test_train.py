@@ -67,7 +67,8 @@ def test_tiny_model_overfits_four_images(tiny, tmp_path, assigner, min_ap50, dat
     if assigner == "fss":   # `fss eval MODEL` reproduces the training-time evaluation of best.pt
         out = tmp_path / "eval.json"
         result = runner.invoke(app, ["eval", str(tmp_path / "run/best.pt"), "--data", str(tiny / "data"),
-                                     "--json", str(out), "--max-dets", "300"])     # training's per-image cap
+                                     "--json", str(out), "--max-dets", "300",      # training's per-image cap
+                                     "--out", str(tmp_path / "eval")])
         assert result.exit_code == 0, result.output
         assert json.loads(out.read_text())["result"]["AP50"] == pytest.approx(rows[-1]["AP50"], abs=1e-6)
 
