@@ -175,22 +175,15 @@ def _dataset_ids(preds: list[dict], ds) -> list[dict]:
 def _write_eval(out: Path, record: dict, gt: dict, preds: list[dict], details: dict | None, conf: float,
                 iou: float) -> Path:
     from fss_train.fileio import atomic_write
-    from fss_train.metrics import coco_eval_details, confusion_matrix
-    from fss_train.valplots import confusion_png, pr_curve_png
+    from fss_train.metrics import coco_eval_details
+    from fss_train.valplots import write_val_plots
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "metrics.json", json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))
     atomic_write(out / "predictions.json", json.dumps(preds))
     if details is None:                                       # DOTA metric: the curves come from pycocotools
         details = coco_eval_details(gt, preds, max_dets=max(100, len(preds)))[1]
-    ap50 = {k: v["AP50"] for k, v in details["per_class"].items()}
-    if details["pr"]:
-        pr_curve_png(out / "PR_curve.png", details["recall"], details["pr"], ap50)
-    matrix, names = confusion_matrix(gt, preds, conf, iou)
-    confusion_png(out / "confusion_matrix.png", matrix, names, conf, iou)
-    atomic_write(out / "confusion_matrix.json", json.dumps({"classes": [*names, "background"], "conf": conf,
-                                                             "iou": iou, "rows_predicted_columns_true":
-                                                             matrix.tolist()}))
+    write_val_plots(out, gt, preds, details, conf, iou)
     return out
 
 

@@ -117,7 +117,8 @@ def train(data: T.Data, model: T.Model = "fss-n", assigner: T.Assigner = "fss", 
           batch: T.Batch = 16, imgsz: T.Size = 640, device: Device = "auto", nproc: T.Nproc = 1,
           out: T.Out = "runs/train", val: T.Val = "", workers: T.Workers = 2, resume: T.Resume = False,
           exist_ok: T.ExistOk = False, weights: T.Weights = None, freeze: T.Freeze = "", set_: T.Set = None):
-    """Train a detector with FSS or a baseline assigner. Writes config.yaml, results.csv/png, last.pt, best.pt."""
+    """Train a detector with FSS or a baseline assigner. Writes config.yaml, results.csv/png, last.pt, best.pt, and
+    after the last epoch PR_curve.png and confusion_matrix.png of that epoch's model."""
     from fss.api import next_free_run
     from fss.api import train as train_api
     from fss.progress import TrainProgress

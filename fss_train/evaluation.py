@@ -8,9 +8,10 @@ import torch
 
 from fss_train.boxes import detections_to_coco
 from fss_train.data.records import Dataset
-from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
+from fss_train.metrics import coco_eval_details, coco_gt_from_dataset, dota_eval
 from fss_train.nn import decode_for_inference
 from fss_train.nn.postprocess import postprocess
+from fss_train.valplots import write_val_plots
 
 
 def model_points(model, height: int, width: int, device):
@@ -64,9 +65,14 @@ def recalibrate_bn(model, loader, batches: int, device) -> None:
     model.train(was_training)
 
 
-def evaluate(model, loader, ds: Dataset, device, cfg) -> dict:
+def evaluate(model, loader, ds: Dataset, device, cfg, plots_to=None) -> dict:
+    """COCO metrics (+ DOTA mAP50 with ``cfg.metric`` dota) and the fitness that picks best.pt; with
+    ``plots_to`` (a run folder, after the last epoch) PR_curve.png and confusion_matrix.png there too."""
     preds = predict(model, loader, device, cfg.eval_conf, cfg.eval_iou, cfg.max_det)
-    metrics = coco_eval(coco_gt_from_dataset(ds), preds, max_dets=cfg.max_det)
+    gt = coco_gt_from_dataset(ds)
+    metrics, details = coco_eval_details(gt, preds, max_dets=cfg.max_det)
+    if plots_to is not None:
+        write_val_plots(plots_to, gt, preds, details)
     if cfg.metric == "dota":
         metrics["mAP50_dota"] = dota_eval(ds, preds)["mAP50"]
     metrics["fitness"] = metrics["mAP50_dota"] if cfg.metric == "dota" else metrics["AP"]

@@ -76,7 +76,8 @@ class Run:
                                   "--exist-ok to start over in it (its last.pt, best.pt and results are replaced), "
                                   "or choose another --out")
         if exist_ok and not resume and is_main():
-            for name in ("last.pt", "best.pt", "results.csv", "results.json", "results.png"):
+            for name in ("last.pt", "best.pt", "results.csv", "results.json", "results.png", "PR_curve.png",
+                         "confusion_matrix.png", "confusion_matrix.json"):
                 (self.out / name).unlink(missing_ok=True)      # nothing of the earlier run survives as stale
         self.device, self.rank, self.world = setup_distributed(cfg.device)
         if cfg.batch % self.world:
@@ -239,7 +240,8 @@ class Run:
                 last = epoch == cfg.epochs - 1
                 if is_main() and ((epoch + 1) % cfg.eval_interval == 0 or last):
                     recalibrate_bn(self.ema.ema, self.bn_loader, cfg.precise_bn, self.device)
-                    metrics = evaluate(self.ema.ema, self.val_loader, self.val_ds, self.device, cfg)
+                    metrics = evaluate(self.ema.ema, self.val_loader, self.val_ds, self.device, cfg,
+                                       plots_to=self.out if last else None)
                 if dist.is_initialized():
                     dist.barrier()
                 if is_main():

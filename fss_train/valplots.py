@@ -58,3 +58,23 @@ def confusion_png(path: str | Path, matrix: np.ndarray, names: list[str], conf: 
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return save_figure(fig, path, dpi=100)
+
+
+def write_val_plots(out: str | Path, gt: dict, preds: list[dict], details: dict, conf: float = 0.25,
+                    iou: float = 0.5) -> None:
+    """PR_curve.png (from ``details`` of metrics.coco_eval_details), confusion_matrix.png and .json into ``out``
+    (the eval folder, or a training run's folder after its last epoch)."""
+    import json
+
+    from fss_train.fileio import atomic_write
+    from fss_train.metrics import confusion_matrix
+
+    out = Path(out)
+    if details["pr"]:
+        pr_curve_png(out / "PR_curve.png", details["recall"], details["pr"],
+                     {k: v["AP50"] for k, v in details["per_class"].items()})
+    matrix, names = confusion_matrix(gt, preds, conf, iou)
+    confusion_png(out / "confusion_matrix.png", matrix, names, conf, iou)
+    atomic_write(out / "confusion_matrix.json", json.dumps({"classes": [*names, "background"], "conf": conf,
+                                                             "iou": iou, "rows_predicted_columns_true":
+                                                             matrix.tolist()}))

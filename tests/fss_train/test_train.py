@@ -59,8 +59,10 @@ def test_tiny_model_overfits_four_images(tiny, tmp_path, assigner, min_ap50, dat
     rows = json.loads((tmp_path / "run/results.json").read_text())
     assert len(rows) == epochs and rows[-1]["loss"] < rows[0]["loss"]
     assert rows[-1]["AP50"] > min_ap50, rows[-1]
-    for name in ("last.pt", "best.pt", "results.csv", "results.png", "config.yaml"):
+    for name in ("last.pt", "best.pt", "results.csv", "results.png", "config.yaml", "PR_curve.png",
+                 "confusion_matrix.png", "confusion_matrix.json"):
         assert (tmp_path / "run" / name).is_file(), name
+    assert "data: " in result.output and "classes (5): small-vehicle" in result.output     # start-up summary
     ckpt = load_checkpoint(tmp_path / "run/best.pt")
     assert ckpt["assigner"]["name"] == assigner and ckpt["class_names"][0] == "small-vehicle"
     assert ckpt["train_config"]["assigner"] == assigner and ckpt["weights_ema"] is not None
