@@ -203,3 +203,19 @@ def test_results_json_in_other_ids_is_refused_with_the_reason(detected, tmp_path
     r = runner.invoke(app, ["eval", "--predictions", str(root / "det"), "--data", str(root / "s"),
                             "--out", str(tmp_path / "full")])
     assert r.exit_code == 1 and "--exist-ok" in r.output
+
+
+def test_evaluate_api_maps_and_writes_the_same(detected, tmp_path):
+    import fss
+
+    root = detected
+    record = fss.evaluate(predictions=root / "det" / "predictions.json", data=str(root / "s/other_ids.json"),
+                          max_dets=300, out=tmp_path / "api")
+    assert record["result"]["AP50"] > 0.5 and record["classes_note"] is None
+    assert set(record["per_class"]["ship"]) == {"AP", "AP50"}
+    saved = json.loads((tmp_path / "api/predictions.json").read_text())
+    assert {p["category_id"] for p in saved} <= {90, 80, 70, 60, 50}        # in the ground truth's own ids
+    assert {p["image_id"] for p in saved} <= {1000, 1001, 1002, 1003, 1004}
+    calls = []
+    fss.evaluate("models/fss-n-aerial.pt", str(root / "s"), device="cpu", progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1][0] == calls[-1][1]
