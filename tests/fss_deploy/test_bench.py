@@ -93,3 +93,19 @@ def test_statistics_helpers():
     assert s["median_ms"] == pytest.approx(2.5) and s["n"] == 4
     ratio, lo, hi = bootstrap_ratio([1.0] * 50, [2.0] * 50)
     assert ratio == lo == hi == 0.5
+
+
+def test_progress_callbacks_of_bench_and_verify(tiny, tmp_path):
+    """What the CLI's bars follow: one call per run (warm-up included), per A/B pair, per verified image."""
+    import fss
+
+    _, (ckpt, other), _ = tiny
+    calls = []
+    fss.benchmark(ckpt, warmup=2, iters=3, device="cpu", progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(i, 5) for i in range(1, 6)]
+    calls.clear()
+    fss.benchmark_overhead(ckpt, other, warmup=1, iters=2, device="cpu", progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    calls.clear()
+    fss.export(ckpt, out=tmp_path / "v.onnx", verify=True, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (1, 1)

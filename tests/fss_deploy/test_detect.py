@@ -344,3 +344,15 @@ def test_merge_options_through_the_cli_change_the_run_identity(tmp_path):
     assert r.exit_code == 1 and "merge 'nmm' -> 'nms'" in r.output
     r = runner.invoke(app, ["detect", str(img), "--out", str(tmp_path / "p"), "--merge", "wbf"])
     assert r.exit_code == 1 and "--merge must be one of nms, nmm" in r.output
+
+
+def test_detector_api_takes_the_merge_options():
+    from fss import Detector
+    from fss_train.data.synth import SynthConfig, make_scene
+
+    image = make_scene(SynthConfig(size=700, objects=30, seed=2), 0)[0]
+    default = Detector(device="cpu")(image)[0]
+    merged = Detector(device="cpu", merge="nmm", match="ios")(image)[0]
+    assert len(merged) <= len(default) and len(merged) > 0
+    with pytest.raises(ValueError, match="--match must be one of"):
+        Detector(device="cpu", match="giou")
