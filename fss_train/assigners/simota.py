@@ -2,7 +2,7 @@
 
 Reference: ``yolox/models/yolo_head.py`` of yolox 0.3.0; ``region="centre"`` follows the code on
 YOLOX's main branch since January 2023 (``get_geometry_constraint``: centre region only, radius
-1.5, penalty 1e6). ``tests/test_assigners_reference.py`` compares both with fixtures made by
+1.5, penalty 1e6). ``tests/fss_train/test_assigners_reference.py`` compares both with fixtures made by
 running that code (``benchmarks/reference_fixtures.py``). Per image:
 
 1. the candidate points F are the union over its GTs of the points inside a GT box or inside

@@ -2,7 +2,7 @@
 
 Reference: ``ultralytics/utils/tal.py`` of ultralytics 8.4.190 (PyPI), with the arguments its
 detection loss passes (topk 10, α 0.5, β 6, strides 8/16/32). The reference is matched pair for
-pair: ``tests/test_assigners_reference.py`` compares this class with fixtures made by running
+pair: ``tests/fss_train/test_assigners_reference.py`` compares this class with fixtures made by running
 that code (``benchmarks/reference_fixtures.py``). Per GT g and point i:
 
 1. candidates: point centres strictly inside the GT box (by more than ``inside_eps``), after
