@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_run.sh OUT ablation   # the assignment study's GPU mode -> OUT/ablation.tar.gz + report
 #
 # DEADLINE (default 460 s after the data is ready) is the study's hard end; PARALLEL (12) trainings at once;
-# RUNS (default '*') picks runs by name pattern, e.g. 'main-*-s0,dota-*'.
+# RUNS (default '*') picks runs by name pattern, e.g. 'main-*-s0,dotaft-*'.
 # Without a CUDA GPU both say so and exit 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -160,25 +160,33 @@ def load_model(path: str | Path, weights: str = "ema") -> tuple[Detector, dict]:
 CLASS_HEAD = "head.cls_preds."          # the per-class prediction layers: re-initialised when classes differ
 
 
-def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[str]) -> dict:
+INIT_PARTS = {"all": ("",), "backbone": ("backbone.",), "backbone+neck": ("backbone.", "neck.")}
+
+
+def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[str], parts: str = "all") -> dict:
     """Fine-tuning's start: copy every tensor of the fss checkpoint at ``path`` (its EMA weights when it has
     them) whose name and shape match ``model``'s; the class head is left as initialised when the checkpoint's
-    classes differ from ``class_names`` (names and order). Returns what happened, for the log and for the new
-    checkpoint's record: ``{"from", "sha256", "loaded", "skipped", "class_head"}``."""
+    classes differ from ``class_names`` (names and order). ``parts`` "backbone" or "backbone+neck" copies only
+    those (the rest keeps its fresh initialisation: a pretrained body under a new head). Returns what happened,
+    for the log and for the new checkpoint's record: ``{"from", "sha256", "parts", "loaded", "skipped",
+    "class_head"}``."""
+    if parts not in INIT_PARTS:
+        raise ValueError(f"weights_parts must be one of {', '.join(INIT_PARTS)}, got {parts!r}")
     ckpt = load_checkpoint(path)
     state = ckpt.get("weights_ema") or ckpt["weights_raw"]
     same_classes = list(ckpt["class_names"]) == list(class_names)
     own = model.state_dict()
     take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape
-            and (same_classes or not k.startswith(CLASS_HEAD))}
-    body = [k for k, v in own.items() if k.startswith(("backbone.", "neck.")) and v.dim() > 0]
+            and (same_classes or not k.startswith(CLASS_HEAD)) and k.startswith(INIT_PARTS[parts])}
+    body = [k for k, v in own.items() if k.startswith(("backbone.", "neck.")) and k.startswith(INIT_PARTS[parts])
+            and v.dim() > 0]
     matched = sum(k in take for k in body)
     if matched < len(body) / 2:
         raise CheckpointError(f"{path}: only {matched} of the {len(body)} backbone/neck tensors of {model.card.name} "
                               f"match it by name and shape (it holds a {card_of(ckpt).name}); start from a "
                               "checkpoint of the same model card")
     model.load_state_dict(take, strict=False)
-    return {"from": str(Path(path).resolve()), "sha256": sha256_file(path), "loaded": len(take),
+    return {"from": str(Path(path).resolve()), "sha256": sha256_file(path), "parts": parts, "loaded": len(take),
             "skipped": len(own) - len(take),
             "class_head": "kept" if same_classes else f"re-initialised ({len(ckpt['class_names'])} -> "
                                                       f"{len(class_names)} classes)"}

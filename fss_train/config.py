@@ -17,6 +17,7 @@ class TrainConfig:
     val: str = ""                        # validation dataset (default: the data.yaml 'val' split, else `data`)
     model: str = "fss-n"                 # card name or YAML path
     weights: str = ""                    # fss checkpoint to start from (fine-tuning): tensors matched by name+shape
+    weights_parts: str = "all"           # what --weights copies: all | backbone | backbone+neck (a new head)
     freeze: str = ""                     # "backbone" or "backbone+neck": not trained (BN statistics frozen too)
     assigner: str = "fss"
     assigner_params: dict = field(default_factory=dict)
@@ -100,6 +101,9 @@ def make_config(base: dict | None = None, overrides: dict | None = None) -> Trai
         raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
     if values.get("cache") is True or values.get("cache") is False:     # cache=true / false, Ultralytics' habit
         values["cache"] = "ram" if values["cache"] else ""
+    if values.get("weights_parts", "all") not in ("all", "backbone", "backbone+neck"):
+        raise ValueError("config weights_parts must be all, backbone or backbone+neck, got "
+                         f"{values['weights_parts']!r}")
     if values.get("freeze", "") not in ("", "backbone", "backbone+neck"):
         raise ValueError(f"config freeze must be 'backbone', 'backbone+neck' or empty, got {values['freeze']!r}")
     if values.get("cache", "") not in ("", "ram"):

@@ -95,9 +95,9 @@ class Run:
         self.model = build_model(self.card)
         self.init = None
         if cfg.weights and not resume:
-            self.init = init_from_checkpoint(self.model, cfg.weights, self.classes)
-            log(f"initialised from {cfg.weights}: {self.init['loaded']} tensors loaded, {self.init['skipped']} "
-                f"left as initialised; class head {self.init['class_head']}")
+            self.init = init_from_checkpoint(self.model, cfg.weights, self.classes, cfg.weights_parts)
+            log(f"initialised from {cfg.weights} ({cfg.weights_parts}): {self.init['loaded']} tensors loaded, "
+                f"{self.init['skipped']} left as initialised; class head {self.init['class_head']}")
         self.model = self.model.to(self.device)
         self._freeze(cfg.freeze)
         self.assigner = build_assigner(cfg.assigner, **cfg.assigner_params)

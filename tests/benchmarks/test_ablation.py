@@ -71,8 +71,11 @@ def test_plan_is_seed_major_with_fss_first():
     specs = ablation.plan(ablation.BUDGETS["decide"], Path("/nonexistent"), {"main"}, {"synthetic", "dota"})
     names = [s.name for s in specs]
     assert names[:2] == ["main-fss-s0", "main-fss-rho0.25-s0"]
-    assert names.index("dota-tal-s0") < names.index("main-fss-s1")
+    assert names.index("dotaft-tal-s0") < names.index("main-fss-s1")
     assert len(names) == 2 * 6 * 3
+    dota = next(s for s in specs if s.name == "dotaft-fss-s0")
+    assert dota.init == "models/fss-n-aerial.pt:backbone+neck" and dota.config(B, "x")["init"] == dota.init
+    assert "init" not in specs[0].config(B, "x")              # the synthetic arm's stored configs stay valid
     assert next(s for s in specs if s.name == "main-fss-rho0.25-s0").params == {"rho": 0.25}
 
 

@@ -119,3 +119,27 @@ def test_non_plain_values_are_refused_at_save(tmp_path):
     with pytest.raises(TypeError, match=r"\['train_config'\]\['path'\] is a pathlib"):
         save_checkpoint(ckpt, tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_init_parts_copy_only_the_body_asked_for(tiny_ckpt):
+    """weights_parts: "backbone+neck" takes the pretrained body and leaves the whole head freshly initialised
+    (the assignment study's DOTA arm: every assigner starts from the same body, none from a trained head)."""
+    from fss_train.checkpoint import init_from_checkpoint
+
+    _, ema, path = tiny_ckpt
+    for parts, prefixes in (("backbone", ("backbone.",)), ("backbone+neck", ("backbone.", "neck.")),
+                            ("all", ("backbone.", "neck.", "head."))):
+        torch.manual_seed(1)
+        fresh = build_model(load_card("fss-n").with_classes(2))
+        before = {k: v.clone() for k, v in fresh.state_dict().items()}
+        record = init_from_checkpoint(fresh, path, ["car", "ship"], parts)
+        after = fresh.state_dict()
+        assert record["parts"] == parts
+        for k, v in after.items():
+            if not v.is_floating_point():
+                continue
+            source = ema[k] if k.startswith(prefixes) else before[k]
+            assert torch.equal(v, source), (parts, k)
+        assert record["loaded"] == sum(k.startswith(prefixes) for k in after)
+    with pytest.raises(ValueError, match="weights_parts must be one of"):
+        init_from_checkpoint(fresh, path, ["car", "ship"], "head")
