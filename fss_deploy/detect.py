@@ -44,8 +44,8 @@ from fss_train.geo import (
     MISSING,
     Georef,
     Raster,
-    feature_collection,
-    geojson_features,
+    collection_json,
+    features_json,
     is_geotiff,
     raster_errors,
 )
@@ -439,8 +439,8 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
     """Rebuild the run's outputs from the per-image records (rank 0, after every rank finished).
     GeoJSON (georeferenced images only): ``geojson/<name>.geojson`` per image in its CRS (``to_wgs84``:
     longitude/latitude), and ``detections.geojson`` holding them all when they share one CRS."""
-    images, preds = [], []
-    geo_features: dict[str, list] = {}            # CRS (WKT, or "wgs84") -> features of every image in it
+    images, preds = [], []                        # preds: each image's COCO results as JSON text (compact)
+    geo_features: dict[str, list] = {}            # CRS (WKT, or "wgs84") -> (georef, features JSON) per image
     geo_images = 0
     dota: dict[str, list[str]] = {c: [] for c in class_names}
     total = 0
@@ -454,7 +454,7 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
                        "height": rec["height"]})
         dets = np.array(rec["detections"], np.float64).reshape(-1, 6)
         total += len(dets)
-        preds += detections_to_coco(dets, image_id)
+        preds.append(json.dumps(detections_to_coco(dets, image_id))[1:-1])
         for cls_name, line in detections_to_dota(dets, names[path], class_names):
             dota[cls_name].append(line)
         yolo_lines = detections_to_yolo(dets, rec["width"], rec["height"])
@@ -462,13 +462,12 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
             atomic_write(out / "yolo" / f"{names[path]}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""))
         georef = Georef.from_dict(rec.get("georef"))
         if "geojson" in formats and georef is not None:
-            feats = geojson_features(dets, class_names, georef, to_wgs84, image=names[path])
-            atomic_write(out / "geojson" / f"{names[path]}.geojson",
-                         json.dumps(feature_collection(feats, georef, to_wgs84)))
+            feats = features_json(dets, class_names, georef, to_wgs84, image=names[path])
+            atomic_write(out / "geojson" / f"{names[path]}.geojson", collection_json([feats], georef, to_wgs84))
             geo_features.setdefault("wgs84" if to_wgs84 else georef.crs, []).append((georef, feats))
             geo_images += 1
     if "coco" in formats:
-        atomic_write(out / "predictions.json", json.dumps(preds))
+        atomic_write(out / "predictions.json", "[" + ", ".join(p for p in preds if p) + "]")
         atomic_write(out / "images.json", json.dumps({"images": images, "categories": [
             {"id": i + 1, "name": n} for i, n in enumerate(class_names)]}))
     if "dota" in formats:
@@ -477,9 +476,9 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
     merged_geojson = None
     if len(geo_features) == 1:
         per_image = next(iter(geo_features.values()))
-        georef, merged = per_image[0][0], [f for _, feats in per_image for f in feats]
         merged_geojson = str(out / "detections.geojson")
-        atomic_write(out / "detections.geojson", json.dumps(feature_collection(merged, georef, to_wgs84)))
+        atomic_write(out / "detections.geojson", collection_json([f for _, f in per_image], per_image[0][0],
+                                                                  to_wgs84))
     elif (out / "detections.geojson").exists():
         (out / "detections.geojson").unlink()          # never left from an earlier run over other inputs
     failed = [f for s in summaries for f in s["failed"]]
