@@ -93,7 +93,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-det", type=int, default=1_000_000)
     p.add_argument("--work", default="/tmp/fss-geotiff", help="where the images and runs are kept (not committed)")
-    p.add_argument("--skip-png", action="store_true", help="GeoTIFF only")
+    p.add_argument("--only", choices=("geotiff", "png"), help="run one side; the other is kept from --out's earlier "
+                                                               "result of the same size")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/geotiff_detect.json"))
     args = p.parse_args()
     work = Path(args.work)
@@ -108,9 +109,12 @@ def main() -> None:
     if not tif.is_file():
         make_geotiff(tif, args.size, args.seed)
         print(f"wrote {tif} ({tif.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t0:.0f} s", flush=True)
-    runs = {"geotiff": detect(tif, work / "det-tif", args.size, args.max_det)}
-    print(json.dumps(runs["geotiff"]), flush=True)
-    if not args.skip_png:
+    earlier = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    runs = dict(earlier.get("runs", {})) if args.only and earlier.get("size") == args.size else {}
+    if args.only != "png":
+        runs["geotiff"] = detect(tif, work / "det-tif", args.size, args.max_det)
+        print(json.dumps(runs["geotiff"]), flush=True)
+    if args.only != "geotiff":
         if not png.is_file():
             make_png(tif, png)
         runs["png"] = detect(png, work / "det-png", args.size, args.max_det)
@@ -121,7 +125,9 @@ def main() -> None:
               "settings": "fss detect defaults (bundled fss-n-aerial.pt, tile 512, overlap 200, batch 8, conf 0.25) "
                           f"--device cpu --max-det {args.max_det}",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-              "date": time.strftime("%Y-%m-%d"), "runs_each": 1}
+              "date": time.strftime("%Y-%m-%d"), "runs_each": 1,
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip()}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"-> {args.out}")
 
