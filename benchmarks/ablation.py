@@ -428,10 +428,11 @@ def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
              f"lr 0.08 per 64 images, seeds {list(b.seeds)}. Synthetic: {b.train} train / {b.val} val dense "
              f"aerial images (~{b.objects} objects of 6–40 px each, occlusion ≤ 0.4), {b.epochs} epochs. "
              f"DOTA: tiles of {', '.join(DOTA_TRAIN)} train, tiles of {', '.join(DOTA_VAL)} validate, "
-             f"{b.dota_epochs or 'matched'} epochs, every assigner starting from the backbone and neck of the bundled "
-             "model (trained on the synthetic scenes with FSS; the head fresh). Metrics: COCO AP (pycocotools) of the EMA model on the "
-             "validation images at the last epoch. Runs with the same seed share initial weights, data order "
-             "and augmentation, so the last column compares each assigner with FSS (ρ 0.5) seed by seed. "
+             f"{b.dota_epochs or 'matched'} epochs, every assigner starting from the backbone and neck of the "
+             "bundled model (trained on the synthetic scenes with FSS; the head fresh). Metrics: COCO AP "
+             "(pycocotools) of the EMA model on the validation images at the last epoch. Runs with the same seed "
+             "share initial weights, data order and augmentation, so the last column compares each assigner "
+             "with FSS (ρ 0.5) seed by seed. "
              "s / epoch is wall-clock and comparable only between runs on the same machine at the same load.",
              "", f"Finished runs: {len(runs)} (listed at the end with commit, machine and load).", ""]
     arms = [("Synthetic dense aerial scenes", "main"),
