@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -66,7 +67,9 @@ def make_png(tif: Path, png: Path) -> None:
 
 
 def detect(image: Path, out: Path, size: int, max_det: int) -> dict:
-    """One `fss detect` in a child process: its peak RSS, wall time and summary."""
+    """One `fss detect` in a child process: its peak RSS, wall time and summary (a fresh output folder: a rerun
+    into the old one would resume, i.e. detect nothing)."""
+    shutil.rmtree(out, ignore_errors=True)
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
     with open(log, "w") as f:
