@@ -45,7 +45,8 @@ def test_eval_cli_scores_saved_predictions(shared_data, tmp_path):
     ref = shared_data / "coco_eval_reference/tests/dataset/cocoapi"
     out = tmp_path / "m.json"
     result = runner.invoke(app, ["eval", "--predictions", str(ref / "instances_val2014_fakebbox100_results.json"),
-                                 "--data", str(ref / "instances_val2014_100.json"), "--json", str(out)])
+                                 "--data", str(ref / "instances_val2014_100.json"), "--json", str(out),
+                                 "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["result"]["AP"] == pytest.approx(0.504581, abs=1e-4)
 
@@ -85,7 +86,8 @@ def test_dota_metric_perfect_partial_and_difficult(shared_data, tmp_path):
     _write_task2(tmp_path / "task2", ds, perfect)
     assert len(read_dota_task2(tmp_path / "task2", ds)) == len(perfect)
     result = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "task2"), "--data",
-                                 str(shared_data / "dota_devkit_yolo_demo/DOTA_demo"), "--metric", "dota"])
+                                 str(shared_data / "dota_devkit_yolo_demo/DOTA_demo"), "--metric", "dota",
+                                 "--out", str(tmp_path / "eval1")])
     assert result.exit_code == 0, result.output
     assert "mAP50 (VOC07, DOTA devkit) 1.0000" in result.output
     # from labels alone: a copy of the folder without images/
@@ -93,7 +95,7 @@ def test_dota_metric_perfect_partial_and_difficult(shared_data, tmp_path):
     labels_only = tmp_path / "labels_only"
     shutil.copytree(shared_data / "dota_devkit_yolo_demo/DOTA_demo/labelTxt", labels_only / "labelTxt")
     result = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "task2"), "--data", str(labels_only),
-                                 "--metric", "dota"])
+                                 "--metric", "dota", "--out", str(tmp_path / "eval2")])
     assert result.exit_code == 0, result.output
     assert "mAP50 (VOC07, DOTA devkit) 1.0000" in result.output
 
