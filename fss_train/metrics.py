@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from fss_train.boxes import box_iou
 from fss_train.data.records import Dataset
 
 COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -120,7 +122,7 @@ def confusion_matrix(gt: dict, predictions: list[dict], conf: float = 0.25, iou:
         dc = [index[p["category_id"]] for p in d]
         matched_g, matched_d = set(), set()
         if len(g) and len(d):
-            ious = _xywh_iou(db, gb)                                              # (D, G)
+            ious = box_iou(_xyxy(db), _xyxy(gb)).numpy()                         # (D, G)
             for di, gi in sorted(zip(*np.nonzero(ious >= iou)), key=lambda ij: -ious[ij]):
                 if di not in matched_d and gi not in matched_g:
                     matched_d.add(di)
@@ -133,12 +135,8 @@ def confusion_matrix(gt: dict, predictions: list[dict], conf: float = 0.25, iou:
     return m, [c["name"] for c in cats]
 
 
-def _xywh_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ax2, ay2, bx2, by2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    return inter / (a[:, 2:].prod(1)[:, None] + b[:, 2:].prod(1)[None] - inter + 1e-12)
+def _xyxy(xywh: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1))
 
 
 def _stats_at(ev, max_dets: int) -> list[float]:
