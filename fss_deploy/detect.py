@@ -442,6 +442,7 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
     images, preds = [], []                        # preds: each image's COCO results as JSON text (compact)
     geo_features: dict[str, list] = {}            # CRS (WKT, or "wgs84") -> (georef, features JSON) per image
     geo_images = 0
+    written: dict[str, set[str]] = {"yolo": set(), "geojson": set()}    # per-image files of this run
     dota: dict[str, list[str]] = {c: [] for c in class_names}
     total = 0
     names = output_names(paths)
@@ -454,18 +455,26 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
                        "height": rec["height"]})
         dets = np.array(rec["detections"], np.float64).reshape(-1, 6)
         total += len(dets)
-        preds.append(json.dumps(detections_to_coco(dets, image_id))[1:-1])
+        if "coco" in formats:
+            preds.append(json.dumps(detections_to_coco(dets, image_id))[1:-1])
         for cls_name, line in detections_to_dota(dets, names[path], class_names):
             dota[cls_name].append(line)
-        yolo_lines = detections_to_yolo(dets, rec["width"], rec["height"])
         if "yolo" in formats:
+            yolo_lines = detections_to_yolo(dets, rec["width"], rec["height"])
             atomic_write(out / "yolo" / f"{names[path]}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""))
+            written["yolo"].add(f"{names[path]}.txt")
         georef = Georef.from_dict(rec.get("georef"))
         if "geojson" in formats and georef is not None:
             feats = features_json(dets, class_names, georef, to_wgs84, image=names[path])
             atomic_write(out / "geojson" / f"{names[path]}.geojson", collection_json([feats], georef, to_wgs84))
+            written["geojson"].add(f"{names[path]}.geojson")
             geo_features.setdefault("wgs84" if to_wgs84 else georef.crs, []).append((georef, feats))
             geo_images += 1
+    for folder, keep in written.items():          # a per-image file of an input this run does not have is stale
+        if folder in formats and (out / folder).is_dir():
+            for f in (out / folder).iterdir():
+                if f.name not in keep:
+                    f.unlink()
     if "coco" in formats:
         atomic_write(out / "predictions.json", "[" + ", ".join(p for p in preds if p) + "]")
         atomic_write(out / "images.json", json.dumps({"images": images, "categories": [

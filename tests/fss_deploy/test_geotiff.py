@@ -126,6 +126,13 @@ def test_mixed_inputs_plain_images_and_two_crs(scene, tmp_path):
     merged = json.loads((out / "detections.geojson").read_text())
     assert {f["properties"]["image"] for f in merged["features"]} == {"scene", "other"}
     assert "0 processed, 3 already done" in res.output                # outputs rebuilt, nothing detected again
+    # the same run over fewer inputs: the per-image files of the inputs left out are not left behind
+    res = runner.invoke(app, ["detect", str(tif), "--out", str(tmp_path / "o"), "--device", "cpu", "--to-wgs84"])
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in (out / "geojson").iterdir()] == ["scene.geojson"]
+    assert [p.name for p in (out / "yolo").iterdir()] == ["scene.txt"]
+    merged = json.loads((out / "detections.geojson").read_text())
+    assert {f["properties"]["image"] for f in merged["features"]} == {"scene"}
 
 
 def test_bad_band_option_and_corrupt_tif_are_reported(scene, tmp_path):
