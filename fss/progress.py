@@ -74,18 +74,13 @@ def counter(total: int, label: str, rank: int = 0):
     return progress, lambda info="": progress.update(task, advance=1, info=info)
 
 
-def tile_counter(progress: Progress, min_tiles: int = 64):
-    """on_tiles(done, total) for a detector: a second bar with the tiles of an image large enough to take a while
-    (``min_tiles`` or more: a GeoTIFF of 30,000 px has ~9,000 at 512 px), removed when the image is done."""
-    return step_counter(progress, "tiles", min_tiles)
-
-
 def step_counter(progress: Progress, label: str, min_total: int = 0):
     """callback(done, total) that shows a bar in ``progress`` for work whose size is known only once it starts
-    (eval batches, benchmark runs, verified images), removed when done; nothing for fewer than ``min_total``."""
+    (eval batches, benchmark runs, verified images, the tiles of a big image), removed when done; nothing for
+    fewer than ``min_total`` (detect's tile bar: 64, so only images that take a while get one)."""
     state = {"task": None}
 
-    def on_tiles(done: int, total: int) -> None:
+    def update(done: int, total: int) -> None:
         if total < min_total or progress.disable:
             return
         if state["task"] is None:
@@ -95,7 +90,7 @@ def step_counter(progress: Progress, label: str, min_total: int = 0):
             progress.remove_task(state["task"])
             state["task"] = None
 
-    return on_tiles
+    return update
 
 
 def work_bar(label: str):

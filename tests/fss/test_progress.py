@@ -5,7 +5,7 @@ import time
 
 from rich.console import Console
 
-from fss.progress import TrainProgress, tile_counter
+from fss.progress import TrainProgress, step_counter
 
 
 def _render(progress) -> str:
@@ -39,7 +39,7 @@ def test_tile_counter_shows_only_big_images():
     from rich.progress import Progress
 
     progress = Progress(console=Console(file=io.StringIO(), width=80))
-    on_tiles = tile_counter(progress, min_tiles=64)
+    on_tiles = step_counter(progress, "tiles", min_total=64)
     on_tiles(8, 9)                                           # a small image: no second bar
     assert len(progress.tasks) == 0
     on_tiles(8, 9216)
