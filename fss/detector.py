@@ -102,7 +102,7 @@ class Result:
 
     def plot(self, min_score: float = 0.0) -> np.ndarray:
         """The image (BGR uint8) with the boxes drawn."""
-        image = self.image if self.image is not None else read_image(self.source, max_pixels=1 << 62)
+        image = self.image if self.image is not None else read_image(self.source)
         return annotate_array(image, self.detections()[self.scores >= min_score], self.classes)
 
 
@@ -160,7 +160,7 @@ class Detector:
         if 0 < overlap < 1:
             overlap = int(overlap * (tile or self.backend.input_size))
         self.tiled = TiledDetector(self.backend, tile, int(overlap), batch, conf, iou, full_image, max_det,
-                                   bands=bands if isinstance(bands, tuple) or bands is None else parse_bands(bands),
+                                   bands=parse_bands(bands),
                                    stretch=parse_stretch(stretch), merge=merge, match=match,
                                    class_agnostic=class_agnostic)
 

@@ -57,12 +57,13 @@ def is_geotiff(path: str | Path) -> bool:
     return Path(path).suffix.lower() in GEO_SUFFIXES and have_rasterio()
 
 
-def parse_bands(text: str | None) -> tuple[int, ...] | None:
-    """``"3,2,1"`` -> (3, 2, 1): 1-based band numbers read as red, green, blue (one band: grey)."""
+def parse_bands(text: str | tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """``"3,2,1"`` (or ``(3, 2, 1)``) -> (3, 2, 1): 1-based band numbers read as red, green, blue (one band:
+    grey)."""
     if text is None or str(text).strip() == "":
         return None
     try:
-        bands = tuple(int(b) for b in str(text).split(","))
+        bands = tuple(int(b) for b in (text if isinstance(text, (tuple, list)) else str(text).split(",")))
     except ValueError:
         raise ValueError(f"--bands must be 1-based band numbers like 3,2,1, got {text!r}") from None
     if len(bands) not in (1, 3) or min(bands) < 1:
