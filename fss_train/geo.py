@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +156,12 @@ class Raster:
                              ds.crs.to_epsg() if ds.crs else None) if georeferenced else None
         self.block_shapes = ds.block_shapes
         self.stretch = parse_stretch(stretch)
-        self.scale = None if self.dtype == np.uint8 else self._percentiles()   # (bands, 2) lo, hi
+
+    @cached_property
+    def scale(self) -> np.ndarray | None:
+        """(bands, 2) low and high value per band for the 8-bit rule; None for uint8. Computed at the first read
+        (opening a raster for its size and georeference, as the dataset reader does, samples nothing)."""
+        return None if self.dtype == np.uint8 else self._percentiles()
 
     # -------------------------------------------------------------------------- set-up
     def _pick_bands(self, bands):
