@@ -95,6 +95,7 @@ def train_one_epoch(model, loader, assigner, optimizer, lr_at, ema, epoch: int, 
                 group["momentum"] = lr_at.momentum_at(step)
         images, gt_boxes, gt_labels, gt_mask = (x.to(device, non_blocking=True) for x in
                                                 (images, gt_boxes, gt_labels, gt_mask))
+        images = images.contiguous(memory_format=torch.channels_last)      # the model's layout (Run)
         if points is None or points.shape[0] == 0:
             points, strides = model_points(model, images.shape[-2], images.shape[-1], device)
         with torch.autocast(device_type=device.type, enabled=scaler is not None):

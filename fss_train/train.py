@@ -98,7 +98,9 @@ class Run:
             self.init = init_from_checkpoint(self.model, cfg.weights, self.classes, cfg.weights_parts)
             log(f"initialised from {cfg.weights} ({cfg.weights_parts}): {self.init['loaded']} tensors loaded, "
                 f"{self.init['skipped']} left as initialised; class head {self.init['class_head']}")
-        self.model = self.model.to(self.device)
+        # channels-last: the convolutions of a training step run 1.3x faster on this CPU (oneDNN) and use the
+        # tensor-core layout on CUDA; checkpoints and exports are layout-free (state_dict values)
+        self.model = self.model.to(self.device, memory_format=torch.channels_last)
         self._freeze(cfg.freeze)
         self.assigner = build_assigner(cfg.assigner, **cfg.assigner_params)
         log(f"assigner {cfg.assigner}: " + ", ".join(f"{k}={v}" for k, v in self.assigner.params().items()))
