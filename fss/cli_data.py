@@ -30,15 +30,19 @@ def _open_dataset(path: str, split: str = "train", report: bool = True):
 @data_app.command()
 def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo | dota")],
             out: Annotated[str, typer.Option(help="output folder")],
-            split: Annotated[str, typer.Option(help="split of a data.yaml to read")] = "train"):
-    """Convert a dataset between COCO, YOLO and DOTA."""
+            split: Annotated[str, typer.Option(help="split of a data.yaml to read (and the YOLO split written)")] = "train",
+            exist_ok: Annotated[bool, typer.Option(help="replace an earlier conversion in OUT (its files that this "
+                                                        "one does not write are removed)")] = False):
+    """Convert a dataset between COCO, YOLO and DOTA. Converting another split into a YOLO folder adds it to
+    its data.yaml."""
     from fss_train.data.formats import convert_dataset
 
     if to not in ("coco", "yolo", "dota"):
         fail(f"--to must be coco, yolo or dota, got {to!r}")
     ds = _open_dataset(dataset, split)
     writable_out(out)
-    path = convert_dataset(ds, to, out, split)
+    with user_errors():
+        path = convert_dataset(ds, to, out, split, exist_ok)
     console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {path} ({len(ds.problems)} problems "
                   "reported)")
 

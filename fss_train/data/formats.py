@@ -22,21 +22,81 @@ from fss_train.fileio import atomic_write, unique_stems
 
 
 # ------------------------------------------------------------------------------------------ detection
-def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train") -> Path:
+def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train", exist_ok: bool = False) -> Path:
     """Write ``ds`` as a COCO folder (images/ + annotations.json), a YOLO dataset or a DOTA folder under
-    ``out``; returns the file or folder written. Images are linked (or copied) under unique names."""
+    ``out``; returns the file or folder written. Images are linked (or copied) under unique names.
+
+    ``out`` may already hold other YOLO splits (their data.yaml entries are kept; the class names must agree)
+    or be the source folder itself (DOTA -> COCO in place). Files of an earlier conversion in the folders this
+    one writes need ``exist_ok``; they are then replaced, and those this conversion does not write are removed,
+    so the result never mixes two conversions (a leftover image would be a negative in YOLO)."""
+    if to not in ("coco", "yolo", "dota"):
+        raise ValueError(f"--to must be coco, yolo or dota, got {to!r}")
+    out = Path(out)
+    images, labels = {"coco": (out / "images", None), "yolo": (out / "images" / split, out / "labels" / split),
+                      "dota": (out / "images", out / "labelTxt")}[to]
+    own_files = {"coco": [out / "annotations.json"], "yolo": [], "dota": [out / "classes.txt"]}[to]
+    names = output_stems(ds.records)
+    planned = {images / f"{n}{r.path.suffix}" for r, n in zip(ds.records, names)} | set(own_files)
+    if labels is not None:
+        planned |= {labels / f"{n}.txt" for n in names}
+    sources = {r.path.resolve() for r in ds.records}
+    earlier = [p for folder in (images, labels) if folder is not None and folder.is_dir()
+               for p in sorted(folder.iterdir()) if p.is_file() and p.resolve() not in sources]
+    earlier += [f for f in own_files if f.is_file()]
+    yaml_cfg = _merged_yolo_yaml(out / "data.yaml", ds, split) if to == "yolo" else None
+    if earlier and not exist_ok:
+        where = sorted({str(p.parent.relative_to(out)) if p.parent != out else p.name for p in earlier})
+        raise FileExistsError(f"{out}: holds an earlier conversion ({len(earlier)} files in {', '.join(where)}); "
+                              "pass --exist-ok to replace it, or choose another --out")
+    for folder in (images, labels):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    for rec, name in zip(ds.records, names):
+        link_or_copy(rec.path, images / f"{name}{rec.path.suffix}")
     if to == "coco":
-        images = Path(out) / "images"
-        images.mkdir(parents=True, exist_ok=True)
-        for rec, name in zip(ds.records, output_stems(ds.records)):
-            link_or_copy(rec.path, images / f"{name}{rec.path.suffix}")
+        for rec, name in zip(ds.records, names):
             rec.path = images / f"{name}{rec.path.suffix}"
-        return write_coco(ds, Path(out) / "annotations.json", image_root=out)
-    if to == "yolo":
-        return write_yolo(ds, out, split)
-    if to == "dota":
-        return write_dota(ds, out)
-    raise ValueError(f"--to must be coco, yolo or dota, got {to!r}")
+        result = write_coco(ds, out / "annotations.json", image_root=out)
+    elif to == "yolo":
+        for rec, name in zip(ds.records, names):
+            atomic_write(labels / f"{name}.txt", yolo_label_text(rec))
+        atomic_write(out / "data.yaml", yaml.safe_dump(yaml_cfg, sort_keys=False))
+        result = out / "data.yaml"
+    else:
+        for rec, name in zip(ds.records, names):
+            atomic_write(labels / f"{name}.txt", dota_label_text(ds, rec))
+        atomic_write(out / "classes.txt", "\n".join(ds.classes) + "\n")
+        result = out
+    for p in earlier:
+        if p not in planned:
+            p.unlink(missing_ok=True)
+    return result
+
+
+def _merged_yolo_yaml(path: Path, ds: Dataset, split: str) -> dict:
+    """The data.yaml after adding ``split``: the splits an existing yaml names are kept when its class names
+    are this dataset's (another list would relabel them)."""
+    names = {i: n for i, n in enumerate(ds.classes)}
+    cfg = {"path": ".", split: f"images/{split}", "names": names}
+    if not path.is_file():
+        return cfg
+    try:
+        old = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot be read to add the {split!r} split ({exc})") from None
+    if not isinstance(old, dict):
+        raise ValueError(f"{path}: not a data.yaml mapping; choose another --out")
+    old_names = old.get("names")
+    if isinstance(old_names, list):
+        old_names = dict(enumerate(old_names))
+    if old_names is not None and {int(k): str(v) for k, v in old_names.items()} != names:
+        raise ValueError(f"{path}: its classes {list(old_names.values())} differ from this dataset's "
+                         f"{ds.classes}; convert into another --out")
+    merged = {k: v for k, v in old.items() if k not in ("names",)}
+    merged[split] = f"images/{split}"
+    merged["names"] = names
+    return merged
 
 
 def read_val_split(path: str | Path) -> Dataset:
@@ -296,23 +356,19 @@ def output_stems(records: list[ImageRecord]) -> list[str]:
     return unique_stems([r.path for r in records])
 
 
-def write_yolo(ds: Dataset, out_dir: str | Path, split: str = "train") -> Path:
-    """``out_dir/images/<split>/`` (hard links or copies), ``labels/<split>/*.txt`` and ``data.yaml``."""
-    out = Path(out_dir)
-    img_dir, lab_dir = out / "images" / split, out / "labels" / split
-    img_dir.mkdir(parents=True, exist_ok=True)
-    lab_dir.mkdir(parents=True, exist_ok=True)
-    for rec, name in zip(ds.records, output_stems(ds.records)):
-        link_or_copy(rec.path, img_dir / f"{name}{rec.path.suffix}")
-        lines = []
-        for k in range(len(rec.labels)):
-            x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
-            lines.append(f"{int(rec.labels[k])} {(x1 + x2) / 2 / rec.width:.6f} {(y1 + y2) / 2 / rec.height:.6f} "
-                         f"{(x2 - x1) / rec.width:.6f} {(y2 - y1) / rec.height:.6f}")
-        atomic_write(lab_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
-    cfg = {"path": ".", split: f"images/{split}", "names": {i: n for i, n in enumerate(ds.classes)}}
-    atomic_write(out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    return out / "data.yaml"
+def write_yolo(ds: Dataset, out_dir: str | Path, split: str = "train", exist_ok: bool = False) -> Path:
+    """``out_dir/images/<split>/`` (hard links or copies), ``labels/<split>/*.txt`` and ``data.yaml``
+    (see convert_dataset for what an existing folder may hold)."""
+    return convert_dataset(ds, "yolo", out_dir, split, exist_ok)
+
+
+def yolo_label_text(rec: ImageRecord) -> str:
+    lines = []
+    for k in range(len(rec.labels)):
+        x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
+        lines.append(f"{int(rec.labels[k])} {(x1 + x2) / 2 / rec.width:.6f} {(y1 + y2) / 2 / rec.height:.6f} "
+                     f"{(x2 - x1) / rec.width:.6f} {(y2 - y1) / rec.height:.6f}")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 # ------------------------------------------------------------------------------------------ DOTA
@@ -408,16 +464,9 @@ def _read_dota_lines(label: Path, size: tuple[int, int], classes: list[str], fix
     return rows
 
 
-def write_dota(ds: Dataset, out_dir: str | Path) -> Path:
+def write_dota(ds: Dataset, out_dir: str | Path, exist_ok: bool = False) -> Path:
     """``out_dir/images/`` (hard links or copies), ``labelTxt/*.txt`` and ``classes.txt``."""
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labelTxt").mkdir(parents=True, exist_ok=True)
-    for rec, name in zip(ds.records, output_stems(ds.records)):
-        link_or_copy(rec.path, out / "images" / f"{name}{rec.path.suffix}")
-        atomic_write(out / "labelTxt" / f"{name}.txt", dota_label_text(ds, rec))
-    atomic_write(out / "classes.txt", "\n".join(ds.classes) + "\n")
-    return out
+    return convert_dataset(ds, "dota", out_dir, exist_ok=exist_ok)
 
 
 def dota_label_text(ds: Dataset, rec: ImageRecord) -> str:
@@ -437,12 +486,18 @@ def dota_label_text(ds: Dataset, rec: ImageRecord) -> str:
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
+    """``dst`` becomes ``src`` (a hard link, else a copy); a different file already there is replaced."""
+    if dst.exists() and os.path.samefile(src, dst):
         return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_labels_for_image(labels: str | Path, image: str | Path, size: tuple[int, int],

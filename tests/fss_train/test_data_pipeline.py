@@ -219,3 +219,55 @@ def test_cache_config_values():
     assert make_config(overrides={"cache": False}).cache == ""
     with pytest.raises(ValueError, match="cache"):
         make_config(overrides={"cache": "disk"})
+
+
+def _synth_pair(tmp_path):
+    """Two synthetic datasets whose images share names but not pixels or labels."""
+    a = synthesize(tmp_path / "a", SynthConfig(num_images=3, size=96, objects=4, seed=1))
+    b = synthesize(tmp_path / "b", SynthConfig(num_images=2, size=96, objects=6, seed=2))
+    assert [r.path.name for r in b.records] == [r.path.name for r in a.records][:2]
+    return tmp_path / "a", tmp_path / "b"
+
+
+@pytest.mark.parametrize("to,reread", [("yolo", "data.yaml"), ("dota", "."), ("coco", "annotations.json")])
+def test_convert_never_mixes_two_conversions(tmp_path, to, reread):
+    a, b = _synth_pair(tmp_path)
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["data", "convert", str(a), "--to", to, "--out", str(out)]).exit_code == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    r = runner.invoke(app, ["data", "convert", str(b), "--to", to, "--out", str(out)])
+    assert r.exit_code == 1 and "--exist-ok" in r.output and "earlier conversion" in r.output
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == before      # nothing touched
+    r = runner.invoke(app, ["data", "convert", str(b), "--to", to, "--out", str(out), "--exist-ok"])
+    assert r.exit_code == 0, r.output
+    back, src = read_dataset(out / reread), read_dataset(b)
+    assert len(back.records) == 2 and back.num_objects == src.num_objects == 12     # the third image of a is gone
+    for got, want in zip(sorted(back.records, key=lambda r: r.path.name), src.records):
+        assert got.path.read_bytes() == want.path.read_bytes()                      # b's pixels, not a's
+        assert np.allclose(got.boxes, want.boxes, atol=0.01)
+
+
+def test_convert_adds_a_yolo_split_and_keeps_the_others(tmp_path, shared_data):
+    a, b = _synth_pair(tmp_path)
+    out = tmp_path / "y"
+    for src, split in ((a, "train"), (b, "val")):
+        r = runner.invoke(app, ["data", "convert", str(src), "--to", "yolo", "--split", split, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+    assert len(read_dataset(out / "data.yaml", "train").records) == 3
+    assert len(read_dataset(out / "data.yaml", "val").records) == 2
+    r = runner.invoke(app, ["data", "convert", str(shared_data / "dota_devkit_example"), "--to", "yolo", "--split",
+                            "test", "--out", str(out)])
+    assert r.exit_code == 1 and "differ from this dataset's" in r.output
+    assert not (out / "images/test").exists()
+
+
+def test_convert_dota_to_coco_in_place_keeps_the_images(tmp_path, shared_data):
+    import shutil
+
+    dota = tmp_path / "d"
+    shutil.copytree(shared_data / "dota_devkit_example", dota)
+    images = sorted(p.name for p in (dota / "images").iterdir())
+    r = runner.invoke(app, ["data", "convert", str(dota), "--to", "coco", "--out", str(dota)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (dota / "images").iterdir()) == images
+    assert read_dataset(dota / "annotations.json").num_objects == read_dataset(dota).num_objects > 0
