@@ -205,8 +205,9 @@ def _images(root, dest, n=2, names=None):
     return out
 
 
-def _detect(*args):
-    r = runner.invoke(app, ["detect", *map(str, args), "--conf", "0.05", "--overlap", "64"])
+def _detect(*args, conf="0.001"):
+    """conf 0.001: every image has detections, however little the fixture model was trained"""
+    r = runner.invoke(app, ["detect", *map(str, args), "--conf", conf, "--overlap", "64"])
     assert "Traceback" not in r.output
     return r
 
@@ -233,7 +234,7 @@ def test_default_out_increments_for_other_settings(model, tmp_path, monkeypatch)
     assert _detect(*imgs, "--model", onnx_path).exit_code == 0
     r = runner.invoke(app, ["detect", str(imgs[0]), "--model", str(onnx_path), "--conf", "0.5", "--overlap", "64"])
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "runs/detect/run.json").read_text())["conf"] == 0.05
+    assert json.loads((tmp_path / "runs/detect/run.json").read_text())["conf"] == 0.001
     assert json.loads((tmp_path / "runs/detect2/run.json").read_text())["conf"] == 0.5
     assert json.loads((tmp_path / "runs/detect2/summary.json").read_text())["processed"] == 1
 
@@ -263,7 +264,7 @@ def test_same_stem_inputs_get_distinct_outputs(model, tmp_path):
     names = {im["name"] for im in json.loads((out / "images.json").read_text())["images"]}
     assert len(names) == 3
     ids = {line.split()[0] for f in (out / "dota").iterdir() for line in f.read_text().splitlines()}
-    assert ids <= names and len(ids) >= 2
+    assert ids == names
 
 
 def test_max_det_caps_and_warns(model, tmp_path):

@@ -65,7 +65,9 @@ def test_verify_on_real_images(tmp_path, shared_data, trained):
     images = sorted((shared_data / "dota_devkit_example/images").glob("*.png"))
     images += sorted((trained.parents[1] / "data").rglob("*.png"))[:2]
     report = verify_onnx(res.path, trained, images, conf=0.001)
-    assert report["images"] == 4 and report["within_tolerance"] and report["max_abs_diff_raw"] < 1e-3, report
+    # within_tolerance: every raw output within atol + rtol·|reference| (an absolute bound alone fails on the
+    # large logits of background points, where one float ulp is already 0.008)
+    assert report["images"] == 4 and report["within_tolerance"], report
     assert report["detections_torch"] > 0 and report["detection_f1"] >= 0.99, report
 
 
