@@ -43,6 +43,26 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[BinaryIO], obje
     return path
 
 
+def link_or_copy(src: str | Path, dst: str | Path) -> Path:
+    """``dst`` becomes ``src``: a hard link, else a copy, put in place by one rename (a different file already
+    at ``dst`` is replaced; ``dst`` already being ``src`` is left as it is)."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and os.path.samefile(src, dst):
+        return dst
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
 def write_image(path: str | Path, image, params: tuple[int, ...] = ()) -> Path:
     """Encode ``image`` (H, W, 3 uint8 BGR) by the file's suffix (.png, .jpg, …) and write it atomically."""
     import cv2

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import yaml
 
 from fss_train.data.geodata import is_geo_dataset, read_geo
 from fss_train.data.records import DOTA_CLASSES, IMAGE_SUFFIXES, Dataset, ImageRecord, Problem, image_size, sanitize_box
-from fss_train.fileio import atomic_write, unique_stems
+from fss_train.fileio import atomic_write, link_or_copy, unique_stems
 
 
 # ------------------------------------------------------------------------------------------ detection
@@ -483,21 +482,6 @@ def dota_label_text(ds: Dataset, rec: ImageRecord) -> str:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """``dst`` becomes ``src`` (a hard link, else a copy); a different file already there is replaced."""
-    if dst.exists() and os.path.samefile(src, dst):
-        return
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_labels_for_image(labels: str | Path, image: str | Path, size: tuple[int, int],
