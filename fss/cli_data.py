@@ -30,7 +30,8 @@ def _open_dataset(path: str, split: str = "train", report: bool = True):
 @data_app.command()
 def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo | dota")],
             out: Annotated[str, typer.Option(help="output folder")],
-            split: Annotated[str, typer.Option(help="split of a data.yaml to read (and the YOLO split written)")] = "train",
+            split: Annotated[str, typer.Option(help="split of a data.yaml to read (and the YOLO split "
+                                                    "written)")] = "train",
             exist_ok: Annotated[bool, typer.Option(help="replace an earlier conversion in OUT (its files that this "
                                                         "one does not write are removed)")] = False):
     """Convert a dataset between COCO, YOLO and DOTA. Converting another split into a YOLO folder adds it to
