@@ -16,7 +16,7 @@ B = ablation.Budget(train=8, val=4, size=128, objects=10, epochs=2, batch=4, see
 def _summary(store: Path, name: str, ap: float, rc: float = 0.5, epochs: int = 2, alignment=None, params=None):
     variant = name.rsplit("-s", 1)[0].split("-", 1)[1]
     assigner, overrides = ablation.VARIANTS.get(variant, ("fss", {}))
-    rows = [{"epoch": e + 1, "AP": ap, "AP50": ap + 0.2, "AP75": ap - 0.05, "APs": ap - 0.1, "seconds": 10.0 + e,
+    rows = [{"epoch": e + 1, "AP": ap, "AP50": 2 * ap, "AP75": ap - 0.05, "APs": ap - 0.1, "seconds": 10.0 + e,
              "pos_per_gt": 3.0, "rank_consistency": rc * (e + 1) / epochs} for e in range(epochs)]
     ablation.write_json_atomic(store / f"{name}.json", {
         "config": {"assigner": assigner, "params": params or overrides}, "rows": rows, "alignment": alignment,
@@ -36,7 +36,7 @@ def test_report_pairs_by_seed_and_prints_parameters(tmp_path):
     ablation.write_report(report, store, B, "smoke")
     text = report.read_text()
     assert "| fss | 2 | 0.2500 ± 0.0707 |" in text
-    assert "| 0.1000 (+0.1000) |" in text                          # tal − fss on seed 0 only
+    assert "| 0.1000 (+0.1000) | 0.2000 (+0.2000) |" in text      # tal − fss, AP and AP50, on seed 0 only
     assert "| simota | 0 |" in text.split("## DOTA")[0]
     assert "| tal | 3.0000 | 0.5000 | 0.4500 | 0.1800 | 0.4300 |" in text
     assert '- `fss`: {"rho": 0.5}' in text and '- `tal`: {"topk": 10}' in text
