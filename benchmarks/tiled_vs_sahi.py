@@ -141,8 +141,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/tiled_vs_sahi"))
     args = p.parse_args()
-    from fss_deploy.backends import torch_postprocess_only
-    torch_postprocess_only()            # both runners: onnxruntime computes, torch only post-processes
+    torch.set_num_threads(1)            # both runners: onnxruntime computes, torch only post-processes
     tmp = Path(tempfile.mkdtemp(prefix="fss-sahi-"))
     model = args.model or str(export_onnx(DEFAULT_MODEL, tmp / "m.onnx", imgsz=args.tile, dynamic=True).path)
     images = args.images

@@ -21,7 +21,7 @@ import numpy as np
 
 from fss.api import resolve_device
 from fss_deploy import defaults
-from fss_deploy.backends import load_backend, torch_postprocess_only
+from fss_deploy.backends import load_backend
 from fss_deploy.detect import (
     DEFAULT_MODEL,
     FORMATS,
@@ -149,8 +149,6 @@ class Detector:
                 "" if model else " (the bundled default model is missing: pass a model file)"))
         if not model:
             log.warning(DEFAULT_MODEL_NOTICE)
-        if self.model.suffix not in (".pt", ".pth") or (backend and backend != "torch"):
-            torch_postprocess_only()
         # a checkpoint runs at any tile that is a multiple of 32 (the graph is fully convolutional); exported
         # files are fixed at their export size (TiledDetector says so)
         torch_tile = tile if tile and self.model.suffix in (".pt", ".pth") and backend in (None, "torch") else None

@@ -8,6 +8,7 @@ float32 numpy — xyxy input pixels, then per-class scores. Every backend descri
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -141,11 +142,19 @@ class TensorRTBackend(Backend):
         return out.cpu().numpy()
 
 
-def torch_postprocess_only() -> None:
-    """Call first in a process whose backend is onnxruntime or TensorRT: torch then only
-    post-processes, and a multi-threaded torch pool (once started) makes onnxruntime's spinning
-    threads collide with it — measured on 2 cores: 25 tiles of 1024 px in 1.92 s instead of 1.22 s."""
-    torch.set_num_threads(1)
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads are ``n`` inside the block (0: unchanged) and what they were after it, so a
+    library call never changes the caller's process. With an onnxruntime or TensorRT backend torch only
+    post-processes: 1 thread keeps its pool from colliding with onnxruntime's spinning threads (measured on
+    2 cores: 25 tiles of 1024 px in 1.92 s instead of 1.22 s)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_backend(model: str | Path, backend: str | None = None, device: str = "cpu", imgsz: int | None = None,

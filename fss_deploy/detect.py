@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fss_deploy import defaults
-from fss_deploy.backends import Backend
+from fss_deploy.backends import Backend, torch_threads
 from fss_deploy.tiling import (
     MATCH_METRICS,
     MERGE_MODES,
@@ -153,14 +153,8 @@ class TiledDetector:
         """(K, 6) detections in image pixels of an (H, W, 3) uint8 BGR array or a window-read Raster."""
         if self.backend.name == "torch":
             return self._detect(image)
-        # torch only post-processes here; keep its pool from competing with the backend's threads
-        # (see backends.torch_postprocess_only, which callers should use at process start)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):          # torch only post-processes here (backends.torch_threads)
             return self._detect(image)
-        finally:
-            torch.set_num_threads(threads)
 
     def _batches(self, image, tiles: list, pad: int | None):
         """(tiles, network input) per batch; a raster's tiles that hold only nodata are left out (counted)."""

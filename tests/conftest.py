@@ -13,9 +13,9 @@ torch.set_num_threads(2)
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    """Every test starts with 2 torch threads: in-process `fss detect` on an ONNX model sets 1 for its process
-    (backends.torch_postprocess_only), and a 4-image overfit test trained after it at 1 thread lands elsewhere
-    (TAL AP50 0.40 at 1 thread, 0.92 at 2: float summation order in a chaotic 80-epoch run)."""
+    """Every test starts with 2 torch threads, whatever the one before it set (`--threads`): a 4-image overfit
+    test trained at 1 thread lands elsewhere (TAL AP50 0.40 at 1 thread, 0.92 at 2: float summation order in a
+    chaotic 80-epoch run). The API itself restores the caller's threads (test_api)."""
     yield
     torch.set_num_threads(2)
 

@@ -95,3 +95,23 @@ def test_import_is_light_and_lists_the_api():
     code = "import sys, fss; print('torch' in sys.modules, sorted(fss.__all__))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout
     assert out.startswith("False") and "Detector" in out and "train" in out
+
+
+def test_api_leaves_the_callers_torch_threads_alone(tmp_path):
+    """An ONNX model makes torch a post-processor (1 thread) only while fss runs: a notebook that detects with
+    ONNX and then trains must not train on one thread."""
+    import torch
+
+    onnx = fss.export(ROOT / "models/fss-n-aerial.pt", imgsz=256, out=tmp_path / "m.onnx").onnx
+    torch.set_num_threads(2)
+    seen = []
+    real = torch.set_num_threads
+    det = fss.Detector(onnx)
+    assert torch.get_num_threads() == 2
+    try:
+        torch.set_num_threads = lambda n: (seen.append(n), real(n))[1]
+        det(cv2.imread(str(IMAGE))[:300, :300])
+        fss.benchmark(onnx, warmup=0, iters=1)
+    finally:
+        torch.set_num_threads = real
+    assert torch.get_num_threads() == 2 and seen[:2] == [1, 2]          # 1 while it ran, the caller's 2 after
