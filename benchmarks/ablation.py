@@ -415,6 +415,37 @@ def _table(runs: dict, prefix: str, seeds: tuple[int, ...]) -> tuple[list[str], 
     return main, align
 
 
+# Student's t, 0.975 quantile, by degrees of freedom (seeds − 1): the two-sided 95 % interval of a paired mean
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def verdict(paired: list[float]) -> str:
+    """What the seed-paired differences (assigner − FSS) say: the mean with its 95 % t-interval, and whether the
+    interval excludes 0. One seed has no interval."""
+    n = len(paired)
+    if n == 0:
+        return "no paired run yet"
+    m = float(np.mean(paired))
+    if n == 1:
+        return f"{m:+.4f} (1 seed: no interval, undecided)"
+    half = T975.get(n - 1, 1.96) * float(np.std(paired, ddof=1)) / np.sqrt(n)
+    word = "above FSS" if m - half > 0 else "below FSS" if m + half < 0 else "not separated from FSS"
+    return f"{m:+.4f}, 95 % interval {m - half:+.4f} … {m + half:+.4f} ({n} seeds): {word}"
+
+
+def _verdicts(runs: dict, prefix: str, seeds: tuple[int, ...]) -> list[str]:
+    lines = []
+    for v in ORDER[1:]:
+        pairs = {k: [] for k in ("AP", "AP50")}
+        for seed in seeds:
+            a, f = runs.get(f"{prefix}-{v}-s{seed}"), runs.get(f"{prefix}-fss-s{seed}")
+            if a and f:
+                for k in pairs:
+                    pairs[k].append(final(a)[k] - final(f)[k])
+        lines.append(f"- {v} − fss: AP {verdict(pairs['AP'])}; AP50 {verdict(pairs['AP50'])}")
+    return lines
+
+
 def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
     runs = load_store(store)
     machines = sorted({r["meta"]["device"] for r in runs.values()}) or ["(no run finished yet)"]
@@ -448,7 +479,9 @@ def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
                   "What each assigner teaches: pos/GT and rank consistency over each GT's own positives are "
                   "training-time figures of the last epoch; the last three are measured on the validation set "
                   "with the final model over one assigner-independent candidate set per GT (`fss eval "
-                  "--alignment`).", "", *align_header, *align, ""]
+                  "--alignment`).", "", *align_header, *align, "",
+                  "Each assigner against FSS (ρ 0.5), paired by seed (Student's t; an interval that holds 0 "
+                  "decides nothing):", "", *_verdicts(runs, prefix, b.seeds), ""]
     t3 = [("Max-IoU", f"main-maxiou-s{b.seeds[0]}"), ("+ suboptimal selection (FSS, γ = 0)",
           f"t3-fss-gamma0-s{b.seeds[0]}"), ("+ transformation (full FSS)", f"main-fss-s{b.seeds[0]}")]
     if f"t3-fss-gamma0-s{b.seeds[0]}" in runs:

@@ -137,3 +137,12 @@ def test_scheduler_launches_nothing_that_cannot_finish_before_the_deadline(tmp_p
     t0 = time.monotonic()
     ablation.execute(specs[:1], slow, parallel=1, deadline=1.0, on_done=lambda: None)
     assert time.monotonic() - t0 < 10 and slow.finished == []     # stopped at the deadline, nothing stored
+
+
+def test_verdict_says_separated_only_when_the_interval_excludes_zero():
+    assert ablation.verdict([]) == "no paired run yet"
+    assert "1 seed: no interval" in ablation.verdict([0.05])
+    # mean +0.02, sample std 0.001, 3 seeds: half-width 4.303 · 0.001 / √3 = 0.0025
+    assert ablation.verdict([0.019, 0.020, 0.021]).endswith("+0.0175 … +0.0225 (3 seeds): above FSS")
+    assert ablation.verdict([-0.03, -0.02, -0.025]).endswith("below FSS")
+    assert ablation.verdict([0.03, -0.01, 0.01]).endswith("not separated from FSS")
