@@ -202,6 +202,14 @@ def write_json_atomic(path: Path, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=1))
 
 
+def select(specs: list[Spec], patterns: str) -> list[Spec]:
+    """The runs matching any of the comma-separated ``patterns``, grouped by the first pattern each matches (in
+    the patterns' order: 'dotaft-*,main-*' runs the DOTA arm first), plan order within a group."""
+    pats = patterns.split(",")
+    first = {s.name: next((i for i, p in enumerate(pats) if fnmatch.fnmatch(s.name, p)), None) for s in specs}
+    return sorted((s for s in specs if first[s.name] is not None), key=lambda s: first[s.name])
+
+
 class Runner:
     """Launches ``fss train`` for a spec and, when it finishes, measures alignment and stores the summary."""
 
@@ -333,7 +341,8 @@ def main() -> None:
     p.add_argument("--only", default="main", help="studies: main,table3,sens")
     p.add_argument("--datasets", default="synthetic,dota")
     p.add_argument("--runs", default="*", help="only runs whose names match one of these comma-separated "
-                   "patterns, e.g. 'main-*-s0,dotaft-*' (a GPU lease too short for the whole study)")
+                   "patterns, in the patterns' order (plan order within one), e.g. 'main-*-s0,dotaft-*' (a GPU "
+                   "lease too short for the whole study)")
     p.add_argument("--report", default="", help="default docs/results/ablation.md (decide) or ablation-<budget>.md")
     p.add_argument("--device", default="cpu")
     p.add_argument("--parallel", type=int, default=1, help="trainings at once (GPU: several share one card)")
@@ -358,8 +367,7 @@ def main() -> None:
     if args.prepare_only:
         return
     datasets = set(sets)
-    specs = [s for s in plan(b, out, set(args.only.split(",")), datasets)
-             if any(fnmatch.fnmatch(s.name, pat) for pat in args.runs.split(","))]
+    specs = select(plan(b, out, set(args.only.split(",")), datasets), args.runs)
     runner = Runner(out, store, sets, b, args.budget, args.device, args.workers, max(1, args.parallel))
     execute(specs, runner, max(1, args.parallel), args.deadline, lambda: write_report(report, store, b, args.budget))
     write_report(report, store, b, args.budget)

@@ -77,6 +77,10 @@ def test_plan_is_seed_major_with_fss_first():
     assert dota.init == "models/fss-n-aerial.pt:backbone+neck" and dota.config(B, "x")["init"] == dota.init
     assert "init" not in specs[0].config(B, "x")              # the synthetic arm's stored configs stay valid
     assert next(s for s in specs if s.name == "main-fss-rho0.25-s0").params == {"rho": 0.25}
+    picked = [s.name for s in ablation.select(specs, "dotaft-*-s0,main-*-s1,dotaft-*")]
+    assert picked[:6] == [f"dotaft-{v}-s0" for v in ablation.ORDER]                 # the patterns' order first
+    assert picked[6:12] == [f"main-{v}-s1" for v in ablation.ORDER]
+    assert picked[12:] == [f"dotaft-{v}-s{k}" for k in (1, 2) for v in ablation.ORDER]   # plan order within
 
 
 @pytest.mark.slow
