@@ -39,9 +39,11 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
     planned = {images / f"{n}{r.path.suffix}" for r, n in zip(ds.records, names)} | set(own_files)
     if labels is not None:
         planned |= {labels / f"{n}.txt" for n in names}
-    sources = {r.path.resolve() for r in ds.records}
+    # a folder that holds source images (DOTA -> COCO in place) is the user's, not an earlier conversion: nothing
+    # in it is counted or removed, not even the images the reader skipped (corrupt, unlabelled)
+    source_dirs = {r.path.resolve().parent for r in ds.records}
     earlier = [p for folder in (images, labels) if folder is not None and folder.is_dir()
-               for p in sorted(folder.iterdir()) if p.is_file() and p.resolve() not in sources]
+               and folder.resolve() not in source_dirs for p in sorted(folder.iterdir()) if p.is_file()]
     earlier += [f for f in own_files if f.is_file()]
     yaml_cfg = _merged_yolo_yaml(out / "data.yaml", ds, split) if to == "yolo" else None
     if earlier and not exist_ok:

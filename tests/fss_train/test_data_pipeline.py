@@ -266,8 +266,11 @@ def test_convert_dota_to_coco_in_place_keeps_the_images(tmp_path, shared_data):
 
     dota = tmp_path / "d"
     shutil.copytree(shared_data / "dota_devkit_example", dota)
+    (dota / "images/broken.png").write_bytes(b"not an image")              # skipped by the reader, still the user's
     images = sorted(p.name for p in (dota / "images").iterdir())
     r = runner.invoke(app, ["data", "convert", str(dota), "--to", "coco", "--out", str(dota)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["data", "convert", str(dota), "--to", "coco", "--out", str(dota), "--exist-ok"])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (dota / "images").iterdir()) == images
     assert read_dataset(dota / "annotations.json").num_objects == read_dataset(dota).num_objects > 0
