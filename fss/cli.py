@@ -17,7 +17,7 @@ from rich.table import Table
 
 from fss.cli_data import data_app
 from fss.cli_deploy import bench_app, export_app
-from fss.clikit import HELP, Backend, Device, Imgsz, console, fail, user_errors, writable_out
+from fss.clikit import HELP, Backend, Device, Imgsz, console, fail, one_line_summaries, user_errors, writable_out
 from fss.progress import err
 from fss_deploy import defaults as DET
 
@@ -322,6 +322,8 @@ def assign(image: Annotated[str, typer.Argument(help="image file")],
     console.print(f"wrote {summary['png']}")
 
 
+
+one_line_summaries(app)
 
 if __name__ == "__main__":
     app()

@@ -26,6 +26,20 @@ def first_word_optional(default: str) -> type[TyperGroup]:
     return Group
 
 
+def one_line_summaries(app: typer.Typer) -> None:
+    """Each command's line in a ``--help`` listing is its docstring's first paragraph on one line: Typer's rich
+    listing keeps the docstring's hard line breaks (a two-line summary printed as a ragged break mid-sentence)."""
+    import inspect
+
+    for info in app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and text:
+            info.short_help = " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            one_line_summaries(group.typer_instance)
+
+
 Device = Annotated[str, typer.Option(help="auto (cuda when a GPU is visible) | cpu | cuda | cuda:N")]
 Imgsz = Annotated[int | None, typer.Option(help="input size (default: the model's)")]
 Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]

@@ -24,6 +24,21 @@ def test_help_lists_every_verb():
         assert f"│ {verb} " in result.output
 
 
+def test_help_listings_keep_summaries_on_one_line():
+    """A command's summary wraps only at the terminal's width, never at its docstring's line breaks."""
+    import typer
+
+    wide = CliRunner(env={"COLUMNS": "400"})
+    group = typer.main.get_command(app)
+    for args in ([], ["data"], ["export"], ["bench"]):
+        out = wide.invoke(app, [*args, "--help"]).output
+        names = group.commands[args[0]].commands if args else group.commands
+        for name, command in names.items():
+            line = next(l for l in out.splitlines() if f"│ {name} " in l)
+            summary = " ".join((command.short_help or command.help or "").split("\n\n")[0].split())
+            assert summary[:-1] in " ".join(line.split()), (args, name, line)
+
+
 def test_info_on_card_and_checkpoint(tmp_path):
     result = runner.invoke(app, ["info", "fss-s", "--json"])
     assert result.exit_code == 0, result.output
