@@ -294,9 +294,8 @@ def benchmark(model: str | Path, *, backend: str | None = None, imgsz: int | Non
     from fss_deploy.bench import bench_model
 
     _check_counts(warmup, iters, batch)
-    with _bench_threads(threads, [model]):
-        report = bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, resolve_device(device),
-                             progress=progress)
+    report = bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, resolve_device(device),
+                         progress=progress)
     return _written(report, out, "latency")
 
 
@@ -308,8 +307,7 @@ def benchmark_overhead(a: str | Path, b: str | Path, *, imgsz: int | None = None
     from fss_deploy.bench import bench_overhead
 
     _check_counts(warmup, iters, 1)
-    with _bench_threads(threads, [a, b]):
-        report = bench_overhead(str(a), str(b), imgsz, warmup, iters, threads, resolve_device(device), progress)
+    report = bench_overhead(str(a), str(b), imgsz, warmup, iters, threads, resolve_device(device), progress)
     return _written(report, out, "overhead")
 
 
@@ -320,24 +318,14 @@ def benchmark_tiled(image: str | Path, model: str | Path, *, backend: str | None
     from fss_deploy.bench import bench_tiled
 
     _check_counts(0, 1, batch)
-    with _bench_threads(threads, [model]):
-        report = bench_tiled(str(image), str(model), backend, batch, overlap, threads=threads,
-                             device=resolve_device(device), progress=progress)
+    report = bench_tiled(str(image), str(model), backend, batch, overlap, threads=threads,
+                         device=resolve_device(device), progress=progress)
     return _written(report, out, "tiled")
 
 
 def _check_counts(warmup: int, iters: int, batch: int) -> None:
     if iters < 1 or warmup < 0 or batch < 1:
         raise ValueError(f"iters and batch must be at least 1 and warmup at least 0, got {iters}, {batch}, {warmup}")
-
-
-def _bench_threads(threads: int, models: list):
-    """The torch threads a benchmark runs with, restored after it: ``threads``, else 1 when torch only
-    post-processes (ONNX / TensorRT models), else unchanged."""
-    from fss_deploy.backends import torch_threads
-
-    onnx_only = all(Path(m).suffix in (".onnx", ".engine") for m in models)
-    return torch_threads(threads or (1 if onnx_only else 0))
 
 
 def _written(report: dict, out: str | Path | None, kind: str) -> dict:

@@ -27,6 +27,7 @@ class Backend:
     input_size: int
     fixed_batch: int | None = None
     device: str = "cpu"
+    threads: int = 0            # torch's intra-op threads while this backend runs (0: the caller's)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -46,8 +47,10 @@ def strict_fp32() -> None:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, ckpt: str | Path, device: str = "cpu", imgsz: int | None = None, half: bool = False):
+    def __init__(self, ckpt: str | Path, device: str = "cpu", imgsz: int | None = None, half: bool = False,
+                 threads: int = 0):
         model, meta = load_model(ckpt)
+        self.threads = threads
         self.class_names = list(meta["class_names"])
         self.input_size = int(imgsz or meta["input_size"][0])
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -157,9 +160,18 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def backend_threads(*backends: Backend):
+    """``torch_threads`` for running ``backends``: a torch backend's own ``threads``, else 1 (torch only
+    post-processes ONNX / TensorRT outputs)."""
+    torch_ones = [b for b in backends if b.name == "torch"]
+    return torch_threads(max(b.threads for b in torch_ones) if torch_ones else 1)
+
+
 def load_backend(model: str | Path, backend: str | None = None, device: str = "cpu", imgsz: int | None = None,
                  threads: int = 0) -> Backend:
-    """The backend for a model file: .pt -> torch, .onnx -> onnxruntime, .engine -> tensorrt."""
+    """The backend for a model file: .pt -> torch, .onnx -> onnxruntime, .engine -> tensorrt. ``threads``: CPU
+    threads of onnxruntime's session, or torch's while the torch backend runs (``backend_threads``); the
+    process's torch threads are never changed by loading."""
     path = Path(model)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
@@ -173,9 +185,7 @@ def load_backend(model: str | Path, backend: str | None = None, device: str = "c
     if path.suffix not in expected:
         raise ExportError(f"{path}: the {chosen} backend needs a {' or '.join(expected)} file")
     if chosen == "torch":
-        if threads:
-            torch.set_num_threads(threads)
-        return TorchBackend(path, device, imgsz)
+        return TorchBackend(path, device, imgsz, threads=threads)
     if chosen == "onnxruntime":
         return OnnxBackend(path, device, threads)
     return TensorRTBackend(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fss_deploy.backends import Backend, load_backend
+from fss_deploy.backends import Backend, backend_threads, load_backend
 from fss_train.fileio import atomic_write, save_figure
 from fss_train.nn.postprocess import postprocess
 from fss_train.nn.preprocess import letterbox, read_image, to_array
@@ -35,7 +35,8 @@ def cpu_name() -> str:
 def environment(backend: Backend, threads: int) -> dict:
     import onnxruntime
 
-    env = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads or torch.get_num_threads(),
+    torch_side = torch.get_num_threads() if backend.name == "torch" else f"{backend.name} default"
+    env = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads or torch_side,
            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
            "backend": backend.name, "device": backend.device,
            "precision": "fp16" if getattr(backend, "half", False) else "fp32",
@@ -69,10 +70,15 @@ def bench_model(model: str, backend: str | None = None, imgsz: int | None = None
                 iters: int = 300, threads: int = 0, device: str = "cpu", image: np.ndarray | None = None,
                 progress=None) -> dict:
     """Per-stage latency of one model: preprocess (letterbox + normalise), inference, postprocess.
-    ``progress(done, total)`` is called after every run."""
-    if threads:
-        torch.set_num_threads(threads)
+    ``progress(done, total)`` is called after every run. ``threads``: of the backend (0: library default);
+    torch's are the caller's again afterwards."""
     b = load_backend(model, backend, device, imgsz, threads)
+    with backend_threads(b):
+        return _bench_model(b, model, batch, warmup, iters, threads, image, progress)
+
+
+def _bench_model(b: Backend, model: str, batch: int, warmup: int, iters: int, threads: int,
+                 image: np.ndarray | None, progress) -> dict:
     size = b.input_size
     if image is None:
         image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
@@ -122,9 +128,13 @@ def bench_overhead(a: str, b: str, imgsz: int | None = None, warmup: int = 30, i
     from fss_deploy.export import compare
 
     structure = compare(a, b, imgsz)
-    if threads:
-        torch.set_num_threads(threads)
     ba, bb = load_backend(a, None, device, imgsz, threads), load_backend(b, None, device, imgsz, threads)
+    with backend_threads(ba, bb):
+        return _bench_overhead(structure, ba, bb, warmup, iters, threads, progress)
+
+
+def _bench_overhead(structure: dict, ba: Backend, bb: Backend, warmup: int, iters: int, threads: int,
+                    progress) -> dict:
     size = ba.input_size
     x = to_array([np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)])
     ta, tb = [], []

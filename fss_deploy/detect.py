@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fss_deploy import defaults
-from fss_deploy.backends import Backend, torch_threads
+from fss_deploy.backends import Backend, backend_threads
 from fss_deploy.tiling import (
     MATCH_METRICS,
     MERGE_MODES,
@@ -151,9 +151,7 @@ class TiledDetector:
 
     def __call__(self, image) -> np.ndarray:
         """(K, 6) detections in image pixels of an (H, W, 3) uint8 BGR array or a window-read Raster."""
-        if self.backend.name == "torch":
-            return self._detect(image)
-        with torch_threads(1):          # torch only post-processes here (backends.torch_threads)
+        with backend_threads(self.backend):     # the caller's torch threads are restored after the image
             return self._detect(image)
 
     def _batches(self, image, tiles: list, pad: int | None):
