@@ -55,7 +55,8 @@ class D:
     Out = Annotated[str, typer.Option(help="output folder (default runs/detect, runs/detect2, … for a run with "
                                            "another model, settings or inputs)")]
     ExistOk = Annotated[bool, typer.Option(help="replace OUT's results when they came from another run")]
-    MaxDet = Annotated[int, typer.Option(help="detections kept per image (a warning names images that reach it)")]
+    MaxDet = Annotated[int | None, typer.Option(help="detections kept per image (default: 10,000 per 4000×4000 px of "
+                                                     "image, at least 10,000); a warning names images that reach it")]
     MaxPixels = Annotated[int | None, typer.Option(help="refuse PNG/JPEG images with more pixels (default 20,000² "
                                                         "= 400 M; decoded in memory)")]
     SaveImages = Annotated[bool, typer.Option(help="write annotated images")]
@@ -228,7 +229,7 @@ def _print_metrics(record: dict) -> None:
 def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = None, device: Device = "auto",
            tile: D.Tile = None, overlap: D.Overlap = DET.OVERLAP, batch: D.Batch = DET.BATCH, conf: D.Conf = DET.CONF,
            iou: D.Iou = DET.IOU, full_image: D.FullImage = False, out: D.Out = "runs/detect",
-           exist_ok: D.ExistOk = False, max_det: D.MaxDet = DET.MAX_DET, max_pixels: D.MaxPixels = None,
+           exist_ok: D.ExistOk = False, max_det: D.MaxDet = None, max_pixels: D.MaxPixels = None,
            save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0,
            bands: D.Bands = None, stretch: D.Stretch = "2,98", to_wgs84: D.ToWgs84 = False, merge: D.Merge = "nms",
            match: D.Match = "iou", agnostic: D.Agnostic = False):
@@ -277,8 +278,9 @@ def _print_detect_summary(s: dict) -> None:
     for f in s["failed"]:
         err.print(f"[yellow]skipped:[/] {f['error']}", highlight=False)
     for f in s["hit_max_det"]:
-        err.print(f"[yellow]warning:[/] {f}: {s['max_det']} detections, the --max-det cap; raise it to keep more",
-                  highlight=False)
+        cap = "the default per-image cap (10,000 per 4000×4000 px)" if s["max_det"] == "auto" else \
+            f"the --max-det cap ({s['max_det']})"
+        err.print(f"[yellow]warning:[/] {f}: detections reached {cap}; raise --max-det to keep more", highlight=False)
     console.print(f"{s['images']} images ({s['processed']} processed, {s['skipped_done']} already done, "
                   f"{len(s['failed'])} failed): {s['detections']} detections, {s['seconds_per_image']:.2f} s/image, "
                   f"{s['tiles_per_s']:.1f} tiles/s -> {s['out']}", highlight=False)

@@ -137,7 +137,7 @@ class Detector:
     def __init__(self, model: str | Path | None = None, *, device: str = "auto", backend: str | None = None,
                  tile: int | None = None, overlap: float = defaults.OVERLAP, batch: int = defaults.BATCH,
                  conf: float = defaults.CONF, iou: float = defaults.IOU, full_image: bool = False,
-                 max_det: int = defaults.MAX_DET, threads: int = 0, bands: str | tuple[int, ...] | None = None,
+                 max_det: int | None = None, threads: int = 0, bands: str | tuple[int, ...] | None = None,
                  stretch: str | tuple[float, float] = DEFAULT_STRETCH, merge: str = "nms", match: str = "iou",
                  class_agnostic: bool = False):
         self.model = Path(model) if model else DEFAULT_MODEL
@@ -234,4 +234,4 @@ class Detector:
         finally:
             if world > 1:
                 dist.destroy_process_group()
-        return {**summary, "out": str(out), "max_det": self.tiled.max_det}
+        return {**summary, "out": str(out), "max_det": self.tiled.max_det or "auto"}

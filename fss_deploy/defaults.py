@@ -4,5 +4,14 @@ OVERLAP = 200          # px between neighbouring tiles
 BATCH = 8              # tiles per backend call
 CONF = 0.25            # score threshold
 IOU = 0.5              # class-aware NMS IoU of the merge
-MAX_DET = 10_000       # detections kept per image
+MAX_DET = 10_000       # detections kept per image by default: this many per MAX_DET_AREA px² of image, at least
+MAX_DET_AREA = 4000 * 4000   # this many per image (a 30,000² scene: 562,500); an explicit --max-det is absolute
+
+
+def max_det_for(height: int, width: int, max_det: int | None = None) -> int:
+    """The per-image detection cap: ``max_det`` when given, else MAX_DET per 4000 × 4000 px (at least MAX_DET), so
+    the default never truncates a dense large scene that a 4000 px image at the same density would keep whole."""
+    if max_det:
+        return max_det
+    return max(MAX_DET, -(-MAX_DET * height * width // MAX_DET_AREA))
 FORMATS = ("coco", "dota", "yolo", "geojson")    # geojson: georeferenced images only

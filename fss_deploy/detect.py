@@ -98,7 +98,7 @@ class TiledDetector:
     conf: float = defaults.CONF
     iou: float = defaults.IOU
     full_image: bool = False
-    max_det: int = defaults.MAX_DET
+    max_det: int | None = None         # detections kept per image; None: defaults.max_det_for (scales with area)
     border_rule: bool = True           # drop boxes cut by an interior tile edge when a neighbour saw them whole
     merge: str = "nms"                 # tile merge: "nms" (suppress) or "nmm" (merge into the kept box, SAHI's NMM)
     match: str = "iou"                 # overlap measure of the merge: "iou" or "ios" (over the smaller box)
@@ -115,6 +115,10 @@ class TiledDetector:
         """Tiles run, tiles skipped as nodata, and seconds in the backend / building batches / post-processing."""
         return {"tiles": 0, "tiles_nodata": 0, "infer_s": 0.0, "prep_s": 0.0, "post_s": 0.0}
 
+    def cap(self, height: int, width: int) -> int:
+        """Detections kept for an image of this size (``max_det``, or by default in proportion to its area)."""
+        return defaults.max_det_for(height, width, self.max_det)
+
     def __post_init__(self):
         size = self.backend.input_size
         checks = [(self.tile is None or self.tile >= 32, f"--tile must be at least 32 px, got {self.tile}"),
@@ -122,7 +126,7 @@ class TiledDetector:
                   (self.batch >= 1, f"--batch must be at least 1, got {self.batch}"),
                   (0.0 <= self.conf <= 1.0, f"--conf must lie in [0, 1], got {self.conf}"),
                   (0.0 <= self.iou <= 1.0, f"--iou must lie in [0, 1], got {self.iou}"),
-                  (self.max_det >= 1, f"--max-det must be at least 1, got {self.max_det}"),
+                  (self.max_det is None or self.max_det >= 1, f"--max-det must be at least 1, got {self.max_det}"),
                   (self.merge in MERGE_MODES, f"--merge must be one of {', '.join(MERGE_MODES)}, got {self.merge!r}"),
                   (self.match in MATCH_METRICS, f"--match must be one of {', '.join(MATCH_METRICS)}, got "
                                                 f"{self.match!r}")]
@@ -144,7 +148,8 @@ class TiledDetector:
         t0 = time.perf_counter()
         out = self.backend.infer(batch)
         t1 = time.perf_counter()
-        dets = [d.numpy() for d in postprocess(torch.from_numpy(out[:n]), self.conf, self.iou, self.max_det)]
+        dets = [d.numpy() for d in postprocess(torch.from_numpy(out[:n]), self.conf, self.iou,
+                                                     self.max_det or defaults.MAX_DET)]
         self.stats["infer_s"] += t1 - t0
         self.stats["post_s"] += time.perf_counter() - t1
         return dets
@@ -219,7 +224,7 @@ class TiledDetector:
             return np.zeros((0, 6), np.float32)
         t1 = time.perf_counter()
         merged = merge(np.concatenate(all_dets), np.concatenate(all_cut), np.concatenate(all_src), self.iou,
-                       max_det=self.max_det, mode=self.merge, metric=self.match, class_agnostic=self.class_agnostic)
+                       max_det=self.cap(h, w), mode=self.merge, metric=self.match, class_agnostic=self.class_agnostic)
         self.stats["post_s"] += time.perf_counter() - t1
         return merged
 
@@ -401,7 +406,7 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
                     image.close()
             seconds.append(time.perf_counter() - t0)
             h, w = image.shape[:2]
-            if len(dets) >= detector.max_det:
+            if len(dets) >= detector.cap(h, w):
                 capped.append(str(path))
             record = {"file": str(path), "input": input_fingerprint(path), "width": w, "height": h,
                       "detections": np.round(dets, 3).tolist()}
@@ -414,7 +419,7 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
     finally:
         stop.set()
     summary = {"images": len(mine), "processed": len(seconds), "skipped_done": skipped, "failed": failed,
-               "hit_max_det": capped, "max_det": detector.max_det,
+               "hit_max_det": capped, "max_det": detector.max_det or "auto",
                "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0,
                "tiles": detector.stats["tiles"],
                "tiles_per_s": detector.stats["tiles"] / max(sum(seconds), 1e-9) if seconds else 0.0,

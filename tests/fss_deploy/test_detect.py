@@ -278,6 +278,35 @@ def test_max_det_caps_and_warns(model, tmp_path):
     assert _detect(*imgs, "--model", onnx_path, "--out", tmp_path / "o2", "--max-det", "0").exit_code != 0
 
 
+def test_default_cap_scales_with_the_image_area(model, tmp_path, monkeypatch):
+    """By default a large scene keeps as many detections per pixel as a small one (10,000 per 4000² px, at least
+    10,000): a fixed 10,000 silently cut a dense 12,000² scene of 13,500 objects. An explicit --max-det is absolute."""
+    from fss_deploy import defaults
+
+    assert defaults.max_det_for(4000, 4000) == 10_000 and defaults.max_det_for(100, 50) == 10_000
+    assert defaults.max_det_for(30_000, 30_000) == 562_500 and defaults.max_det_for(4001, 4000) == 10_003
+    assert defaults.max_det_for(30_000, 30_000, 7) == 7
+    _, onnx_path, root = model
+    small = _images(root, tmp_path / "imgs", n=1)[0]
+    big = tmp_path / "imgs/big.png"
+    cv2.imwrite(str(big), np.tile(cv2.imread(str(small)), (2, 2, 1)))          # 4 × the area
+    monkeypatch.setattr(defaults, "MAX_DET", 5)                                # the same rule, scaled down
+    monkeypatch.setattr(defaults, "MAX_DET_AREA", 256 * 256)
+    def counts(out):
+        ids = {im["id"]: im["name"] for im in json.loads((out / "images.json").read_text())["images"]}
+        kept = [ids[p["image_id"]] for p in json.loads((out / "predictions.json").read_text())]
+        return {name: kept.count(name) for name in ids.values()}
+
+    r = _detect(small, big, "--model", onnx_path, "--out", tmp_path / "auto")
+    assert r.exit_code == 0, r.output
+    n = counts(tmp_path / "auto")         # one tile: its 5 (the per-tile cap), less what clipping to it merges
+    assert n["big"] == 20 and 3 <= n["im0"] <= 5, n
+    assert "default per-image cap" in r.output and "big.png" in r.output
+    assert json.loads((tmp_path / "auto/summary.json").read_text())["max_det"] == "auto"
+    r = _detect(small, big, "--model", onnx_path, "--out", tmp_path / "fixed", "--max-det", "7")
+    assert r.exit_code == 0 and counts(tmp_path / "fixed")["big"] == 7 and "the --max-det cap (7)" in r.output
+
+
 def test_disk_full_mid_run_is_one_line_and_resumes(model, tmp_path, monkeypatch):
     import errno
 
