@@ -34,7 +34,7 @@ def test_help_listings_keep_summaries_on_one_line():
         out = wide.invoke(app, [*args, "--help"]).output
         names = group.commands[args[0]].commands if args else group.commands
         for name, command in names.items():
-            line = next(l for l in out.splitlines() if f"│ {name} " in l)
+            line = next(row for row in out.splitlines() if f"│ {name} " in row)
             summary = " ".join((command.short_help or command.help or "").split("\n\n")[0].split())
             assert summary[:-1] in " ".join(line.split()), (args, name, line)
 
