@@ -130,18 +130,38 @@ def collate(batch):
 
 def _worker_init(_: int) -> None:
     """One thread per loader worker: parallelism comes from the workers, not from OpenCV/torch threads inside
-    each (24 trainings x 16 threads on 16 cores would thrash)."""
+    each (24 trainings x 16 threads on 16 cores would thrash). A forked worker inherits OpenCV's 1 thread from
+    ``_Loader`` (then this call changes nothing); a spawned one starts with OpenCV's default and gets 1 here."""
     import cv2
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
 
+class _Loader(DataLoader):
+    """Forks its workers while OpenCV runs single-threaded (restored in this process right after). A forked child
+    that changes OpenCV's thread count while the parent's pthreads pool is running hangs for ever in
+    ``cv2.setNumThreads`` (OpenCV 5.0: a GaussianBlur of a 4000² image in the parent is enough): ``fss demo``,
+    which draws a 4000² scene before training, hung at its first epoch."""
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return super().__iter__()
+        import cv2
+
+        before = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            return super().__iter__()                   # the workers are forked here
+        finally:
+            cv2.setNumThreads(before)
+
+
 def make_loader(dataset: DetectionDataset, batch: int, shuffle: bool, workers: int = 2, distributed: bool = False,
                 seed: int = 0, drop_last: bool = False) -> DataLoader:
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, collate_fn=collate, drop_last=drop_last, generator=generator,
-                      worker_init_fn=_worker_init if workers > 0 else None,
-                      persistent_workers=False)   # workers must see set_epoch() and the mosaic switch
+    return _Loader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
+                   num_workers=workers, collate_fn=collate, drop_last=drop_last, generator=generator,
+                   worker_init_fn=_worker_init if workers > 0 else None,
+                   persistent_workers=False)   # workers must see set_epoch() and the mosaic switch

@@ -1,5 +1,8 @@
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +17,8 @@ from fss_train.data.records import Dataset, ImageRecord
 from fss_train.data.split import split_dataset, tile_grid, tile_origins
 from fss_train.data.synth import SynthConfig, synthesize
 from fss_train.data.transforms import AugmentConfig, mosaic4, random_affine, random_flip
+
+ROOT = Path(__file__).resolve().parents[2]
 
 runner = CliRunner()
 
@@ -142,6 +147,28 @@ def test_loader_pads_and_survives_a_corrupt_image(tmp_path):
         assert (gt_labels[~gt_mask] == -1).all() and (gt_labels[gt_mask] >= 0).all()
         assert 1 in data.bad
         assert all(m["index"] != 1 for m in metas)
+
+
+def test_loader_workers_start_after_opencv_ran_threads_in_this_process(tmp_path):
+    """fss demo hung at its first epoch: it draws a 4000² scene (OpenCV's thread pool busy) and then forks loader
+    workers, whose cv2.setNumThreads(1) waited for ever. Run in a child with a deadline; three epochs' worth of
+    forks, each after OpenCV used its threads again."""
+    synthesize(tmp_path / "s", SynthConfig(num_images=4, size=128, objects=4, seed=2))
+    code = f"""
+import cv2, numpy as np
+from fss_train.data.formats import read_dataset
+from fss_train.data.loader import DetectionDataset, make_loader
+big = np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8)
+loader = make_loader(DetectionDataset(read_dataset({str(tmp_path / "s")!r}), 128), 2, True, workers=1)
+threads = cv2.getNumThreads()
+for epoch in range(3):
+    cv2.GaussianBlur(big, (9, 9), 0)
+    assert sum(len(b[4]) for b in loader) == 4
+    assert cv2.getNumThreads() == threads
+print("done")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
 
 
 def test_data_cli(tmp_path, shared_data):
