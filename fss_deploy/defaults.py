@@ -6,6 +6,7 @@ CONF = 0.25            # score threshold
 IOU = 0.5              # class-aware NMS IoU of the merge
 MAX_DET = 10_000       # detections kept per image by default: this many per MAX_DET_AREA px² of image, at least
 MAX_DET_AREA = 4000 * 4000   # this many per image (a 30,000² scene: 562,500); an explicit --max-det is absolute
+FORMATS = ("coco", "dota", "yolo", "geojson")    # geojson: georeferenced images only
 
 
 def max_det_for(height: int, width: int, max_det: int | None = None) -> int:
@@ -14,4 +15,3 @@ def max_det_for(height: int, width: int, max_det: int | None = None) -> int:
     if max_det:
         return max_det
     return max(MAX_DET, -(-MAX_DET * height * width // MAX_DET_AREA))
-FORMATS = ("coco", "dota", "yolo", "geojson")    # geojson: georeferenced images only
