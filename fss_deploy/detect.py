@@ -245,7 +245,7 @@ def run_identity(detector: TiledDetector, model: Path) -> dict:
     return {"model": str(Path(model).resolve()), "model_sha256": sha256_file(model),
             "backend": detector.backend.name, "tile": detector.tile, "overlap": detector.overlap,
             "conf": detector.conf, "iou": detector.iou, "full_image": detector.full_image,
-            "max_det": detector.max_det, "border_rule": detector.border_rule, "merge": detector.merge,
+            "max_det": detector.max_det or "auto", "border_rule": detector.border_rule, "merge": detector.merge,
             "match": detector.match, "class_agnostic": detector.class_agnostic,
             "bands": list(detector.bands) if detector.bands else None, "stretch": list(detector.stretch)}
 
