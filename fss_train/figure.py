@@ -117,9 +117,13 @@ def assignment_figure(image_path, model_source: str, labels, out_png, assigner: 
                 xy = cand_pts[pos].numpy()
                 ww = w[pos].numpy()
                 ax.scatter(xy[:, 0], xy[:, 1], s=60 * ww, c="red", edgecolors="white")
-                for (px, py), wv in zip(xy, ww):
-                    ax.annotate(f"{wv:.2f}", (px, py), color="yellow", fontsize=8, xytext=(3, 3),
-                                textcoords="offset points")
+                # neighbouring positives sit one stride apart: labels take turns around their points, on a
+                # dark box, so adjacent weights do not print over each other
+                offsets = ((5, 5), (5, -12), (-27, 5), (-27, -12))
+                for i, ((px, py), wv) in enumerate(zip(xy, ww)):
+                    ax.annotate(f"{wv:.2f}", (px, py), color="yellow", fontsize=7, xytext=offsets[i % 4],
+                                textcoords="offset points",
+                                bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.6, "lw": 0})
             else:
                 xy = points[base_pts].numpy()
                 ax.scatter(xy[:, 0], xy[:, 1], s=60, c="deepskyblue", edgecolors="white")
