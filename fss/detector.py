@@ -234,4 +234,4 @@ class Detector:
         finally:
             if world > 1:
                 dist.destroy_process_group()
-        return {**summary, "out": str(out), "max_det": self.tiled.max_det or "auto"}
+        return {**summary, "out": str(out)}             # summary carries max_det (run_detect)

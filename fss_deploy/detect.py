@@ -115,6 +115,11 @@ class TiledDetector:
         """Tiles run, tiles skipped as nodata, and seconds in the backend / building batches / post-processing."""
         return {"tiles": 0, "tiles_nodata": 0, "infer_s": 0.0, "prep_s": 0.0, "post_s": 0.0}
 
+    @property
+    def max_det_setting(self) -> int | str:
+        """``max_det`` as run.json and summary.json record it: the number, or "auto" (the default, by area)."""
+        return self.max_det or "auto"
+
     def cap(self, height: int, width: int) -> int:
         """Detections kept for an image of this size (``max_det``, or by default in proportion to its area)."""
         return defaults.max_det_for(height, width, self.max_det)
@@ -245,7 +250,7 @@ def run_identity(detector: TiledDetector, model: Path) -> dict:
     return {"model": str(Path(model).resolve()), "model_sha256": sha256_file(model),
             "backend": detector.backend.name, "tile": detector.tile, "overlap": detector.overlap,
             "conf": detector.conf, "iou": detector.iou, "full_image": detector.full_image,
-            "max_det": detector.max_det or "auto", "border_rule": detector.border_rule, "merge": detector.merge,
+            "max_det": detector.max_det_setting, "border_rule": detector.border_rule, "merge": detector.merge,
             "match": detector.match, "class_agnostic": detector.class_agnostic,
             "bands": list(detector.bands) if detector.bands else None, "stretch": list(detector.stretch)}
 
@@ -419,7 +424,7 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
     finally:
         stop.set()
     summary = {"images": len(mine), "processed": len(seconds), "skipped_done": skipped, "failed": failed,
-               "hit_max_det": capped, "max_det": detector.max_det or "auto",
+               "hit_max_det": capped, "max_det": detector.max_det_setting,
                "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0,
                "tiles": detector.stats["tiles"],
                "tiles_per_s": detector.stats["tiles"] / max(sum(seconds), 1e-9) if seconds else 0.0,
