@@ -55,8 +55,8 @@ class D:
     Out = Annotated[str, typer.Option(help="output folder (default runs/detect, runs/detect2, … for a run with "
                                            "another model, settings or inputs)")]
     ExistOk = Annotated[bool, typer.Option(help="replace OUT's results when they came from another run")]
-    MaxDet = Annotated[int | None, typer.Option(help="detections kept per image (default: 10,000 per 4000×4000 px of "
-                                                     "image, at least 10,000); a warning names images that reach it")]
+    MaxDet = Annotated[int | None, typer.Option(help=f"detections kept per image (default: {DET.max_det_rule()}); a "
+                                                     "warning names images that reach it")]
     MaxPixels = Annotated[int | None, typer.Option(help="refuse PNG/JPEG images with more pixels (default 20,000² "
                                                         "= 400 M; decoded in memory)")]
     SaveImages = Annotated[bool, typer.Option(help="write annotated images")]
@@ -278,7 +278,7 @@ def _print_detect_summary(s: dict) -> None:
     for f in s["failed"]:
         err.print(f"[yellow]skipped:[/] {f['error']}", highlight=False)
     for f in s["hit_max_det"]:
-        cap = "the default per-image cap (10,000 per 4000×4000 px)" if s["max_det"] == "auto" else \
+        cap = f"the default per-image cap ({DET.max_det_rule()})" if s["max_det"] == "auto" else \
             f"the --max-det cap ({s['max_det']})"
         err.print(f"[yellow]warning:[/] {f}: detections reached {cap}; raise --max-det to keep more", highlight=False)
     console.print(f"{s['images']} images ({s['processed']} processed, {s['skipped_done']} already done, "

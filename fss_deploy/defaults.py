@@ -10,8 +10,15 @@ FORMATS = ("coco", "dota", "yolo", "geojson")    # geojson: georeferenced images
 
 
 def max_det_for(height: int, width: int, max_det: int | None = None) -> int:
-    """The per-image detection cap: ``max_det`` when given, else MAX_DET per 4000 × 4000 px (at least MAX_DET), so
+    """The per-image detection cap: ``max_det`` when given, else MAX_DET per MAX_DET_AREA px² (at least MAX_DET), so
     the default never truncates a dense large scene that a 4000 px image at the same density would keep whole."""
     if max_det:
         return max_det
     return max(MAX_DET, -(-MAX_DET * height * width // MAX_DET_AREA))
+
+
+def max_det_rule() -> str:
+    """The default cap in words, from the constants above (help texts and warnings)."""
+    side = int(MAX_DET_AREA ** 0.5)
+    area = f"{side}×{side}" if side * side == MAX_DET_AREA else f"{MAX_DET_AREA:,} square"
+    return f"{MAX_DET:,} per {area} px of image, at least {MAX_DET:,}"

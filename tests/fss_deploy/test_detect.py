@@ -301,7 +301,7 @@ def test_default_cap_scales_with_the_image_area(model, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     n = counts(tmp_path / "auto")         # one tile: its 5 (the per-tile cap), less what clipping to it merges
     assert n["big"] == 20 and 3 <= n["im0"] <= 5, n
-    assert "default per-image cap" in r.output and "big.png" in r.output
+    assert "default per-image cap (5 per 256×256 px of image, at least 5)" in r.output and "big.png" in r.output
     assert json.loads((tmp_path / "auto/summary.json").read_text())["max_det"] == "auto"
     r = _detect(small, big, "--model", onnx_path, "--out", tmp_path / "fixed", "--max-det", "7")
     assert r.exit_code == 0 and counts(tmp_path / "fixed")["big"] == 7 and "the --max-det cap (7)" in r.output
