@@ -93,15 +93,19 @@ def synth(out: Annotated[str, typer.Argument(help="output folder")],
 @data_app.command()
 def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a data.yaml")] = "train",
           decode: Annotated[bool, typer.Option(help="decode every image to find corrupt files")] = True,
-          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
+          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+          imgsz: Annotated[int | None, typer.Option(help="the training input size: warn when the images are much "
+                                                          "larger (objects shrunk away; tile them first)")] = None):
     """Report counts per class, object sizes, objects per image and every problem (file and line)."""
     from fss.progress import counter
-    from fss_train.data.check import check_dataset
+    from fss_train.data.check import check_dataset, input_scale_advice
 
     ds = _open_dataset(dataset, split, report=False)
     progress, advance = counter(len(ds.records) if decode else 0, "decoding")
     with progress:
         report = check_dataset(ds, decode, advance)
+    if imgsz:
+        report["input_scale_advice"] = input_scale_advice(ds, imgsz, str(dataset))
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -114,6 +118,10 @@ def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a 
     for line in report["problems"]:
         console.print(f"[yellow]problem:[/] {line}", highlight=False, soft_wrap=True)
     console.print(f"{len(report['problems'])} problems: {report['problem_counts']}")
+    if report.get("input_scale_advice"):
+        console.print(f"[yellow]warning:[/] {report['input_scale_advice']}", highlight=False, soft_wrap=True)
+    elif imgsz:
+        console.print(f"every image fits the {imgsz} px input within a factor of 2")
 
 
 def _table(header: tuple[str, str], rows) -> Table:

@@ -28,6 +28,7 @@ from fss_train.checkpoint import (
 )
 from fss_train.config import TrainConfig
 from fss_train.data import read_dataset, read_val_split
+from fss_train.data.check import input_scale_advice
 from fss_train.data.loader import DetectionDataset, make_loader
 from fss_train.data.transforms import AugmentConfig
 from fss_train.engine import seed_everything, train_one_epoch
@@ -88,6 +89,8 @@ class Run:
         if is_main():
             for p in (self.train_ds.problems + self.val_ds.problems)[:20]:
                 log(f"warning: {p}")
+            if advice := input_scale_advice(self.train_ds, cfg.imgsz, str(cfg.data)):
+                log(f"warning: {advice}")
         if not self.train_ds.records:
             raise ValueError(f"{cfg.data}: no training images")
         self.classes = self.train_ds.classes

@@ -245,3 +245,15 @@ def test_fine_tuning_refuses_another_architecture(tiny, tmp_path):
     assert r.exit_code == 1 and "start from a checkpoint of the same model card" in r.output
     r = runner.invoke(app, train_args(tiny, tmp_path / "y", epochs=1, extra=["--freeze", "head"]))
     assert r.exit_code == 1 and "freeze must be" in r.output
+
+
+def test_training_warns_when_images_are_much_larger_than_the_input(tiny, tmp_path):
+    """A 4000 px scene trained whole at 640 px loses its small objects; the start-up log says so, with the tiling
+    command (128 px images at a 32 px input: objects 4 × smaller)."""
+    r = runner.invoke(app, [*train_args(tiny, tmp_path / "run", epochs=1), "--imgsz", "32"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "4 of 4 images are more than twice the 32 px input (median 128×128)" in text, text
+    assert f"fss data split {tiny / 'data'} --out tiles --tile 32 --gap 6" in text
+    r = runner.invoke(app, [*train_args(tiny, tmp_path / "run2", epochs=1), "--imgsz", "64"])
+    assert r.exit_code == 0 and "more than twice" not in r.output
