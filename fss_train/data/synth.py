@@ -187,9 +187,11 @@ def make_scene(cfg: SynthConfig, index: int):
                 continue
         draw_object(img, parts, length)
         placed = np.vstack([placed, box])
-        boxes.append(clipped)
         labels.append(SYNTH_CLASSES.index(cls))
         polys.append(np.clip(outline, 0, size).reshape(-1))
+        # the labelled box is the polygon's enclosure, as DOTA's own horizontal boxes, so labelTxt/ (read as DOTA)
+        # and annotations.json agree; the drawn parts' tight box `clipped` is up to a few px smaller
+        boxes.append([polys[-1][0::2].min(), polys[-1][1::2].min(), polys[-1][0::2].max(), polys[-1][1::2].max()])
     return (img, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64),
             np.array(polys, np.float32).reshape(-1, 8))
 

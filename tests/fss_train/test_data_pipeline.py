@@ -190,6 +190,35 @@ def test_data_cli(tmp_path, shared_data):
     assert r.exit_code == 1 and "no such dataset" in r.output
 
 
+def test_synthetic_label_files_agree(tmp_path):
+    """labelTxt/ (read as DOTA: each polygon's enclosure), annotations.json and the returned records give one box
+    per object (they differed by up to a few px: the json held the drawn parts' tight box)."""
+    ds = synthesize(tmp_path, SynthConfig(num_images=2, size=256, objects=30, min_size=8, max_size=60, seed=1))
+    boxes = [np.concatenate([r.boxes for r in d.records])
+             for d in (ds, read_dataset(tmp_path), read_dataset(tmp_path / "annotations.json"))]
+    assert boxes[0].shape == (60, 4)
+    assert np.abs(boxes[0] - boxes[1]).max() <= 0.051 and np.abs(boxes[0] - boxes[2]).max() <= 0.051  # 0.1 px text
+
+
+def test_check_warns_when_images_dwarf_the_input(tmp_path):
+    """`fss data check --imgsz`: how far letterboxing shrinks the objects of images much larger than the input."""
+    synthesize(tmp_path / "s", SynthConfig(num_images=3, size=256, objects=12, min_size=12, max_size=40, seed=1))
+    ds = read_dataset(tmp_path / "s")
+    sides = np.concatenate([np.sqrt((r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1]))
+                            for r in ds.records])
+    r = runner.invoke(app, ["data", "check", str(tmp_path / "s"), "--no-decode", "--imgsz", "64"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "3 of 3 images are more than twice the 64 px input (median 256×256)" in text, text
+    assert f"median object goes from {np.median(sides):.0f} to {np.median(sides) / 4:.1f} px" in text
+    tiny = (sides / 4 < 4).mean()
+    assert (f"{tiny:.0%} of their objects end under 4 px" in text) == (tiny >= 0.005)
+    assert f"fss data split {tmp_path / 's'} --out tiles --tile 64 --gap 13" in text
+    r = runner.invoke(app, ["data", "check", str(tmp_path / "s"), "--no-decode", "--imgsz", "128", "--json"])
+    assert json.loads(r.stdout)["input_scale_advice"] is None
+    r = runner.invoke(app, ["data", "check", str(tmp_path / "s"), "--no-decode", "--imgsz", "128"])
+    assert "every image fits the 128 px input within a factor of 2" in r.output
+
+
 def test_check_reports_corrupt_images(tmp_path):
     ds = synthesize(tmp_path, SynthConfig(num_images=2, size=128, objects=3, seed=0))
     data = ds.records[0].path.read_bytes()
