@@ -70,6 +70,8 @@ class D:
                                              "NMM)")]
     Match = Annotated[str, typer.Option(help="overlap measure of the merge: iou | ios (over the smaller box)")]
     Agnostic = Annotated[bool, typer.Option("--agnostic", help="the merge ignores classes")]
+    Classes = Annotated[str | None, typer.Option(help="detect only these classes: names or indices, "
+                                                      "comma-separated (small-vehicle,ship or 9,10)")]
     ToWgs84 = Annotated[bool, typer.Option("--to-wgs84", help="GeoJSON in longitude/latitude (default: the "
                                                                 "raster's CRS)")]
     Threads = Annotated[int, typer.Option(help="CPU threads for the backend (0: library default)")]
@@ -232,7 +234,7 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
            exist_ok: D.ExistOk = False, max_det: D.MaxDet = None, max_pixels: D.MaxPixels = None,
            save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0,
            bands: D.Bands = None, stretch: D.Stretch = "2,98", to_wgs84: D.ToWgs84 = False, merge: D.Merge = "nms",
-           match: D.Match = "iou", agnostic: D.Agnostic = False):
+           match: D.Match = "iou", agnostic: D.Agnostic = False, classes: D.Classes = None):
     """Tiled high-resolution detection over images and folders (DOTA-style 4000 px aerial images; GeoTIFFs of any
     size read window by window, with GeoJSON on the map)."""
     from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats, image_paths
@@ -246,7 +248,8 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
         fmts = check_formats([f.strip() for f in formats.split(",") if f.strip()])
         detector = Detector(model or DEFAULT_MODEL, device=device, backend=backend, tile=tile, overlap=overlap,
                             batch=batch, conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads,
-                            bands=bands, stretch=stretch, merge=merge, match=match, class_agnostic=agnostic)
+                            bands=bands, stretch=stretch, merge=merge, match=match, class_agnostic=agnostic,
+                            classes=classes)
         paths = image_paths(sources or [str(SAMPLE_IMAGE)])          # resolved once, here
         progress, advance = counter(len(paths[rank::world]), "detect", rank)
         with progress, _disk_errors_resume(Path(out)):

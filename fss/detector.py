@@ -30,6 +30,7 @@ from fss_deploy.detect import (
     check_output_dir,
     open_image,
     prepare_output,
+    resolve_classes,
     resolve_sources,
     run_detect,
     run_identity,
@@ -132,6 +133,7 @@ class Detector:
     percentiles that scale non-8-bit bands to 0–255 (see fss_train.geo); all-nodata tiles are skipped.
     The tile merge: ``merge`` "nms" or "nmm" (SAHI's greedy non-maximum merging), ``match`` "iou" or "ios"
     (intersection over the smaller box), ``class_agnostic`` (classes suppress/merge each other) at ``iou``.
+    ``classes``: detect only these (names or indices, a list or "small-vehicle,ship"; default every class).
     Raises ``FileNotFoundError`` / ``ValueError`` for a bad model or setting."""
 
     def __init__(self, model: str | Path | None = None, *, device: str = "auto", backend: str | None = None,
@@ -139,7 +141,7 @@ class Detector:
                  conf: float = defaults.CONF, iou: float = defaults.IOU, full_image: bool = False,
                  max_det: int | None = None, threads: int = 0, bands: str | tuple[int, ...] | None = None,
                  stretch: str | tuple[float, float] = DEFAULT_STRETCH, merge: str = "nms", match: str = "iou",
-                 class_agnostic: bool = False):
+                 class_agnostic: bool = False, classes: str | Iterable[str | int] | None = None):
         self.model = Path(model) if model else DEFAULT_MODEL
         device = resolve_device(device)
         if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:     # torchrun: this rank's GPU
@@ -160,7 +162,8 @@ class Detector:
         self.tiled = TiledDetector(self.backend, tile, int(overlap), batch, conf, iou, full_image, max_det,
                                    bands=parse_bands(bands),
                                    stretch=parse_stretch(stretch), merge=merge, match=match,
-                                   class_agnostic=class_agnostic)
+                                   class_agnostic=class_agnostic,
+                                   classes=resolve_classes(classes, self.backend.class_names))
 
     @property
     def classes(self) -> list[str]:

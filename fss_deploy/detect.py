@@ -84,6 +84,27 @@ def resolve_sources(sources: list[str]) -> list[Path]:
     return unique
 
 
+def resolve_classes(spec, names: list[str]) -> tuple[int, ...] | None:
+    """``"small-vehicle,ship"``, ``"0,3"`` or a list of names / indices -> class indices of a model with these
+    ``names`` (a name matches case-insensitively; a number that is no class name is an index). None or "" -> None."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    lower = {n.lower(): i for i, n in enumerate(names)}
+    out = []
+    for item in items:
+        key = str(item).strip()
+        if key.lower() in lower:
+            out.append(lower[key.lower()])
+        elif key.lstrip("-").isdigit() and 0 <= int(key) < len(names):
+            out.append(int(key))
+        else:
+            shown = ", ".join(names[:20]) + (f", … ({len(names)})" if len(names) > 20 else "")
+            raise ValueError(f"--classes: {key!r} is not a class of this model (names or indices 0…"
+                             f"{len(names) - 1}: {shown})")
+    return tuple(sorted(set(out)))
+
+
 def image_key(path: Path) -> str:
     """The per-image record's name: unique to the file (stem + hash of its absolute path)."""
     return path_key(path)
@@ -103,6 +124,7 @@ class TiledDetector:
     merge: str = "nms"                 # tile merge: "nms" (suppress) or "nmm" (merge into the kept box, SAHI's NMM)
     match: str = "iou"                 # overlap measure of the merge: "iou" or "ios" (over the smaller box)
     class_agnostic: bool = False       # boxes of different classes suppress / merge each other too
+    classes: tuple[int, ...] | None = None   # only these class indices are detected (None: every class)
     prefetch: bool | None = None       # build batch i+1 on a thread while batch i runs (default: GPU backends only;
                                        # on CPU the backend already uses every core and a second thread competes)
     bands: tuple[int, ...] | None = None   # GeoTIFFs: bands read as red, green, blue (1-based; None: the first three)
@@ -138,6 +160,11 @@ class TiledDetector:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        n = len(self.backend.class_names)
+        if self.classes is not None:
+            self.classes = tuple(sorted(set(int(c) for c in self.classes)))
+            if not self.classes or min(self.classes) < 0 or max(self.classes) >= n:
+                raise ValueError(f"--classes must be class indices 0…{n - 1} of this model, got {list(self.classes)}")
         self.tile = self.tile or size
         if self.tile != size:
             raise ValueError(f"--tile {self.tile} differs from the model's input size {size}; export the model at "
@@ -154,7 +181,7 @@ class TiledDetector:
         out = self.backend.infer(batch)
         t1 = time.perf_counter()
         dets = [d.numpy() for d in postprocess(torch.from_numpy(out[:n]), self.conf, self.iou,
-                                                     self.max_det or defaults.MAX_DET)]
+                                                     self.max_det or defaults.MAX_DET, classes=self.classes)]
         self.stats["infer_s"] += t1 - t0
         self.stats["post_s"] += time.perf_counter() - t1
         return dets
@@ -252,6 +279,7 @@ def run_identity(detector: TiledDetector, model: Path) -> dict:
             "conf": detector.conf, "iou": detector.iou, "full_image": detector.full_image,
             "max_det": detector.max_det_setting, "border_rule": detector.border_rule, "merge": detector.merge,
             "match": detector.match, "class_agnostic": detector.class_agnostic,
+            "classes": [detector.backend.class_names[c] for c in detector.classes] if detector.classes else None,
             "bands": list(detector.bands) if detector.bands else None, "stretch": list(detector.stretch)}
 
 

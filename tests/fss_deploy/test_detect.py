@@ -386,3 +386,40 @@ def test_detector_api_takes_the_merge_options():
     assert len(merged) <= len(default) and len(merged) > 0
     with pytest.raises(ValueError, match="--match must be one of"):
         Detector(device="cpu", match="giou")
+
+
+def test_classes_filter(model, tmp_path):
+    """--classes keeps points whose best class is wanted (Ultralytics' classes=: not re-labelled to the next best
+    class), before NMS and the cap; names or indices; run.json records it, so a rerun without it is refused."""
+    import torch
+
+    from fss_deploy.detect import resolve_classes
+    from fss_train.nn.postprocess import postprocess
+
+    raw = torch.tensor([[[0, 0, 10, 10, 0.9, 0.8, 0.0], [20, 20, 30, 30, 0.1, 0.0, 0.7],
+                         [40, 40, 50, 50, 0.0, 0.6, 0.0]]])          # (1, 3, 4 + 3): best classes 0, 2, 1
+    assert postprocess(raw, 0.25)[0][:, 5].tolist() == [0, 2, 1]
+    assert postprocess(raw, 0.25, classes=[1, 2])[0][:, 5].tolist() == [2, 1]      # point 0 is not kept as a 1
+    names = ["small-vehicle", "ship", "plane"]
+    assert resolve_classes("Ship, 2", names) == (1, 2) and resolve_classes(["plane"], names) == (2,)
+    assert resolve_classes(None, names) is None and resolve_classes("", names) is None
+    with pytest.raises(ValueError, match=r"'car' is not a class of this model .*0…2: small-vehicle, ship, plane"):
+        resolve_classes("ship,car", names)
+
+    _, onnx_path, root = model
+    imgs = _images(root, tmp_path / "imgs")
+    r = _detect(*imgs, "--model", onnx_path, "--out", tmp_path / "all")
+    assert r.exit_code == 0, r.output
+    every = json.loads((tmp_path / "all/predictions.json").read_text())
+    wanted = sorted({p["category_id"] for p in every})[:1]                 # one class the model does output
+    cats = {c["id"]: c["name"] for c in json.loads((tmp_path / "all/images.json").read_text())["categories"]}
+    r = _detect(*imgs, "--model", onnx_path, "--out", tmp_path / "one", "--classes", cats[wanted[0]])
+    assert r.exit_code == 0, r.output
+    kept = json.loads((tmp_path / "one/predictions.json").read_text())
+    assert kept and {p["category_id"] for p in kept} == set(wanted)
+    assert len(kept) == sum(p["category_id"] == wanted[0] for p in every)
+    assert json.loads((tmp_path / "one/run.json").read_text())["classes"] == [cats[wanted[0]]]
+    r = _detect(*imgs, "--model", onnx_path, "--out", tmp_path / "one")
+    assert r.exit_code != 0 and "classes" in r.output
+    r = _detect(*imgs, "--model", onnx_path, "--out", tmp_path / "bad", "--classes", "no-such-class")
+    assert r.exit_code != 0 and "'no-such-class' is not a class of this model" in r.output
