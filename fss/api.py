@@ -142,14 +142,18 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
         if f"no '{split}' split" in str(exc):
             raise ValueError(f"{exc}; evaluating on the training images needs split='train' (--split train)") from None
         raise
+    unreadable: list[int] = []
     if predictions is not None:
         preds, mapping = read_predictions(predictions, ds)
         align = None
     else:
-        preds, mapping, align = predict_dataset(model, ds, imgsz, batch, resolve_device(device), alignment,
-                                                progress)
+        preds, mapping, align, unreadable = predict_dataset(model, ds, imgsz, batch, resolve_device(device),
+                                                            alignment, progress)
+    skipped = [str(r.path) for r in ds.records if r.image_id in set(unreadable)]
+    ds = ds.without(unreadable)          # images the model could not see are neither scored nor counted as missed
     # a COCO json is its own ground truth (its ids, its areas); every other format through the dataset
-    gt = json.loads(Path(ds.source).read_text()) if ds.category_ids is not None else coco_gt_from_dataset(ds)
+    gt = _without_images(json.loads(Path(ds.source).read_text()), unreadable) if ds.category_ids is not None \
+        else coco_gt_from_dataset(ds)
     if metric == "coco":
         result, details = coco_eval_details(gt, preds, max_dets=max_dets)
         per_class = details["per_class"]
@@ -158,10 +162,19 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
         per_class = {k: {"AP50": v} for k, v in result["per_class"].items()}
         details = None
     record = {"metric": metric, "result": result, "per_class": per_class, "num_predictions": len(preds),
-              "classes_note": mapping.note(), "alignment": align}
+              "classes_note": mapping.note(), "alignment": align, "unreadable_images": skipped or None}
     if out is not None:
         record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou))
     return record
+
+
+def _without_images(gt: dict, image_ids: list[int]) -> dict:
+    """A COCO ground truth less these images and their annotations."""
+    drop = set(image_ids)
+    if not drop:
+        return gt
+    return {**gt, "images": [im for im in gt["images"] if im["id"] not in drop],
+            "annotations": [a for a in gt.get("annotations") or [] if a["image_id"] not in drop]}
 
 
 def _dataset_ids(preds: list[dict], ds) -> list[dict]:
@@ -188,10 +201,11 @@ def _write_eval(out: Path, record: dict, gt: dict, preds: list[dict], details: d
 
 
 def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch: int = 8, device: str = "auto",
-                    alignment: bool = False, progress=None) -> tuple[list[dict], object, dict | None]:
+                    alignment: bool = False, progress=None) -> tuple[list[dict], object, dict | None, list[int]]:
     """COCO predictions of a checkpoint over a dataset (whole images, letterboxed, the training-time
-    thresholds of config.py) in the ground truth's ids (classes mapped by name), the class mapping, and with
-    ``alignment`` the task alignment from the same pass's model (it needs the same classes, in order)."""
+    thresholds of config.py) in the ground truth's ids (classes mapped by name), the class mapping, with
+    ``alignment`` the task alignment from the same pass's model (it needs the same classes, in order), and the
+    ids of the images that could not be read (reported as they are met; they get no predictions)."""
     import torch
 
     from fss_train.alignment import task_alignment
@@ -210,10 +224,11 @@ def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch:
     loader = make_loader(DetectionDataset(ds, imgsz or ckpt["input_size"][0]), batch, shuffle=False, workers=0)
     defaults = TrainConfig()
     done = iter(range(1, len(loader) + 1))
+    unreadable: list[int] = []
     preds = predict(model, loader, dev, conf=defaults.eval_conf, iou=defaults.eval_iou, max_det=defaults.max_det,
-                    on_batch=(lambda: progress(next(done), len(loader))) if progress else None)
+                    on_batch=(lambda: progress(next(done), len(loader))) if progress else None, unreadable=unreadable)
     preds = remap(preds, ckpt["class_names"], mapping)
-    return preds, mapping, task_alignment(model, loader, dev) if alignment else None
+    return preds, mapping, task_alignment(model, loader, dev) if alignment else None, unreadable
 
 
 # ------------------------------------------------------------------------------------------ export

@@ -202,6 +202,11 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
     _print_metrics(record)
     if json_out:
         atomic_write(json_out, json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))
+    if record.get("unreadable_images"):
+        bad = record["unreadable_images"]
+        err.print(f"[yellow]warning:[/] {len(bad)} unreadable image(s) left out of the evaluation (neither scored "
+                  f"nor counted as missed): {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _print_metrics(record: dict) -> None:

@@ -20,8 +20,10 @@ def model_points(model, height: int, width: int, device):
 
 
 @torch.no_grad()
-def predict(model, loader, device, conf: float, iou: float, max_det: int, on_batch=None) -> list[dict]:
-    """COCO-format predictions in original image pixels, category ids 1..C."""
+def predict(model, loader, device, conf: float, iou: float, max_det: int, on_batch=None,
+            unreadable: list | None = None) -> list[dict]:
+    """COCO-format predictions in original image pixels, category ids 1..C. Images that could not be read get
+    none; their ids are appended to ``unreadable`` (evaluation leaves them out)."""
     model.eval()
     preds = []
     points = None
@@ -31,6 +33,10 @@ def predict(model, loader, device, conf: float, iou: float, max_det: int, on_bat
             points, strides = model_points(model, images.shape[-2], images.shape[-1], device)
         out = decode_for_inference(model(images).float(), points, strides)
         for det, meta in zip(postprocess(out, conf, iou, max_det), metas):
+            if meta.get("unreadable"):
+                if unreadable is not None:
+                    unreadable.append(meta["image_id"])
+                continue
             det = det.cpu().numpy()
             h, w = meta["orig_size"]
             boxes = det[:, :4] / meta["scale"]
@@ -56,10 +62,12 @@ def recalibrate_bn(model, loader, batches: int, device) -> None:
         m.momentum = None                       # cumulative average
     was_training = model.training
     model.train()
-    for i, (images, *_rest) in enumerate(loader):
+    for i, (images, *_rest, metas) in enumerate(loader):
         if i >= batches:
             break
-        model(images.to(device))
+        readable = [not m.get("unreadable") for m in metas]         # no grey stand-ins in the statistics
+        if any(readable):
+            model(images[readable].to(device))
     for m, mom in zip(bns, saved):
         m.momentum = mom
     model.train(was_training)
@@ -68,7 +76,9 @@ def recalibrate_bn(model, loader, batches: int, device) -> None:
 def evaluate(model, loader, ds: Dataset, device, cfg, plots_to=None) -> dict:
     """COCO metrics (+ DOTA mAP50 with ``cfg.metric`` dota) and the fitness that picks best.pt; with
     ``plots_to`` (a run folder, after the last epoch) PR_curve.png and confusion_matrix.png there too."""
-    preds = predict(model, loader, device, cfg.eval_conf, cfg.eval_iou, cfg.max_det)
+    unreadable: list[int] = []
+    preds = predict(model, loader, device, cfg.eval_conf, cfg.eval_iou, cfg.max_det, unreadable=unreadable)
+    ds = ds.without(unreadable)                 # reported by the loader; neither scored nor counted as missed
     gt = coco_gt_from_dataset(ds)
     metrics, details = coco_eval_details(gt, preds, max_dets=cfg.max_det)
     if plots_to is not None:

@@ -28,7 +28,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     With ``augment`` the training pipeline runs (mosaic, affine, HSV, flips); without it the
     image is letterboxed (meta carries the scale to map predictions back). An unreadable image
-    is reported once and replaced by another one, so an epoch never dies halfway.
+    is reported once and never dies an epoch halfway: in training it is replaced by another one; without
+    ``augment`` (evaluation, BN statistics) its item is a grey image without objects marked
+    ``meta["unreadable"]``, which prediction and evaluation leave out (another image in its place would be
+    scored twice under one id and the unreadable one's objects counted as missed).
     """
 
     def __init__(self, ds: Dataset, imgsz: int, augment: bool = False, cfg: AugmentConfig | None = None,
@@ -40,7 +43,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.cfg = cfg or AugmentConfig()
         self.seed = seed
         self.epoch = 0
-        self.bad: set[int] = set()
+        self.bad: set[int] = set()         # indices of unreadable images (found here or by a loader worker)
+        self.found: list[int] = []          # those found by the item being built
         self.mosaic_enabled = True
         self.cache: list[np.ndarray | None] | None = None
 
@@ -73,24 +77,39 @@ class DetectionDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _read(self, i: int) -> np.ndarray | None:
+        """Image ``i``, or None when it cannot be read (reported the first time; noted in ``bad`` and in
+        ``found``, which the loader carries back from its worker processes)."""
+        if i in self.bad:
+            return None
+        try:
+            return self.cache[i].copy() if self.cache is not None else read_image(self.records[i].path)
+        except ValueError as exc:
+            self.bad.add(i)
+            self.found.append(i)
+            log.warning("%s; skipped", exc)
+            return None
+
     def _load(self, i: int, rng: np.random.Generator):
         for _ in range(len(self.records)):
-            if i not in self.bad:
-                rec = self.records[i]
-                try:
-                    image = self.cache[i].copy() if self.cache is not None else read_image(rec.path)
-                    return i, image, rec.boxes.copy(), rec.labels.copy()
-                except ValueError as exc:
-                    self.bad.add(i)
-                    log.warning("%s; skipped", exc)
+            image = self._read(i)
+            if image is not None:
+                return i, image, self.records[i].boxes.copy(), self.records[i].labels.copy()
             i = int(rng.integers(len(self.records)))
         raise RuntimeError("no readable image in the dataset")
 
     def __getitem__(self, index: int):
+        self.found = []
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        index, image, boxes, labels = self._load(index, rng)
+        if self.augment:
+            index, image, boxes, labels = self._load(index, rng)
+        else:
+            image, boxes, labels = self._read(index), self.records[index].boxes.copy(), self.records[index].labels
         rec = self.records[index]
         meta = {"index": index, "image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": 1.0}
+        if image is None:                      # evaluation: a grey stand-in that is left out, not scored
+            image, boxes, labels = np.full((rec.height, rec.width, 3), 114, np.uint8), boxes[:0], labels[:0]
+            meta["unreadable"] = True
         if not self.augment:
             image, boxes, scale = letterbox_sample(image, boxes, self.imgsz)
             meta["scale"] = scale
@@ -108,6 +127,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             image = hsv_jitter(image, cfg, rng)
             image, boxes = random_flip(image, boxes, cfg, rng)
             boxes, labels = filter_boxes(boxes, labels, boxes, self.imgsz, self.imgsz, cfg)
+        meta["found_unreadable"] = self.found
         return to_tensor([image])[0], torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 4), \
             torch.from_numpy(labels.astype(np.int64)), meta
 
@@ -152,9 +172,18 @@ class _Loader(DataLoader):
         before = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
-            return super().__iter__()                   # the workers are forked here
+            batches = super().__iter__()                # the workers are forked here
         finally:
             cv2.setNumThreads(before)
+        return self._note_unreadable(batches)
+
+    def _note_unreadable(self, batches):
+        """Unreadable images a worker found, into this process's dataset: the next epoch's workers (forked
+        afresh) skip them without reporting them again."""
+        for batch in batches:
+            for meta in batch[-1]:
+                self.dataset.bad.update(meta["found_unreadable"])
+            yield batch
 
 
 def make_loader(dataset: DetectionDataset, batch: int, shuffle: bool, workers: int = 2, distributed: bool = False,

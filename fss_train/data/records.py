@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,13 @@ class Dataset:
     @property
     def num_objects(self) -> int:
         return sum(len(r.labels) for r in self.records)
+
+    def without(self, image_ids) -> Dataset:
+        """The same dataset less the images of these ids (evaluation leaves out images it could not read)."""
+        drop = set(image_ids)
+        if not drop:
+            return self
+        return replace(self, records=[r for r in self.records if r.image_id not in drop])
 
 
 def image_size(path: Path) -> tuple[int, int] | None:

@@ -221,3 +221,36 @@ def test_evaluate_api_maps_and_writes_the_same(detected, tmp_path):
     calls = []
     fss.evaluate("models/fss-n-aerial.pt", str(root / "s"), device="cpu", progress=lambda d, t: calls.append((d, t)))
     assert calls and calls[-1][0] == calls[-1][1]
+
+
+def test_an_unreadable_image_is_left_out_of_the_evaluation(detected, tmp_path):
+    """A checkpoint's evaluation over data with a corrupt image scores exactly what the same data without that image
+    scores (the loader used to put another image in its place: scored twice under one id, its objects missed),
+    lists it in metrics.json and exits 1; for a DOTA folder and for a COCO json with its own ids."""
+    import shutil
+
+    from fss_deploy.detect import DEFAULT_MODEL
+
+    bad, ref = tmp_path / "bad", tmp_path / "ref"
+    shutil.copytree(detected / "s", bad)
+    shutil.copytree(detected / "s", ref)
+    victim = bad / "images/synth_00002.png"
+    victim.write_bytes(victim.read_bytes()[:2000])                 # header intact, the pixels cut off
+    (ref / "images/synth_00002.png").unlink()
+    (ref / "labelTxt/synth_00002.txt").unlink()
+    gt = json.loads((ref / "other_ids.json").read_text())          # the json without the image either
+    gone = {im["id"] for im in gt["images"] if im["file_name"].endswith("synth_00002.png")}
+    gt["images"] = [im for im in gt["images"] if im["id"] not in gone]
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] not in gone]
+    (ref / "other_ids.json").write_text(json.dumps(gt))
+    for data in ("", "other_ids.json"):
+        outs = {}
+        for name, root in (("bad", bad), ("ref", ref)):
+            r = runner.invoke(app, ["eval", str(DEFAULT_MODEL), "--data", str(root / data), "--imgsz", "512",
+                                    "--device", "cpu", "--out", str(tmp_path / f"e-{name}-{data or 'dota'}")])
+            outs[name] = (r, json.loads((tmp_path / f"e-{name}-{data or 'dota'}/metrics.json").read_text()))
+        (rb, mb), (rr, mr) = outs["bad"], outs["ref"]
+        assert rr.exit_code == 0, rr.output
+        assert rb.exit_code == 1 and "1 unreadable image(s) left out" in rb.output and "synth_00002.png" in rb.output
+        assert mb["unreadable_images"] == [str(victim)] and "unreadable_images" not in mr
+        assert mb["result"]["AP"] > 0 and mb["result"] == pytest.approx(mr["result"])

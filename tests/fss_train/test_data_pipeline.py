@@ -136,6 +136,8 @@ def test_augmentation_keeps_boxes_on_their_pixels():
 
 
 def test_loader_pads_and_survives_a_corrupt_image(tmp_path):
+    """Training replaces an unreadable image by another; evaluation (no augmentation) keeps its place with a grey
+    stand-in marked unreadable and without objects, which prediction leaves out."""
     ds = synthesize(tmp_path / "s", SynthConfig(num_images=4, size=256, objects=10, seed=2))
     ds.records[1].path.write_bytes(b"not a png")
     for augment in (False, True):
@@ -145,8 +147,33 @@ def test_loader_pads_and_survives_a_corrupt_image(tmp_path):
         assert images.shape == (4, 3, 128, 128) and images.dtype == torch.float32
         assert gt_boxes.shape[:2] == gt_labels.shape == gt_mask.shape
         assert (gt_labels[~gt_mask] == -1).all() and (gt_labels[gt_mask] >= 0).all()
-        assert 1 in data.bad
-        assert all(m["index"] != 1 for m in metas)
+        assert data.bad == {1} and [i for m in metas for i in m["found_unreadable"]] == [1]
+        if augment:
+            assert all(m["index"] != 1 for m in metas)
+        else:
+            assert [m["index"] for m in metas] == [0, 1, 2, 3] and metas[1]["unreadable"]
+            assert not gt_mask[1].any() and gt_mask[[0, 2, 3]].any(1).all()
+
+
+def test_an_unreadable_image_is_reported_once_per_run(tmp_path):
+    """Loader workers are forked afresh every epoch: what one found unreadable comes back to this process, so the
+    next epochs skip it silently (it was reported by every worker of every epoch)."""
+    synthesize(tmp_path / "s", SynthConfig(num_images=4, size=128, objects=4, seed=2))
+    victim = tmp_path / "s/images/synth_00001.png"
+    victim.write_bytes(victim.read_bytes()[:1000])         # the header says 128 × 128; the pixels are cut off
+    code = f"""
+from fss_train.data.formats import read_dataset
+from fss_train.data.loader import DetectionDataset, make_loader
+data = DetectionDataset(read_dataset({str(tmp_path / "s")!r}), 64)
+loader = make_loader(data, 4, False, workers=1)
+for epoch in range(3):
+    metas = [m for b in loader for m in b[-1]]
+    assert [m.get("unreadable", False) for m in metas] == [False, True, False, False]
+print("bad", sorted(data.bad))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and "bad [1]" in r.stdout, r.stderr[-2000:]
+    assert r.stderr.count("synth_00001.png") == 1, r.stderr
 
 
 def test_loader_workers_start_after_opencv_ran_threads_in_this_process(tmp_path):
