@@ -28,7 +28,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     With ``augment`` the training pipeline runs (mosaic, affine, HSV, flips); without it the
     image is letterboxed (meta carries the scale to map predictions back). An unreadable image
-    is reported once and never dies an epoch halfway: in training it is replaced by another one; without
+    is reported once and never stops an epoch halfway: in training it is replaced by another one; without
     ``augment`` (evaluation, BN statistics) its item is a grey image without objects marked
     ``meta["unreadable"]``, which prediction and evaluation leave out (another image in its place would be
     scored twice under one id and the unreadable one's objects counted as missed).
@@ -107,10 +107,10 @@ class DetectionDataset(torch.utils.data.Dataset):
             image, boxes, labels = self._read(index), self.records[index].boxes.copy(), self.records[index].labels
         rec = self.records[index]
         meta = {"index": index, "image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": 1.0}
-        if image is None:                      # evaluation: a grey stand-in that is left out, not scored
-            image, boxes, labels = np.full((rec.height, rec.width, 3), 114, np.uint8), boxes[:0], labels[:0]
-            meta["unreadable"] = True
-        if not self.augment:
+        if image is None:                      # evaluation: a grey stand-in (the letterbox's colour), left out
+            image, boxes, labels = np.full((self.imgsz, self.imgsz, 3), 114, np.uint8), boxes[:0], labels[:0]
+            meta.update(unreadable=True, scale=self.imgsz / max(rec.height, rec.width))
+        elif not self.augment:
             image, boxes, scale = letterbox_sample(image, boxes, self.imgsz)
             meta["scale"] = scale
         else:

@@ -58,7 +58,9 @@ def test_recalibrate_bn_replaces_stale_statistics_with_the_data_mean():
     bn = torch.nn.BatchNorm2d(1, momentum=0.03)
     bn.running_mean.fill_(100.0)
     model = torch.nn.Sequential(bn).eval()
-    loader = [(torch.full((2, 1, 4, 4), 3.0),), (torch.full((2, 1, 4, 4), 5.0),)]
+    ok, grey = {}, {"unreadable": True}              # a grey stand-in for an unreadable image is left out
+    loader = [(torch.tensor([3.0, 114.0]).view(2, 1, 1, 1).expand(2, 1, 4, 4), None, None, None, [ok, grey]),
+              (torch.full((2, 1, 4, 4), 5.0), None, None, None, [ok, ok])]
     recalibrate_bn(model, loader, batches=2, device="cpu")
     assert bn.running_mean.item() == pytest.approx(4.0)                   # cumulative average of the batches
     assert bn.momentum == 0.03 and not model.training                      # restored
