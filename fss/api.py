@@ -252,22 +252,27 @@ class Exported:
 def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = None, batch: int = 1,
            dynamic: bool = False, half: bool = False, opset: int = 17, out: str | Path | None = None,
            verify: bool = False, verify_images: list[str] | None = None, weights: str = "ema",
-           progress=None) -> Exported:
+           exist_ok: bool = False, progress=None) -> Exported:
     """Export a checkpoint to ONNX (``format="onnx"``) or to a TensorRT engine (``"engine"``, through the
     ONNX file). With ``verify`` onnxruntime and torch run the same images (given, or a synthetic scene) and
     the report is attached; a mismatch does not raise — read ``result.verify["within_tolerance"]``.
-    ``progress(done, total)`` follows the verification."""
+    ``progress(done, total)`` follows the verification. An existing output file is replaced when it was exported
+    from the same checkpoint, otherwise only with ``exist_ok`` (FileExistsError names it)."""
     from fss_deploy.detect import resolve_sources
-    from fss_deploy.export import export_onnx, verify_onnx
+    from fss_deploy.export import check_replaceable, export_onnx, verify_onnx
+    from fss_train.fileio import sha256_file
 
     if format not in ("onnx", "engine"):
         raise ValueError(f"format must be onnx or engine, got {format!r}")
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be ema or raw, got {weights!r}")
     if format == "engine":
+        if not exist_ok and Path(checkpoint).is_file():
+            check_replaceable(Path(out) if out else Path(checkpoint).with_suffix(".engine"), sha256_file(checkpoint))
         from fss_deploy.tensorrt import import_tensorrt
         import_tensorrt()
-    res = export_onnx(checkpoint, out if format == "onnx" else None, imgsz, batch, dynamic, half, opset, weights)
+    res = export_onnx(checkpoint, out if format == "onnx" else None, imgsz, batch, dynamic, half, opset, weights,
+                      exist_ok)
     size = json.loads(res.metadata["input_size"])[0]
     done = Exported(res.path, res.fingerprint, res.params, res.flops, size)
     if verify:

@@ -24,7 +24,9 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
            out: Annotated[str | None, typer.Option(help="output path (default: next to the checkpoint)")] = None,
            verify: Annotated[bool, typer.Option(help="onnxruntime vs torch on real images")] = False,
            verify_images: Annotated[list[str] | None, typer.Option(help="images for --verify")] = None,
-           weights: Annotated[str, typer.Option(help="ema | raw")] = "ema"):
+           weights: Annotated[str, typer.Option(help="ema | raw")] = "ema",
+           exist_ok: Annotated[bool, typer.Option(help="replace an output file exported from another checkpoint "
+                                                       "(one from the same checkpoint is always replaced)")] = False):
     """Export a checkpoint to ONNX or a TensorRT engine (`fss export CKPT`; the word `model` may be left out)."""
     from fss.api import export as export_api
     from fss.progress import work_bar
@@ -32,7 +34,8 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
     bar, progress = work_bar("verify")
     with user_errors(), bar:
         res = export_api(source, format=format, imgsz=imgsz, batch=batch, dynamic=dynamic, half=half, opset=opset,
-                         out=out, verify=verify, verify_images=verify_images, weights=weights, progress=progress)
+                         out=out, verify=verify, verify_images=verify_images, weights=weights, exist_ok=exist_ok,
+                         progress=progress)
     console.print(f"ONNX: {res.onnx}  fingerprint {res.fingerprint[:16]}…  params {res.params:,}  "
                   f"FLOPs {res.flops / 1e9:.3f} G", highlight=False)
     if res.verify is not None and not _print_verify(res.verify):

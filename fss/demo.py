@@ -105,7 +105,8 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
     onnx = {}
     with stage("export to ONNX and compare graphs"):
         for a, r in runs.items():
-            onnx[a] = fss.export(r["ckpt"], out=out / f"{a}.onnx", imgsz=budget.tile, batch=1, dynamic=True)
+            onnx[a] = fss.export(r["ckpt"], out=out / f"{a}.onnx", imgsz=budget.tile, batch=1, dynamic=True,
+                                 exist_ok=True)   # the demo owns its folder: a rerun replaces it whole
         cmp = fss.compare(onnx["fss"].path, onnx["simota"].path)
         if not cmp["identical"]:
             raise StageError(f"the FSS and SimOTA graphs differ: {cmp['differences']}")

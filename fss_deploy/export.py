@@ -97,8 +97,9 @@ class ExportResult:
 
 def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int | None = None, batch: int = 1,
                 dynamic: bool = False, half: bool = False, opset: int = DEFAULT_OPSET,
-                weights: str = "ema") -> ExportResult:
-    """Checkpoint -> ONNX (fused, decode inside, no NMS), written atomically."""
+                weights: str = "ema", exist_ok: bool = False) -> ExportResult:
+    """Checkpoint -> ONNX (fused, decode inside, no NMS), written atomically. An existing ``out`` is replaced
+    when it is an export of the same checkpoint (it can be made again), otherwise only with ``exist_ok``."""
     import onnx
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -113,6 +114,9 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
         raise ExportError(f"--batch must be >= 1, got {batch}")
     out = Path(out) if out else ckpt_path.with_suffix(".onnx")
     _check_writable(out)
+    source_sha = sha256_file(ckpt_path)
+    if not exist_ok:
+        check_replaceable(out, source_sha)
     graph = InferenceGraph(model, size, size).eval()
     dtype = torch.float16 if half else torch.float32
     if half:
@@ -139,7 +143,7 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
                          "then per-class score = sigmoid(cls) * sigmoid(obj)",
         "decode_in_graph": "true", "nms_in_graph": "false", "batch": "dynamic" if dynamic else str(batch),
         "precision": "fp16" if half else "fp32", "card": json.dumps(model.card.to_dict()),
-        "source_checkpoint_sha256": sha256_file(ckpt_path), "weights": weights,
+        "source_checkpoint_sha256": source_sha, "weights": weights,
         "trained_with": (ckpt.get("assigner") or {}).get("name", "none"),
         "params": str(count_params(model)), "flops": str(flops), "graph_fingerprint": fp,
     }
@@ -148,6 +152,31 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
         entry.key, entry.value = k, v
     atomic_write(out, proto.SerializeToString())
     return ExportResult(out, fp, onnx_params(proto), flops, meta)
+
+
+def check_replaceable(out: Path, source_sha: str) -> None:
+    """Refuse to overwrite ``out`` (an ONNX file, or a TensorRT engine by its sidecar) unless it was exported from
+    the checkpoint whose SHA-256 is ``source_sha``: another checkpoint's export may be all that is left of it."""
+    out = Path(out)
+    if not out.exists():
+        return
+    source = None
+    try:
+        if out.suffix == ".onnx":
+            import onnx
+
+            meta = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+        else:
+            meta = json.loads(out.with_suffix(out.suffix + ".json").read_text()).get("metadata", {})
+        source = meta.get("source_checkpoint_sha256")
+    except Exception:  # noqa: BLE001 - unreadable or not ours: not replaced without being asked
+        pass
+    if source == source_sha:
+        return
+    what = f"an export of another checkpoint (SHA-256 {source[:12]}…)" if source else "a file that is not an " \
+        "export of this checkpoint"
+    raise FileExistsError(f"{out} holds {what}; pass --exist-ok (exist_ok=True) to replace it, or --out another "
+                          "path")
 
 
 def _check_writable(out: Path) -> None:

@@ -8,11 +8,13 @@ import torch
 from conftest import train_pico
 from typer.testing import CliRunner
 
+import fss
 from fss.cli import app
 from fss_deploy.export import ExportError, compare, export_onnx, fingerprint_model, read_onnx, undecode, verify_onnx
 from fss_deploy.graph import InferenceGraph
 from fss_deploy.tensorrt import check_sidecar, rebuild_command
 from fss_train.checkpoint import make_checkpoint, save_checkpoint
+from fss_train.fileio import sha256_file
 from fss_train.nn import build_model, load_card
 
 runner = CliRunner()
@@ -199,3 +201,33 @@ def test_verify_catches_a_tampered_graph(tmp_path, trained, shared_data):
     images = sorted((shared_data / "dota_devkit_example/images").glob("*.png"))
     assert not verify_onnx(tmp_path / "bad.onnx", trained, images)["within_tolerance"]
     assert verify_onnx(res.path, trained, images)["within_tolerance"]
+
+
+def test_an_export_of_another_checkpoint_is_not_overwritten(tmp_path):
+    """Re-exporting a checkpoint replaces its own export (it can be made again); a file exported from another
+    checkpoint, or any other file, at the output path is kept unless --exist-ok (it may be all that is left of that
+    model); a TensorRT engine is judged by its sidecar, before TensorRT is needed."""
+    a = make_ckpt(tmp_path, seed=0, name="a.pt")
+    b = make_ckpt(tmp_path, seed=1, name="b.pt")
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(app, ["export", str(a), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    first = out.read_bytes()
+    r = runner.invoke(app, ["export", str(a), "--out", str(out), "--imgsz", "256"])        # same checkpoint
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes() != first
+    kept = out.read_bytes()
+    r = runner.invoke(app, ["export", str(b), "--out", str(out)])
+    assert r.exit_code == 1 and "holds an export of another checkpoint" in r.output and "--exist-ok" in r.output
+    assert out.read_bytes() == kept
+    r = runner.invoke(app, ["export", str(b), "--out", str(out), "--exist-ok"])
+    assert r.exit_code == 0 and read_onnx(out)[1]["source_checkpoint_sha256"] == sha256_file(b)
+    (tmp_path / "notes.onnx").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.onnx holds a file that is not an export of this checkpoint"):
+        fss.export(a, out=tmp_path / "notes.onnx")
+    assert (tmp_path / "notes.onnx").read_text() == "mine"
+    engine = tmp_path / "a.engine"
+    engine.write_bytes(b"serialized")
+    engine.with_suffix(".engine.json").write_text(json.dumps({"metadata": {"source_checkpoint_sha256": "f" * 64}}))
+    with pytest.raises(FileExistsError, match=r"a.engine holds an export of another checkpoint \(SHA-256 ffffff"):
+        fss.export(a, format="engine")
