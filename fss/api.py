@@ -60,6 +60,18 @@ class TrainResult:
         return max(rows, key=lambda r: r["fitness"]) if rows else None
 
 
+def saved_train_config(out: str | Path) -> dict:
+    """The settings a run in ``out`` was started with (its last.pt), to resume it without repeating them."""
+    from fss_train.checkpoint import load_checkpoint
+
+    path = Path(out) / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: nothing to resume (no last.pt in {out})")
+    saved = dict(load_checkpoint(path).get("train_config") or {})
+    saved.pop("init", None)                 # where a fine-tuned run started: recorded, not a setting
+    return saved
+
+
 def free_folder(out: str | Path) -> Path:
     """``out``, or out2, out3, … — the first that does not exist or is empty (default output folders)."""
     out, n = Path(out), 2
@@ -80,26 +92,35 @@ def next_free_run(out: str | Path) -> Path:
     return out.with_name(f"{out.name}{n}")
 
 
-def train(data: str, *, model: str = "fss-n", assigner: str = "fss", epochs: int = 100, batch: int = 16,
-          imgsz: int = 640, device: str = "auto", out: str | Path = "runs/train", val: str = "", workers: int = 2,
-          resume: bool = False, exist_ok: bool = False, weights: str | Path | None = None, freeze: str = "",
-          overrides: dict | None = None, log=None, progress=None) -> TrainResult:
+def train(data: str = "", *, model: str | None = None, assigner: str | None = None, epochs: int | None = None,
+          batch: int | None = None, imgsz: int | None = None, device: str = "auto", out: str | Path = "runs/train",
+          val: str | None = None, workers: int | None = None, resume: bool = False, exist_ok: bool = False,
+          weights: str | Path | None = None, freeze: str | None = None, overrides: dict | None = None, log=None,
+          progress=None) -> TrainResult:
     """Train a detector with FSS or a baseline assigner into ``out`` (config.yaml, results.csv/json/png,
     last.pt, best.pt). ``overrides``: any TrainConfig field, e.g. ``{"lr_per_64": 0.02, "assigner_params":
-    {"rho": 0.25}}``. ``resume`` continues OUT/last.pt (a larger ``epochs`` extends it). ``weights``: an fss
-    checkpoint to fine-tune from (tensors matched by name and shape; the class head re-initialised when the
-    classes differ); ``freeze``: "backbone" or "backbone+neck". Under torchrun each process calls this; rank 0
-    writes."""
+    {"rho": 0.25}}``. ``weights``: an fss checkpoint to fine-tune from (tensors matched by name and shape; the
+    class head re-initialised when the classes differ); ``freeze``: "backbone" or "backbone+neck". A setting left
+    None takes TrainConfig's default (fss-n, fss, 100 epochs, batch 16, 640 px, 2 workers). ``resume`` continues
+    OUT/last.pt with the run's own settings (``data`` may be left out; a larger ``epochs`` extends it; a setting
+    given that the run cannot change — data, model, assigner, imgsz, batch — must match). Under torchrun each
+    process calls this; rank 0 writes."""
     from fss_train.config import make_config
     from fss_train.train import Run
 
-    if imgsz % 32 or imgsz < 32:
-        raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
-    if epochs < 1 or batch < 1:
-        raise ValueError(f"epochs and batch must be at least 1, got {epochs} and {batch}")
-    cfg = make_config({"data": data, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
-                       "batch": batch, "imgsz": imgsz, "device": resolve_device(device), "workers": workers,
-                       "weights": str(weights or ""), "freeze": freeze}, overrides or {})
+    given = {"data": data or None, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
+             "batch": batch, "imgsz": imgsz, "workers": workers, "weights": None if weights is None else str(weights),
+             "freeze": freeze}
+    base = saved_train_config(out) if resume else {}
+    if not resume and not data:
+        raise ValueError("data is required (a COCO json, a YOLO data.yaml or a DOTA folder)")
+    base.update({k: v for k, v in given.items() if v is not None})
+    base["device"] = resolve_device(device)            # this machine's, not the one the run started on
+    cfg = make_config(base, overrides or {})
+    if cfg.imgsz % 32 or cfg.imgsz < 32:
+        raise ValueError(f"imgsz must be a positive multiple of 32, got {cfg.imgsz}")
+    if cfg.epochs < 1 or cfg.batch < 1:
+        raise ValueError(f"epochs and batch must be at least 1, got {cfg.epochs} and {cfg.batch}")
     run = Run(cfg, out, resume=resume, log=log or (lambda m: None), exist_ok=exist_ok)
     if run.start_epoch >= cfg.epochs:
         raise ValueError(f"{out}/last.pt already finished epoch {run.start_epoch}; pass --epochs N (epochs=N, "

@@ -24,7 +24,8 @@ from fss_deploy import defaults as DET
 
 class T:
     """The options of ``fss train``."""
-    Data = Annotated[str, typer.Option(help="COCO json, YOLO data.yaml or DOTA folder")]
+    Data = Annotated[str | None, typer.Option(help="COCO json, YOLO data.yaml or DOTA folder (with --resume: the "
+                                                    "run's own)", show_default=False)]
     Model = Annotated[str, typer.Option(help="card name (fss-n … fss-x, fss-r50/r101) or card YAML")]
     Assigner = Annotated[str, typer.Option(help="fss | simota | tal | atss | maxiou")]
     Epochs = Annotated[int, typer.Option(help="total epochs (with --resume: extend to this many)")]
@@ -34,7 +35,8 @@ class T:
     Out = Annotated[str, typer.Option(help="run folder (runs/train, then runs/train2, … when it holds a run)")]
     Val = Annotated[str, typer.Option(help="validation dataset (default: data.yaml val split, else --data)")]
     Workers = Annotated[int, typer.Option(help="data loader workers per process")]
-    Resume = Annotated[bool, typer.Option(help="continue from OUT/last.pt")]
+    Resume = Annotated[bool, typer.Option(help="continue from OUT/last.pt with the run's own settings (options "
+                                                "given here change them: --epochs extends it)")]
     ExistOk = Annotated[bool, typer.Option(help="start over in an OUT that already holds a run")]
     Set = Annotated[list[str] | None, typer.Option("--set", help="override: key=value (see fss_train/config.py)")]
     Weights = Annotated[str | None, typer.Option(help="fine-tune: start from this fss checkpoint (layers matched by "
@@ -116,12 +118,14 @@ def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file
 
 
 @app.command()
-def train(data: T.Data, model: T.Model = "fss-n", assigner: T.Assigner = "fss", epochs: T.Epochs = 100,
-          batch: T.Batch = 16, imgsz: T.Size = 640, device: Device = "auto", nproc: T.Nproc = 1,
-          out: T.Out = "runs/train", val: T.Val = "", workers: T.Workers = 2, resume: T.Resume = False,
-          exist_ok: T.ExistOk = False, weights: T.Weights = None, freeze: T.Freeze = "", set_: T.Set = None):
+def train(ctx: typer.Context, data: T.Data = None, model: T.Model = "fss-n", assigner: T.Assigner = "fss",
+          epochs: T.Epochs = 100, batch: T.Batch = 16, imgsz: T.Size = 640, device: Device = "auto",
+          nproc: T.Nproc = 1, out: T.Out = "runs/train", val: T.Val = "", workers: T.Workers = 2,
+          resume: T.Resume = False, exist_ok: T.ExistOk = False, weights: T.Weights = None, freeze: T.Freeze = "",
+          set_: T.Set = None):
     """Train a detector with FSS or a baseline assigner. Writes config.yaml, results.csv/png, last.pt, best.pt, and
-    after the last epoch PR_curve.png and confusion_matrix.png of that epoch's model."""
+    after the last epoch PR_curve.png and confusion_matrix.png of that epoch's model. `fss train --resume --out RUN`
+    continues RUN with its own settings."""
     from fss.api import next_free_run
     from fss.api import train as train_api
     from fss.progress import TrainProgress
@@ -130,12 +134,18 @@ def train(data: T.Data, model: T.Model = "fss-n", assigner: T.Assigner = "fss", 
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_distributed(nproc)
     out = str(next_free_run(out)) if out == "runs/train" and not (resume or exist_ok) else out
+    settings = {"model": model, "assigner": assigner, "epochs": epochs, "batch": batch, "imgsz": imgsz, "val": val,
+                "workers": workers, "weights": weights, "freeze": freeze}
+    if resume:              # the run's own settings, except those given on this command line
+        # by name: typer carries its own copy of click, whose ParameterSource is another class
+        settings = {k: (None if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") == "DEFAULT" else v)
+                    for k, v in settings.items()}
+    elif not data:
+        fail("--data is required (a COCO json, a YOLO data.yaml or a DOTA folder)")
     writable_out(out)
     with user_errors(), TrainProgress() as progress:
         try:
-            run = train_api(data, model=model, assigner=assigner, epochs=epochs, batch=batch, imgsz=imgsz,
-                            device=device, out=out, val=val, workers=workers, resume=resume, exist_ok=exist_ok,
-                            weights=weights, freeze=freeze,
+            run = train_api(data or "", **settings, device=device, out=out, resume=resume, exist_ok=exist_ok,
                             overrides=parse_overrides(set_ or []), progress=progress,
                             log=lambda m: err.print(m, highlight=False, soft_wrap=True))
         except KeyboardInterrupt:

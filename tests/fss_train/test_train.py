@@ -99,9 +99,13 @@ def test_sigkill_then_resume_and_extend(tiny, tmp_path):
     # a finished run refuses to "resume" without more epochs, and extends with --epochs MORE
     again = runner.invoke(app, train_args(tiny, out, epochs=8, extra=["--resume"]))
     assert again.exit_code == 1 and "pass --epochs" in again.output
-    more = runner.invoke(app, train_args(tiny, out, epochs=10, extra=["--resume"]))
+    before = load_checkpoint(out / "last.pt")["train_config"]
+    more = runner.invoke(app, ["train", "--resume", "--out", str(out), "--epochs", "10"])   # the run's own settings
     assert more.exit_code == 0, more.output
-    assert load_checkpoint(out / "last.pt")["epoch"] == 9
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 9 and ckpt["train_config"] == {**before, "epochs": 10}
+    changed = runner.invoke(app, ["train", "--resume", "--out", str(out), "--epochs", "12", "--imgsz", "64"])
+    assert changed.exit_code == 1 and "imgsz differ from the original run (imgsz=128)" in changed.output
     # resuming with another assigner is refused
     other = runner.invoke(app, train_args(tiny, out, "tal", epochs=12, extra=["--resume"]))
     assert other.exit_code == 1 and "assigner" in other.output
