@@ -61,6 +61,8 @@ class TrainConfig:
     eval_iou: float = 0.65
     max_det: int = 300
     metric: str = "coco"                 # coco | dota (best.pt is chosen by COCO AP or DOTA mAP50)
+    patience: int = 0                    # stop when the fitness has not improved for this many epochs (0: never;
+                                         # Ultralytics' patience); the cosine schedule is not shortened
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -253,6 +253,11 @@ class Run:
                     self._log_epoch(epoch, train, metrics)
                     if progress:
                         progress.end_epoch(task, self.rows[-1])
+                if not last and self._out_of_patience(epoch, bool(metrics)):
+                    if is_main():
+                        recalibrate_bn(self.ema.ema, self.bn_loader, cfg.precise_bn, self.device)
+                        evaluate(self.ema.ema, self.val_loader, self.val_ds, self.device, cfg, plots_to=self.out)
+                    break
         except KeyboardInterrupt:
             if is_main():
                 save_checkpoint(self.checkpoint(epoch, metrics), self.out / "last.pt")
@@ -262,6 +267,23 @@ class Run:
             if dist.is_initialized():
                 dist.destroy_process_group()
         return self.rows[-1] if self.rows else {}
+
+    def _out_of_patience(self, epoch: int, evaluated: bool) -> bool:
+        """Early stopping (``patience`` epochs without a better fitness), decided on rank 0 and shared with every
+        rank; the run's plots are then made from this epoch's model, as after a last epoch."""
+        stop = False
+        if self.cfg.patience and evaluated and is_main():
+            scored = [r for r in self.rows if r["fitness"] == r["fitness"]]          # evaluated epochs (no NaN)
+            best = max(scored, key=lambda r: r["fitness"])["epoch"]                # the first best, as best.pt
+            stop = epoch + 1 - best >= self.cfg.patience
+            if stop:
+                self.log(f"stopping early: the fitness has not improved for {epoch + 1 - best} epochs (patience "
+                         f"{self.cfg.patience}; best epoch {best}); to go on: --resume --set patience=0")
+        if dist.is_initialized():
+            flag = torch.tensor([int(stop)], device=self.device if dist.get_backend() == "nccl" else "cpu")
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
 
     def _log_epoch(self, epoch: int, train: dict, metrics: dict) -> None:
         row = {"epoch": epoch + 1, **train, "lr": self.optimizer.param_groups[0]["lr"], **metrics}

@@ -261,3 +261,30 @@ def test_training_warns_when_images_are_much_larger_than_the_input(tiny, tmp_pat
     assert f"fss data split {tiny / 'data'} --out tiles --tile 32 --gap 6" in text
     r = runner.invoke(app, [*train_args(tiny, tmp_path / "run2", epochs=1), "--imgsz", "64"])
     assert r.exit_code == 0 and "more than twice" not in r.output
+
+
+def test_patience_stops_when_the_fitness_stalls(tiny, tmp_path, monkeypatch):
+    """--set patience=2: fitness 0.1, 0.3, 0.2, 0.25 -> no improvement for 2 epochs after epoch 2, so the run stops
+    after epoch 4 of 10 with its plots made from that epoch's model; resume --epochs goes on."""
+    import fss_train.train as tr
+
+    fitness, calls = iter([0.1, 0.3, 0.2, 0.25, 0.4, 0.5]), []
+
+    def scripted(model, loader, ds, device, cfg, plots_to=None):
+        calls.append(plots_to)
+        if plots_to is not None:
+            return {}
+        f = next(fitness)
+        return {"AP": f, "AP50": f, "fitness": f}
+
+    monkeypatch.setattr(tr, "evaluate", scripted)
+    out = tmp_path / "run"
+    r = runner.invoke(app, [*train_args(tiny, out, epochs=10), "--set", "eval_interval=1", "--set", "patience=2"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "stopping early: the fitness has not improved for 2 epochs (patience 2; best epoch 2)" in text, text
+    assert [row["epoch"] for row in json.loads((out / "results.json").read_text())] == [1, 2, 3, 4]
+    assert calls == [None] * 4 + [out] and load_checkpoint(out / "best.pt")["epoch"] == 1     # 0-based: epoch 2
+    r = runner.invoke(app, ["train", "--resume", "--out", str(out), "--epochs", "6", "--set", "patience=0"])
+    assert r.exit_code == 0, r.output
+    assert [row["epoch"] for row in json.loads((out / "results.json").read_text())] == list(range(1, 7))
