@@ -78,7 +78,11 @@ class FSSAssigner(Assigner):
         P = self._probability(t, seg, n)                                                          # (N,)
         # step 4: the potentially optimal sample and its Gaussian prior
         pts = inp.points[pairs.a]                                                                 # (N, 2)
-        best = seg_argmax(P, seg, n)                                                              # (B*M,)
+        gt = inp.gt_boxes[pairs.b, pairs.g]                                                       # (N, 4)
+        centre_d2 = ((pts - (gt[:, :2] + gt[:, 2:]) / 2) ** 2).sum(dim=1)                         # (N,)
+        # argmax of P; a tie (a flat P early in training: every IoU 0) goes to the point nearest the box centre
+        at_max = P == seg_max(P, seg, n)[seg]
+        best = seg_argmax(torch.where(at_max, -centre_d2, torch.full_like(P, -torch.inf)), seg, n)   # (B*M,)
         valid = best >= 0
         if self.prior_centre == "argmax":
             mu = torch.zeros(n, 2, device=pts.device)

@@ -67,6 +67,19 @@ def test_fss_every_step_by_hand():
     assert res.gt_index[0].tolist() == [0, 0, 0, -1] and res.num_fg == 3
 
 
+def test_fss_flat_probability_centres_the_prior_on_the_point_nearest_the_box_centre():
+    """Spec step 4: a tie in argmax P (every IoU 0 early in training: P uniform) goes to the candidate nearest the
+    box centre — not to the first candidate in point order, the top-left corner of the region."""
+    far = [[100, 100, 101, 101]] * 4                                          # predictions that miss the GT: u = 0
+    args = case(ROW, 8, far, [[0.5]] * 4, [([4.0, 0.0, 20.0, 8.0], 0)])      # centre x = 12: point 1
+    fss = FSSAssigner()
+    inp = prepare_inputs(*args)
+    st = fss.steps(inp, fss.candidates(inp))
+    assert st["P"].tolist() == pytest.approx([0.25] * 4) and (st["u"] == 0).all()
+    assert st["mu"][0].tolist() == [12.0, 4.0]
+    assert st["pos"].tolist() == [False, True, False, False]                  # k = 1 (no IoU): the centre point
+
+
 def test_fss_prior_dynamic_k_is_smaller_for_a_scattered_iou_landscape():
     # a narrow prior (rho 0.25, the spec before 2026-11-26) around the best point: k shrinks from 3 to 1
     args = case(ROW, 8, ROW_PRED, [[p] for p in ROW_P], [GT])
