@@ -257,6 +257,8 @@ class Run:
                     if is_main():
                         recalibrate_bn(self.ema.ema, self.bn_loader, cfg.precise_bn, self.device)
                         evaluate(self.ema.ema, self.val_loader, self.val_ds, self.device, cfg, plots_to=self.out)
+                    if dist.is_initialized():
+                        dist.barrier()                  # the other ranks wait for the plots, as after a last epoch
                     break
         except KeyboardInterrupt:
             if is_main():
