@@ -17,7 +17,18 @@ from rich.table import Table
 
 from fss.cli_data import data_app
 from fss.cli_deploy import bench_app, export_app
-from fss.clikit import HELP, Backend, Device, Imgsz, console, fail, one_line_summaries, user_errors, writable_out
+from fss.clikit import (
+    HELP,
+    Backend,
+    Device,
+    Imgsz,
+    console,
+    fail,
+    one_line_summaries,
+    report_folder,
+    user_errors,
+    writable_out,
+)
 from fss.progress import err
 from fss_deploy import defaults as DET
 
@@ -188,15 +199,11 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              = False):
     """Evaluate a model or saved predictions (COCO metrics via pycocotools, or the DOTA devkit's VOC07 mAP)."""
     from fss.api import evaluate as evaluate_api
-    from fss.api import free_folder
     from fss.progress import work_bar
     from fss_train.fileio import atomic_write
 
     with user_errors():
-        if out == "runs/eval":
-            out = str(free_folder(out))
-        elif Path(out).is_dir() and any(Path(out).iterdir()) and not exist_ok:
-            fail(f"{out} holds files; pass another --out, or --exist-ok to write into it")
+        out = report_folder(out, "runs/eval", exist_ok)
         existed = Path(out).exists()
         writable_out(out)
         bar, progress = work_bar("eval")

@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from fss.clikit import Backend, Device, Imgsz, Iters, Threads, Warmup, console, first_word_optional, user_errors
+from fss.clikit import (
+    Backend,
+    Device,
+    Imgsz,
+    Iters,
+    Threads,
+    Warmup,
+    console,
+    first_word_optional,
+    report_folder,
+    user_errors,
+)
 
 export_app = typer.Typer(cls=first_word_optional("model"), no_args_is_help=True,
                          help="Export: `fss export CKPT` (ONNX / TensorRT), `fss export compare A B`.")
@@ -81,19 +92,22 @@ def export_compare(a: Annotated[str, typer.Argument(metavar="A", help="checkpoin
     raise typer.Exit(1)
 
 
-BenchOut = Annotated[str, typer.Option(help="report folder")]
+BenchOut = Annotated[str, typer.Option(help="report folder (default runs/bench, then runs/bench2, … when it holds a "
+                                            "report)")]
+BenchExistOk = Annotated[bool, typer.Option(help="write into an --out that holds files (its report is replaced)")]
 
 
 @bench_app.command("latency")
 def bench(model: Annotated[str, typer.Argument(help="model file (.pt, .onnx, .engine)")], backend: Backend = None,
           device: Device = "auto", imgsz: Imgsz = None,
           batch: Annotated[int, typer.Option(help="batch (1 for the paper's setting)")] = 1, warmup: Warmup = 50,
-          iters: Iters = 300, threads: Threads = 0, out: BenchOut = "runs/bench"):
+          iters: Iters = 300, threads: Threads = 0, out: BenchOut = "runs/bench", exist_ok: BenchExistOk = False):
     """Latency per stage and FPS at batch 1 FP32 (`fss bench MODEL`; the word `latency` may be left out).
     Writes report.md, report.json and latency.png."""
     from fss.api import benchmark
     from fss.progress import work_bar
 
+    out = report_folder(out, "runs/bench", exist_ok)
     bar, progress = work_bar("bench")
     with user_errors(), bar:
         r = benchmark(model, backend=backend, imgsz=imgsz, batch=batch, warmup=warmup, iters=iters, threads=threads,
@@ -111,11 +125,12 @@ def bench(model: Annotated[str, typer.Argument(help="model file (.pt, .onnx, .en
 def bench_overhead(a: Annotated[str, typer.Argument(metavar="A", help="model A")],
                    b: Annotated[str, typer.Argument(metavar="B", help="model B")],
                    device: Device = "auto", imgsz: Imgsz = None, warmup: Warmup = 50, iters: Iters = 300,
-                   threads: Threads = 0, out: BenchOut = "runs/bench"):
+                   threads: Threads = 0, out: BenchOut = "runs/bench", exist_ok: BenchExistOk = False):
     """The zero-inference-overhead report: identical graphs and interleaved latency of A and B (exit 1 if not)."""
     from fss.api import benchmark_overhead
     from fss.progress import work_bar
 
+    out = report_folder(out, "runs/bench", exist_ok)
     bar, progress = work_bar("A/B pairs")
     with user_errors(), bar:
         r = benchmark_overhead(a, b, imgsz=imgsz, warmup=warmup, iters=iters, threads=threads, device=device, out=out,
@@ -135,11 +150,12 @@ def bench_tiled(image: Annotated[str, typer.Argument(help="a large image")],
                 model: Annotated[str, typer.Option(help="the model")], backend: Backend = None, device: Device = "auto",
                 batch: Annotated[int, typer.Option(help="tiles per call")] = 8,
                 overlap: Annotated[int, typer.Option(help="overlap between tiles, px")] = 200, threads: Threads = 0,
-                out: BenchOut = "runs/bench"):
+                out: BenchOut = "runs/bench", exist_ok: BenchExistOk = False):
     """Tiled detection throughput on one large image: s/image, tiles/s, time outside the model."""
     from fss.api import benchmark_tiled
     from fss.progress import work_bar
 
+    out = report_folder(out, "runs/bench", exist_ok)
     bar, progress = work_bar("repeats")
     with user_errors(), bar:
         r = benchmark_tiled(image, model, backend=backend, batch=batch, overlap=overlap, threads=threads,

@@ -68,6 +68,18 @@ def user_errors():
         fail(str(exc))
 
 
+def report_folder(out: str, default: str, exist_ok: bool) -> str:
+    """Where a report goes: the default folder moves on to the first free one (runs/bench, runs/bench2, …); a folder
+    named with --out that holds files is written into only with --exist-ok."""
+    from fss.api import free_folder
+
+    if out == default:
+        return str(free_folder(out))
+    if Path(out).is_dir() and any(Path(out).iterdir()) and not exist_ok:
+        fail(f"{out} holds files; pass another --out, or --exist-ok to write into it")
+    return out
+
+
 def writable_out(out: str) -> None:
     from fss_deploy.detect import check_output_dir
 

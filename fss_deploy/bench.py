@@ -181,9 +181,16 @@ def bench_tiled(image_path: str, model: str, backend: str | None = None, batch: 
 
 
 # ------------------------------------------------------------------------------------------ reports
+REPORT_FILES = ("report.json", "report.md", "latency.png")     # every file a bench report may write
+
+
 def write_report(report: dict, out: str | Path, kind: str) -> Path:
+    """report.json, report.md (+ latency.png for ``latency``) in ``out``; an earlier report's files there are
+    removed first, so none of another kind's survives beside this one."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
     atomic_write(out / "report.json", json.dumps(report, indent=2))
     lines = [f"# fss bench — {kind}", "", "Environment:", ""]
     lines += [f"- {k}: {v}" for k, v in report.get("environment", {}).items()]

@@ -109,3 +109,23 @@ def test_progress_callbacks_of_bench_and_verify(tiny, tmp_path):
     calls.clear()
     fss.export(ckpt, out=tmp_path / "v.onnx", verify=True, progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (1, 1)
+
+
+def test_reports_never_replace_another_silently(tiny, tmp_path, monkeypatch):
+    """The default runs/bench moves on to runs/bench2; a named --out holding a report is written into only with
+    --exist-ok, and then nothing of the earlier report survives (an overhead report beside a stale latency.png)."""
+    _, (a, b), _ = tiny
+    monkeypatch.chdir(tmp_path)
+    quick = ["--warmup", "1", "--iters", "4"]
+    for _ in range(2):
+        assert runner.invoke(app, ["bench", str(a), *quick]).exit_code == 0
+    assert (tmp_path / "runs/bench/latency.png").is_file() and (tmp_path / "runs/bench2/latency.png").is_file()
+    out = tmp_path / "runs/bench"
+    before = (out / "report.json").read_bytes()
+    r = runner.invoke(app, ["bench", "overhead", str(a), str(b), *quick, "--out", str(out)])
+    assert r.exit_code == 1 and "holds files" in r.output and "--exist-ok" in r.output
+    assert (out / "report.json").read_bytes() == before
+    r = runner.invoke(app, ["bench", "overhead", str(a), str(b), *quick, "--out", str(out), "--exist-ok"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert "identical_graph" in json.loads((out / "report.json").read_text())
