@@ -82,6 +82,16 @@ def free_folder(out: str | Path) -> Path:
     return candidate
 
 
+def free_file(path: str | Path) -> Path:
+    """``path``, or stem-2, stem-3, … with its suffix — the first that does not exist (default output files)."""
+    path, n = Path(path), 2
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
 def next_free_run(out: str | Path) -> Path:
     """``out``, or out2, out3, … — the first that holds no run (Ultralytics' habit for default folders)."""
     out, n = Path(out), 2

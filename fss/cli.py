@@ -332,15 +332,23 @@ def demo(out: Annotated[str, typer.Option(help="output folder")] = "runs/demo",
 def assign(image: Annotated[str, typer.Argument(help="image file")],
            model: Annotated[str, typer.Option(help="checkpoint (.pt) or model card (untrained: random predictions)")],
            gt: Annotated[str, typer.Option(help="labels: DOTA labelTxt, YOLO txt or COCO json")],
-           out: Annotated[str, typer.Option(help="output PNG")] = "assign.png",
+           out: Annotated[str | None, typer.Option(
+               help="output PNG (default runs/assign/IMAGE_STEM.png, then IMAGE_STEM-2.png, … when it exists)",
+               show_default=False)] = None,
+           exist_ok: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
            assigner: Annotated[str, typer.Option(help="the assigner explained (fss)")] = "fss",
            vs: Annotated[str, typer.Option(help="baseline drawn beside it")] = "simota",
            imgsz: Annotated[int | None, typer.Option(help="network input size (default: model's)")] = None,
            num_gts: Annotated[int, typer.Option(help="ground truths shown, small to large")] = 3,
            seed: Annotated[int, typer.Option(help="seed of an untrained card's weights")] = 0):
     """Visualise a label assignment (the paper's Fig. 3): P, Gaussian prior, dynamic k, weights, vs a baseline."""
+    from fss.api import free_file
     from fss_train.figure import assignment_figure
 
+    if out is None:
+        out = str(free_file(Path("runs/assign") / f"{Path(image).stem}.png"))
+    elif Path(out).exists() and not exist_ok:
+        fail(f"{out} exists; pass --exist-ok to replace it, or another --out")
     with user_errors():
         summary = assignment_figure(image, model, gt, out, assigner, vs, imgsz, num_gts, seed)
     for row in summary["gts"]:

@@ -43,3 +43,20 @@ def test_assign_errors_are_clear(shared_data, tmp_path):
                                  str(ex / "labelTxt/P1888.txt")])
     assert result.exit_code == 1 and "nope.png" in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_assign_never_replaces_a_figure_unasked(shared_data, tmp_path, monkeypatch):
+    """The default output is runs/assign/<image>.png, then <image>-2.png; an existing --out needs --exist-ok."""
+    ex = shared_data / "dota_devkit_example"
+    monkeypatch.chdir(tmp_path)
+    args = ["assign", str(ex / "images/P1888.png"), "--model", "fss-n", "--gt", str(ex / "labelTxt/P1888.txt"),
+            "--imgsz", "320", "--num-gts", "1"]
+    for _ in range(2):
+        assert runner.invoke(app, args).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "runs/assign").iterdir()) == ["P1888-2.png", "P1888.png"]
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"keep")
+    r = runner.invoke(app, [*args, "--out", str(mine)])
+    assert r.exit_code == 1 and "exists" in r.output and mine.read_bytes() == b"keep"
+    r = runner.invoke(app, [*args, "--out", str(mine), "--exist-ok"])
+    assert r.exit_code == 0 and cv2.imread(str(mine)) is not None
