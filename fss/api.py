@@ -26,13 +26,15 @@ def resolve_device(device: str) -> str:
 
 # ------------------------------------------------------------------------------------------ data
 def synth(out: str | Path, *, num_images: int = 8, size: int = 512, objects: int = 40, min_size: float = 8.0,
-          max_size: float = 64.0, occlusion: float = 0.3, truncation: float = 0.05, seed: int = 0, progress=None):
+          max_size: float = 64.0, occlusion: float = 0.3, truncation: float = 0.05, seed: int = 0,
+          exist_ok: bool = False, progress=None):
     """Synthetic top-down aerial scenes in ``out`` (images/, annotations.json, labelTxt/); the same seed gives
-    identical files. Returns the dataset (records with boxes and labels)."""
+    identical files. A folder holding anything but a synthetic dataset of these settings is replaced only with
+    ``exist_ok`` (FileExistsError). Returns the dataset (records with boxes and labels)."""
     from fss_train.data.synth import SynthConfig, synthesize
 
     return synthesize(out, SynthConfig(num_images, size, objects, min_size, max_size, occlusion, truncation, seed),
-                      progress)
+                      progress, exist_ok=exist_ok)
 
 
 # ------------------------------------------------------------------------------------------ train

@@ -78,7 +78,9 @@ def synth(out: Annotated[str, typer.Argument(help="output folder")],
           max_size: Annotated[float, typer.Option(help="largest object side, px")] = 64.0,
           occlusion: Annotated[float, typer.Option(help="max covered fraction of an object's box")] = 0.3,
           truncation: Annotated[float, typer.Option(help="fraction of objects cut by the border")] = 0.05,
-          seed: Annotated[int, typer.Option(help="random seed (same seed -> identical files)")] = 0):
+          seed: Annotated[int, typer.Option(help="random seed (same seed -> identical files)")] = 0,
+          exist_ok: Annotated[bool, typer.Option(help="replace what OUT holds (a rerun with the same settings "
+                                                      "needs no flag)")] = False):
     """Generate synthetic top-down aerial scenes (images/, annotations.json, labelTxt/)."""
     from fss.api import synth as synth_api
     from fss.progress import counter
@@ -86,7 +88,7 @@ def synth(out: Annotated[str, typer.Argument(help="output folder")],
     progress, advance = counter(num_images, "synthesizing")
     with user_errors(), progress:
         ds = synth_api(out, num_images=num_images, size=size, objects=objects, min_size=min_size, max_size=max_size,
-                       occlusion=occlusion, truncation=truncation, seed=seed, progress=advance)
+                       occlusion=occlusion, truncation=truncation, seed=seed, exist_ok=exist_ok, progress=advance)
     console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {out}")
 
 

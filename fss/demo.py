@@ -72,12 +72,12 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
 
     with stage("synthetic aerial data"):
         synthesize(out / "data/train", SynthConfig(budget.train_images, budget.size, budget.objects, budget.min_size,
-                                                   budget.max_size, seed=seed + 11))
+                                                   budget.max_size, seed=seed + 11), exist_ok=True)
         synthesize(out / "data/val", SynthConfig(budget.val_images, budget.size, budget.objects, budget.min_size,
-                                                 budget.max_size, seed=seed + 12))
+                                                 budget.max_size, seed=seed + 12), exist_ok=True)
         scene_cfg = SynthConfig(1, budget.scene, budget.scene_objects, budget.min_size, budget.max_size * 1.5,
                                 seed=seed + 13)
-        synthesize(out / "data/scene", scene_cfg)
+        synthesize(out / "data/scene", scene_cfg, exist_ok=True)       # the demo owns its folder
         console.print(f"{budget.train_images} training / {budget.val_images} validation images of {budget.size} px, "
                       f"one {budget.scene}×{budget.scene} scene with {budget.scene_objects} objects")
 

@@ -196,11 +196,33 @@ def make_scene(cfg: SynthConfig, index: int):
             np.array(polys, np.float32).reshape(-1, 8))
 
 
-def synthesize(out_dir: str | Path, cfg: SynthConfig, progress=None) -> Dataset:
-    """Write ``images/``, ``annotations.json`` (COCO), ``labelTxt/`` (DOTA) and ``classes.txt``."""
+SYNTH_FILES = ("images/synth_*.png", "labelTxt/synth_*.txt", "annotations.json", "classes.txt", "synth.json")
+
+
+def synthesize(out_dir: str | Path, cfg: SynthConfig, progress=None, exist_ok: bool = False) -> Dataset:
+    """Write ``images/``, ``annotations.json`` (COCO), ``labelTxt/`` (DOTA), ``classes.txt`` and ``synth.json``
+    (the settings, written first). A folder holding a synthetic dataset of the same settings (finished or
+    interrupted) is written again (the same files); any other non-empty folder only with ``exist_ok``, and then
+    an earlier synthetic dataset's files are removed first, so two never mix (4 old images beside 2 new ones)."""
     out = Path(out_dir)
+    settings = json.dumps(cfg.__dict__, indent=2, sort_keys=True)
+    marker = out / "synth.json"
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            same = json.dumps(json.loads(marker.read_text()), indent=2, sort_keys=True) == settings
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            if not exist_ok:
+                what = "a synthetic dataset of other settings" if marker.is_file() else "files"
+                raise FileExistsError(f"{out} holds {what}; pass --exist-ok (exist_ok=True) to replace it, or "
+                                      "choose another folder")
+            for pattern in SYNTH_FILES:
+                for old in out.glob(pattern):
+                    old.unlink()
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labelTxt").mkdir(parents=True, exist_ok=True)
+    atomic_write(marker, settings)
     records = []
     for i in range(cfg.num_images):
         img, boxes, labels, polys = make_scene(cfg, i)
@@ -215,5 +237,4 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress=None) -> Dataset:
         atomic_write(out / "labelTxt" / f"{rec.path.stem}.txt", dota_label_text(ds, rec))
     write_coco(ds, out / "annotations.json", image_root=out)
     atomic_write(out / "classes.txt", "\n".join(SYNTH_CLASSES) + "\n")
-    atomic_write(out / "synth.json", json.dumps(cfg.__dict__, indent=2))
     return ds

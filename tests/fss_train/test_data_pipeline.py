@@ -357,3 +357,31 @@ def test_convert_dota_to_coco_in_place_keeps_the_images(tmp_path, shared_data):
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (dota / "images").iterdir()) == images
     assert read_dataset(dota / "annotations.json").num_objects == read_dataset(dota).num_objects > 0
+
+
+def test_synth_never_mixes_two_datasets(tmp_path):
+    """A rerun with the same settings (finished or interrupted) writes the same files; other settings into a
+    non-empty folder are refused, and with exist_ok the earlier dataset's files go first (4 old images stayed beside
+    2 new ones and were read as one dataset)."""
+    import fss
+
+    out = tmp_path / "s"
+    fss.synth(out, num_images=4, size=96, objects=3, seed=1)
+    first = (out / "labelTxt/synth_00000.txt").read_text()
+    (out / "annotations.json").unlink()                                # as if interrupted before the end
+    fss.synth(out, num_images=4, size=96, objects=3, seed=1)
+    assert (out / "labelTxt/synth_00000.txt").read_text() == first and (out / "annotations.json").is_file()
+    with pytest.raises(FileExistsError, match="holds a synthetic dataset of other settings"):
+        fss.synth(out, num_images=2, size=96, objects=5, seed=2)
+    assert len(read_dataset(out).records) == 4
+    r = runner.invoke(app, ["data", "synth", str(out), "--num-images", "2", "--size", "96", "--seed", "2"])
+    assert r.exit_code == 1 and "--exist-ok" in r.output
+    r = runner.invoke(app, ["data", "synth", str(out), "--num-images", "2", "--size", "96", "--seed", "2",
+                            "--exist-ok"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["synth_00000.png", "synth_00001.png"]
+    assert len(read_dataset(out).records) == 2 and len(list((out / "labelTxt").iterdir())) == 2
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="mine holds files"):
+        fss.synth(tmp_path / "mine", num_images=1, size=96)
