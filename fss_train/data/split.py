@@ -78,11 +78,35 @@ def _split(image, rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_
     return rows
 
 
+def source_fingerprint(rec: ImageRecord) -> dict:
+    """What an image's tiles depend on besides the settings: the image file (path, size, mtime) and its labels."""
+    import hashlib
+
+    st = rec.path.stat()
+    labels = hashlib.sha1()
+    for a in (rec.boxes, rec.labels, rec.difficult, rec.polygons if rec.polygons is not None else np.zeros(0)):
+        labels.update(np.ascontiguousarray(a).tobytes())
+    return {"source": str(rec.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "labels_sha1": labels.hexdigest()}
+
+
+def _done_rows(marker: Path, fingerprint: dict | None) -> list[dict] | None:
+    """The tiles a done-file lists, when it was made from this very image and labels (else None: cut again)."""
+    try:
+        done = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(done, dict) or (fingerprint is not None and done.get("input") != fingerprint):
+        return None
+    return done.get("rows")
+
+
 def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int = 200, keep_ratio: float = 0.7,
                   workers: int = 4, progress=None) -> tuple[Dataset, list[Problem]]:
-    """Split every image; resumable: an image whose done-file exists is not cut again. ``OUT/split.json``
-    records the settings; a rerun with other settings into the same OUT is refused (ValueError), so
-    tiles of two tilings never mix."""
+    """Split every image; resumable: an image whose done-file says it was cut from this very file and labels is
+    not cut again (a changed image or label file is cut again, its old tiles removed). ``OUT/split.json`` records
+    the settings; a rerun with other settings into the same OUT is refused (ValueError), so tiles of two
+    tilings never mix."""
     out = Path(out_dir)
     images, done_dir = out / "images", out / ".done"
     settings = {"tile": tile, "gap": gap, "keep_ratio": keep_ratio, "classes": list(ds.classes)}
@@ -101,13 +125,23 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
 
     def work(rec: ImageRecord):
         marker = done_dir / f"{stems[id(rec)]}.json"
-        if not marker.is_file():
+        try:
+            fingerprint = source_fingerprint(rec)
+        except OSError as exc:
+            problems.append(Problem(str(rec.path), None, f"cannot read: {exc.strerror}", "image skipped"))
+            marker.unlink(missing_ok=True)
+            return
+        if _done_rows(marker, fingerprint) is None:
+            stale = _done_rows(marker, None) or []
+            marker.unlink(missing_ok=True)
+            for row in stale:                                   # tiles of an earlier version of this image
+                (images / row["file"]).unlink(missing_ok=True)
             try:
                 rows = split_image(rec, images, tile, gap, keep_ratio, stems[id(rec)])
             except ValueError as exc:
                 problems.append(Problem(str(rec.path), None, str(exc), "image skipped"))
                 return
-            atomic_write(marker, json.dumps(rows))
+            atomic_write(marker, json.dumps({"input": fingerprint, "rows": rows}))
         if progress:
             progress()
 
@@ -115,10 +149,10 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
         list(pool.map(work, ds.records))
     records = []
     for rec in ds.records:
-        marker = done_dir / f"{stems[id(rec)]}.json"
-        if not marker.is_file():
+        rows = _done_rows(done_dir / f"{stems[id(rec)]}.json", None)
+        if rows is None:
             continue
-        for row in json.loads(marker.read_text()):
+        for row in rows:
             polys = np.array(row["polygons"], np.float32).reshape(-1, 8) if row["polygons"] is not None else None
             records.append(ImageRecord(images / row["file"], row["width"], row["height"],
                                        np.array(row["boxes"], np.float32).reshape(-1, 4),

@@ -69,6 +69,25 @@ def test_split_small_image_pads_and_rerun_skips(tmp_path, shared_data):
     assert len(p0706) == 4 and all((r.boxes >= 0).all() and (r.boxes <= 1024).all() for r in p0706)
 
 
+def test_split_recuts_an_image_whose_file_or_labels_changed(tmp_path, shared_data):
+    """A rerun skips an image only when its done-file was made from this very image file and these labels: a
+    corrected label file is cut again (it was skipped, its old tiles kept as if current)."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(shared_data / "dota_devkit_example", src)
+    split_dataset(read_dataset(src), tmp_path / "t", 1024, 200)
+    kept = (tmp_path / "t/.done/P0706.json").stat().st_mtime_ns
+    label = src / "labelTxt/P1888.txt"
+    lines = label.read_text().splitlines()
+    label.write_text("\n".join(lines[:-1]) + "\n")                  # one object fewer
+    tiled, _ = split_dataset(read_dataset(src), tmp_path / "t", 1024, 200)
+    p1888 = [r for r in tiled.records if r.path.name.startswith("P1888")]
+    assert len(p1888) == 1 and len(p1888[0].labels) == 63
+    assert (tmp_path / "t/.done/P0706.json").stat().st_mtime_ns == kept               # untouched: skipped
+    assert len(read_dataset(tmp_path / "t/annotations.json").records) == len(tiled.records) == 5
+
+
 def test_synth_is_deterministic(tmp_path):
     cfg = SynthConfig(num_images=2, size=300, objects=30, seed=7)
     synthesize(tmp_path / "a", cfg)
