@@ -218,7 +218,9 @@ class Run:
                 f"classes ({len(self.classes)}): {names}",
                 f"model: {cfg.model}, {params / 1e6:.2f} M parameters, {cfg.imgsz} px; assigner {cfg.assigner}",
                 f"device: {where}{procs}; batch {cfg.batch}, {len(self.train_loader)} steps × {cfg.epochs} epochs"
-                f"{f' from epoch {self.start_epoch + 1}' if self.start_epoch else ''} -> {self.out}"]
+                f"{f' from epoch {self.start_epoch + 1}' if self.start_epoch else ''}"
+                f"{f' (stops early after {cfg.patience} epochs without a better fitness)' if cfg.patience else ''}"
+                f" -> {self.out}"]
 
     # ------------------------------------------------------------------------------ the run
     def fit(self, progress=None) -> dict:

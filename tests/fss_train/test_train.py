@@ -282,6 +282,7 @@ def test_patience_stops_when_the_fitness_stalls(tiny, tmp_path, monkeypatch):
     r = runner.invoke(app, [*train_args(tiny, out, epochs=10), "--set", "eval_interval=1", "--set", "patience=2"])
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
+    assert "(stops early after 2 epochs without a better fitness)" in text
     assert "stopping early: the fitness has not improved for 2 epochs (patience 2; best epoch 2)" in text, text
     assert [row["epoch"] for row in json.loads((out / "results.json").read_text())] == [1, 2, 3, 4]
     assert calls == [None] * 4 + [out] and load_checkpoint(out / "best.pt")["epoch"] == 1     # 0-based: epoch 2
