@@ -73,17 +73,18 @@ def recalibrate_bn(model, loader, batches: int, device) -> None:
     model.train(was_training)
 
 
-def evaluate(model, loader, ds: Dataset, device, cfg, plots_to=None) -> dict:
+def evaluate(model, loader, ds: Dataset, device, cfg, plots_to=None, plot_if=None) -> dict:
     """COCO metrics (+ DOTA mAP50 with ``cfg.metric`` dota) and the fitness that picks best.pt; with
-    ``plots_to`` (a run folder, after the last epoch) PR_curve.png and confusion_matrix.png there too."""
+    ``plots_to`` (a run folder, after the last epoch) PR_curve.png and confusion_matrix.png there too — only
+    when ``plot_if(metrics)`` says so, if given (early stopping decides from this very evaluation)."""
     unreadable: list[int] = []
     preds = predict(model, loader, device, cfg.eval_conf, cfg.eval_iou, cfg.max_det, unreadable=unreadable)
     ds = ds.without(unreadable)                 # reported by the loader; neither scored nor counted as missed
     gt = coco_gt_from_dataset(ds)
     metrics, details = coco_eval_details(gt, preds, max_dets=cfg.max_det)
-    if plots_to is not None:
-        write_val_plots(plots_to, gt, preds, details)
     if cfg.metric == "dota":
         metrics["mAP50_dota"] = dota_eval(ds, preds)["mAP50"]
     metrics["fitness"] = metrics["mAP50_dota"] if cfg.metric == "dota" else metrics["AP"]
+    if plots_to is not None and (plot_if is None or plot_if(metrics)):
+        write_val_plots(plots_to, gt, preds, details)
     return metrics

@@ -245,22 +245,19 @@ class Run:
                                         on_step=on_step, start_step=epoch * steps)
                 metrics = {}
                 last = epoch == cfg.epochs - 1
+                stalled_since = None              # the best epoch, when this one ends the run early (patience)
                 if is_main() and ((epoch + 1) % cfg.eval_interval == 0 or last):
                     recalibrate_bn(self.ema.ema, self.bn_loader, cfg.precise_bn, self.device)
-                    metrics = evaluate(self.ema.ema, self.val_loader, self.val_ds, self.device, cfg,
-                                       plots_to=self.out if last else None)
+                    metrics = evaluate(self.ema.ema, self.val_loader, self.val_ds, self.device, cfg, plots_to=self.out,
+                                       plot_if=lambda m, e=epoch, z=last: z or self._stalled_since(e, m) is not None)
+                    stalled_since = None if last else self._stalled_since(epoch, metrics)
                 if dist.is_initialized():
                     dist.barrier()
                 if is_main():
                     self._log_epoch(epoch, train, metrics)
                     if progress:
                         progress.end_epoch(task, self.rows[-1])
-                if not last and self._out_of_patience(epoch, bool(metrics)):
-                    if is_main():
-                        recalibrate_bn(self.ema.ema, self.bn_loader, cfg.precise_bn, self.device)
-                        evaluate(self.ema.ema, self.val_loader, self.val_ds, self.device, cfg, plots_to=self.out)
-                    if dist.is_initialized():
-                        dist.barrier()                  # the other ranks wait for the plots, as after a last epoch
+                if not last and self._stop_early(epoch, stalled_since):
                     break
         except KeyboardInterrupt:
             if is_main():
@@ -272,17 +269,22 @@ class Run:
                 dist.destroy_process_group()
         return self.rows[-1] if self.rows else {}
 
-    def _out_of_patience(self, epoch: int, evaluated: bool) -> bool:
-        """Early stopping (``patience`` epochs without a better fitness), decided on rank 0 and shared with every
-        rank; the run's plots are then made from this epoch's model, as after a last epoch."""
-        stop = False
-        if self.cfg.patience and evaluated and is_main():
-            scored = [r for r in self.rows if r["fitness"] == r["fitness"]]          # evaluated epochs (no NaN)
-            best = max(scored, key=lambda r: r["fitness"])["epoch"]                # the first best, as best.pt
-            stop = epoch + 1 - best >= self.cfg.patience
-            if stop:
-                self.log(f"stopping early: the fitness has not improved for {epoch + 1 - best} epochs (patience "
-                         f"{self.cfg.patience}; best epoch {best}); to go on: --resume --set patience=0")
+    def _stalled_since(self, epoch: int, metrics: dict) -> int | None:
+        """The best epoch (the first to reach the best fitness, as best.pt) when the fitness has not improved for
+        ``patience`` epochs, counting this epoch's ``metrics`` (not logged yet); else None."""
+        fitness = metrics.get("fitness")
+        if not self.cfg.patience or fitness is None or fitness > self.best:
+            return None
+        best = next((r["epoch"] for r in self.rows if r["fitness"] == self.best), epoch + 1)
+        return best if epoch + 1 - best >= self.cfg.patience else None
+
+    def _stop_early(self, epoch: int, stalled_since: int | None) -> bool:
+        """Rank 0's early-stopping decision (its evaluation already made the plots from this epoch's model, as after
+        a last epoch), shared with every rank."""
+        stop = stalled_since is not None
+        if stop:
+            self.log(f"stopping early: the fitness has not improved for {epoch + 1 - stalled_since} epochs "
+                     f"(patience {self.cfg.patience}; best epoch {stalled_since}); to go on: --resume --set patience=0")
         if dist.is_initialized():
             flag = torch.tensor([int(stop)], device=self.device if dist.get_backend() == "nccl" else "cpu")
             dist.broadcast(flag, 0)

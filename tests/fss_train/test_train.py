@@ -265,17 +265,16 @@ def test_training_warns_when_images_are_much_larger_than_the_input(tiny, tmp_pat
 
 def test_patience_stops_when_the_fitness_stalls(tiny, tmp_path, monkeypatch):
     """--set patience=2: fitness 0.1, 0.3, 0.2, 0.25 -> no improvement for 2 epochs after epoch 2, so the run stops
-    after epoch 4 of 10 with its plots made from that epoch's model; resume --epochs goes on."""
+    after epoch 4 of 10 with its plots made from that epoch's evaluation (not a second one); resume goes on."""
     import fss_train.train as tr
 
     fitness, calls = iter([0.1, 0.3, 0.2, 0.25, 0.4, 0.5]), []
 
-    def scripted(model, loader, ds, device, cfg, plots_to=None):
-        calls.append(plots_to)
-        if plots_to is not None:
-            return {}
+    def scripted(model, loader, ds, device, cfg, plots_to=None, plot_if=None):
         f = next(fitness)
-        return {"AP": f, "AP50": f, "fitness": f}
+        metrics = {"AP": f, "AP50": f, "fitness": f}
+        calls.append(plots_to if plots_to is not None and (plot_if is None or plot_if(metrics)) else None)
+        return metrics
 
     monkeypatch.setattr(tr, "evaluate", scripted)
     out = tmp_path / "run"
@@ -285,7 +284,7 @@ def test_patience_stops_when_the_fitness_stalls(tiny, tmp_path, monkeypatch):
     assert "(stops early after 2 epochs without a better fitness)" in text
     assert "stopping early: the fitness has not improved for 2 epochs (patience 2; best epoch 2)" in text, text
     assert [row["epoch"] for row in json.loads((out / "results.json").read_text())] == [1, 2, 3, 4]
-    assert calls == [None] * 4 + [out] and load_checkpoint(out / "best.pt")["epoch"] == 1     # 0-based: epoch 2
+    assert calls == [None] * 3 + [out] and load_checkpoint(out / "best.pt")["epoch"] == 1     # 0-based: epoch 2
     r = runner.invoke(app, ["train", "--resume", "--out", str(out), "--epochs", "6", "--set", "patience=0"])
     assert r.exit_code == 0, r.output
     assert [row["epoch"] for row in json.loads((out / "results.json").read_text())] == list(range(1, 7))
