@@ -37,7 +37,7 @@ from fss_deploy.tiling import (
     to_image_coords,
 )
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
-from fss_train.fileio import atomic_write, path_key, sha256_file, unique_stems
+from fss_train.fileio import atomic_write, input_fingerprint, path_key, sha256_file, unique_stems
 from fss_train.geo import (
     DEFAULT_STRETCH,
     GEO_SUFFIXES,
@@ -328,11 +328,6 @@ def _recorded(record: Path) -> dict | None:
         return json.loads(record.read_text())
     except (OSError, ValueError):
         return None
-
-
-def input_fingerprint(path: Path) -> dict:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def finished(record: Path, path: Path) -> bool:

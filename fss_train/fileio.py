@@ -110,3 +110,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def input_fingerprint(path: Path) -> dict:
+    """What tells a changed input file from the one a result was made of: its size and modification time."""
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -17,7 +17,7 @@ import numpy as np
 from fss_train.boxes import tile_grid, tile_origins  # noqa: F401  (tile_origins re-exported)
 from fss_train.data.formats import output_stems, write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
-from fss_train.fileio import atomic_write, write_image
+from fss_train.fileio import atomic_write, input_fingerprint, write_image
 from fss_train.geo import Raster, is_geotiff
 from fss_train.nn.preprocess import read_image
 
@@ -82,12 +82,10 @@ def source_fingerprint(rec: ImageRecord) -> dict:
     """What an image's tiles depend on besides the settings: the image file (path, size, mtime) and its labels."""
     import hashlib
 
-    st = rec.path.stat()
     labels = hashlib.sha1()
     for a in (rec.boxes, rec.labels, rec.difficult, rec.polygons if rec.polygons is not None else np.zeros(0)):
         labels.update(np.ascontiguousarray(a).tobytes())
-    return {"source": str(rec.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "labels_sha1": labels.hexdigest()}
+    return {"source": str(rec.path.resolve()), **input_fingerprint(rec.path), "labels_sha1": labels.hexdigest()}
 
 
 def _done_rows(marker: Path, fingerprint: dict | None) -> list[dict] | None:
