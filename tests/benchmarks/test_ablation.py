@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 import time
@@ -141,6 +142,25 @@ def test_scheduler_launches_nothing_that_cannot_finish_before_the_deadline(tmp_p
     t0 = time.monotonic()
     ablation.execute(specs[:1], slow, parallel=1, deadline=1.0, on_done=lambda: None)
     assert time.monotonic() - t0 < 10 and slow.finished == []     # stopped at the deadline, nothing stored
+
+
+def test_robustness_section_averages_the_last_two_evaluations(tmp_path):
+    store = tmp_path / "store"
+    for seed, (ap, peak) in enumerate([(0.30, 0.40), (0.31, 0.42)]):
+        _summary(store, f"main-fss-s{seed}", ap)
+        _summary(store, f"main-tal-s{seed}", ap)        # TAL equal to FSS at the last epoch …
+        run = json.loads((store / f"main-tal-s{seed}.json").read_text())
+        run["rows"][0]["AP"] = peak                      # … after peaking one evaluation before it
+        ablation.write_json_atomic(store / f"main-tal-s{seed}.json", run)
+    assert ablation.late(json.loads((store / "main-tal-s0.json").read_text()))["AP"] == pytest.approx(0.35)
+    report = tmp_path / "ablation.md"
+    ablation.write_report(report, store, B, "smoke")
+    main, _, robust = report.read_text().partition("## Robustness")
+    tal_main = next(x for x in main.splitlines() if x.startswith("- tal − fss"))
+    tal_late = next(x for x in robust.splitlines() if x.startswith("- tal − fss"))
+    assert "AP +0.0000" in tal_main and "not separated" in tal_main
+    assert "AP +0.0525, 95 % interval +0.0207 … +0.0843 (2 seeds): above FSS" in tal_late
+    assert "| tal | 2 | 0.3575 ± 0.0106 |" in robust
 
 
 def test_verdict_says_separated_only_when_the_interval_excludes_zero():
