@@ -3,6 +3,7 @@
     python benchmarks/ablation.py --budget decide                 # CPU, run by run, resumable
     python benchmarks/ablation.py --budget decide --device cuda --parallel 12 --deadline 480 --store OUT/store \\
         --report OUT/ablation.md                                  # one GPU, several trainings at once
+    python benchmarks/ablation.py --budget decide --only table3     # does each step of FSS add? (γ = 0, every seed)
     python benchmarks/ablation.py --budget small --only main,table3,sens   # the earlier small study
 
 Variants (one ``fss train`` each, same recipe): FSS with the revised prior (ρ 0.5, FSS-SPEC of
@@ -167,7 +168,7 @@ def plan(b: Budget, out: Path, studies: set[str], datasets: set[str]) -> list[Sp
                     init = "" if ds == "synthetic" else ":".join(DOTA_INIT)
                     specs += [Spec(f"{prefix}-{v}-s{seed}", ds, v, *VARIANTS[v], seed=seed, epochs=epochs,
                                    init=init) for v in ORDER]
-        if seed == b.seeds[0] and "table3" in studies:
+        if "table3" in studies:               # every seed: the paired steps need them
             specs.append(Spec(f"t3-fss-gamma0-s{seed}", "synthetic", "fss-gamma0", "fss", {"gamma": 0.0}, seed,
                               b.epochs))
         if seed == b.seeds[0] and "sens" in studies:
@@ -427,7 +428,7 @@ def _table(runs: dict, prefix: str, seeds: tuple[int, ...]) -> tuple[list[str], 
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def verdict(paired: list[float]) -> str:
+def verdict(paired: list[float], ref: str = "FSS") -> str:
     """What the seed-paired differences (assigner − FSS) say: the mean with its 95 % t-interval, and whether the
     interval excludes 0. One seed has no interval."""
     n = len(paired)
@@ -437,7 +438,7 @@ def verdict(paired: list[float]) -> str:
     if n == 1:
         return f"{m:+.4f} (1 seed: no interval, undecided)"
     half = T975.get(n - 1, 1.96) * float(np.std(paired, ddof=1)) / np.sqrt(n)
-    word = "above FSS" if m - half > 0 else "below FSS" if m + half < 0 else "not separated from FSS"
+    word = f"above {ref}" if m - half > 0 else f"below {ref}" if m + half < 0 else f"not separated from {ref}"
     return f"{m:+.4f}, 95 % interval {m - half:+.4f} … {m + half:+.4f} ({n} seeds): {word}"
 
 
@@ -479,6 +480,29 @@ def _late_section(runs: dict, arms: list[tuple[str, str]], seeds: tuple[int, ...
     return lines
 
 
+def _table3(runs: dict, seeds: tuple[int, ...]) -> list[str]:
+    """The paper's Table 3 steps on the synthetic arm: Max-IoU -> + suboptimal selection (FSS with uniform
+    weights, γ = 0) -> + transformation (full FSS), mean ± std over seeds and each step paired by seed."""
+    steps = [("Max-IoU", "main-maxiou"), ("+ suboptimal selection (FSS, γ = 0)", "t3-fss-gamma0"),
+             ("+ transformation (full FSS, γ = 1)", "main-fss")]
+    if not any(f"t3-fss-gamma0-s{seed}" in runs for seed in seeds):
+        return []
+    lines = ["## Table 3 shape (synthetic): what each step of FSS adds", "",
+             "| step | runs | AP | AP50 | APs | pos/GT | top-1 agreement |", "|---|---|---|---|---|---|---|"]
+    for label, prefix in steps:
+        fin = [final(runs[f"{prefix}-s{seed}"]) for seed in seeds if f"{prefix}-s{seed}" in runs]
+        lines.append(f"| {label} | {len(fin)} | " + " | ".join(mean_std([f[k] for f in fin]) for k in
+                     ("AP", "AP50", "APs", "pos_per_gt", "top1_agreement")) + " |")
+    lines.append("")
+    for (_, lo), (label, hi) in zip(steps, steps[1:]):
+        paired = {k: [final(runs[f"{hi}-s{seed}"])[k] - final(runs[f"{lo}-s{seed}"])[k] for seed in seeds
+                      if f"{hi}-s{seed}" in runs and f"{lo}-s{seed}" in runs] for k in ("AP", "AP50")}
+        ref = "the step before"
+        lines.append(f"- {label.lstrip('+ ')} − the step before, paired by seed: AP {verdict(paired['AP'], ref)}; "
+                     f"AP50 {verdict(paired['AP50'], ref)}")
+    return lines + [""]
+
+
 def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
     runs = load_store(store)
     machines = sorted({r["meta"]["device"] for r in runs.values()}) or ["(no run finished yet)"]
@@ -516,16 +540,7 @@ def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
                   "Each assigner against FSS (ρ 0.5), paired by seed (Student's t; an interval that holds 0 "
                   "decides nothing):", "", *_verdicts(runs, prefix, b.seeds), ""]
     lines += _late_section(runs, [a for a in arms if a[1] != "dota"], b.seeds)
-    t3 = [("Max-IoU", f"main-maxiou-s{b.seeds[0]}"), ("+ suboptimal selection (FSS, γ = 0)",
-          f"t3-fss-gamma0-s{b.seeds[0]}"), ("+ transformation (full FSS)", f"main-fss-s{b.seeds[0]}")]
-    if f"t3-fss-gamma0-s{b.seeds[0]}" in runs:
-        lines += ["## Table 3 shape (seed 0)", "", "| step | AP | AP50 | APs | top-1 agreement |",
-                  "|---|---|---|---|---|"]
-        for label, name in t3:
-            f = final(runs[name]) if name in runs else None
-            lines.append(f"| {label} | " + (" | ".join(_fmt(f[k]) for k in ("AP", "AP50", "APs", "top1_agreement"))
-                                            if f else "not run yet | | |") + " |")
-        lines.append("")
+    lines += _table3(runs, b.seeds)
     sens = [n for n in runs if n.startswith("sens-")]
     if sens:
         lines += ["## Sensitivity (FSS, seed 0)", "", "| run | AP | AP50 | pos/GT | top-1 agreement |",

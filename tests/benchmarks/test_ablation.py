@@ -163,6 +163,24 @@ def test_robustness_section_averages_the_last_two_evaluations(tmp_path):
     assert "| tal | 2 | 0.3575 ± 0.0106 |" in robust
 
 
+def test_table3_runs_every_seed_and_pairs_each_step_with_the_one_before(tmp_path):
+    names = [s.name for s in ablation.plan(B, tmp_path, {"table3"}, {"synthetic"})]
+    assert names == ["t3-fss-gamma0-s0", "t3-fss-gamma0-s1"]
+    store = tmp_path / "store"
+    for seed, (maxiou, gamma0, fss) in enumerate([(0.20, 0.30, 0.31), (0.22, 0.33, 0.33)]):
+        _summary(store, f"main-maxiou-s{seed}", maxiou)
+        _summary(store, f"t3-fss-gamma0-s{seed}", gamma0)
+        _summary(store, f"main-fss-s{seed}", fss)
+    report = tmp_path / "ablation.md"
+    ablation.write_report(report, store, B, "smoke")
+    t3 = report.read_text().partition("## Table 3 shape")[2].partition("\n## ")[0]
+    assert "| + suboptimal selection (FSS, γ = 0) | 2 | 0.3150 ± 0.0212 |" in t3
+    assert "- suboptimal selection (FSS, γ = 0) − the step before, paired by seed: AP +0.1050" in t3
+    assert "above the step before; AP50" in t3
+    assert "- transformation (full FSS, γ = 1) − the step before, paired by seed: AP +0.0050" in t3
+    assert "not separated from the step before" in t3
+
+
 def test_verdict_says_separated_only_when_the_interval_excludes_zero():
     assert ablation.verdict([]) == "no paired run yet"
     assert "1 seed: no interval" in ablation.verdict([0.05])
