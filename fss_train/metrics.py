@@ -1,4 +1,9 @@
-"""Evaluation: COCO metrics through pycocotools, and the DOTA devkit's VOC07 metric.
+"""Evaluation: COCO metrics (pycocotools' COCOeval, run by faster-coco-eval's C++ port of it by default), and
+the DOTA devkit's VOC07 metric.
+
+COCO engines: ``faster-coco-eval`` computes pycocotools' COCOeval in C++ — the same precision/recall arrays (equal
+to 2e-16 on a 4000 px scene with 10,000 detections, 70 s → 1.3 s; the parity tests compare the two on every
+fixture) — and ``pycocotools`` is the reference itself. ``engine="auto"`` uses the first that imports.
 
 Predictions are dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (COCO
 results format) with category ids 1..C in ``Dataset.classes`` order, or the ids of the
@@ -35,30 +40,53 @@ def coco_gt_from_dataset(ds: Dataset) -> dict:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
+COCO_ENGINES = ("auto", "faster-coco-eval", "pycocotools")
+
+
+def coco_engine(engine: str = "auto") -> tuple[str, type, type]:
+    """(name with version, COCO class, COCOeval class) of a COCO evaluation engine."""
+    if engine not in COCO_ENGINES:
+        raise ValueError(f"COCO engine must be one of {', '.join(COCO_ENGINES)}, got {engine!r}")
+    if engine in ("auto", "faster-coco-eval"):
+        try:
+            import faster_coco_eval
+            from faster_coco_eval import COCO, COCOeval_faster
+            return f"faster-coco-eval {faster_coco_eval.__version__}", COCO, COCOeval_faster
+        except ImportError:
+            if engine != "auto":
+                raise ValueError("COCO engine faster-coco-eval is not installed (pip install faster-coco-eval)") \
+                    from None
+    from importlib.metadata import version
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    return f"pycocotools {version('pycocotools')}", COCO, COCOeval
+
+
 def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbose: bool = False,
-              max_dets: int = 100) -> dict:
+              max_dets: int = 100, engine: str = "auto") -> dict:
     """COCO bbox metrics; returns {name: value} with the 12 standard stats.
 
     ``max_dets`` is the per-image detection cap of AP and AR100 (COCO's 100 by default). Dense
     aerial images hold hundreds to thousands of objects: with 100 their recall is capped, so
     evaluate them with the detector's own limit (training uses ``max_det``)."""
-    return coco_eval_details(gt, predictions, verbose, max_dets)[0]
+    return coco_eval_details(gt, predictions, verbose, max_dets, engine)[0]
 
 
 def coco_eval_details(gt: dict | str | Path, predictions: list[dict] | str | Path, verbose: bool = False,
-                      max_dets: int = 100) -> tuple[dict, dict]:
+                      max_dets: int = 100, engine: str = "auto") -> tuple[dict, dict]:
     """The 12 COCO stats and the details behind them: ``per_class`` {category name: {"AP", "AP50"}} (-1: the
-    class has no ground truth) and ``pr`` {name: precision at 101 recall points, IoU 0.5} for PR curves."""
-    from pycocotools.cocoeval import COCOeval
-
+    class has no ground truth), ``pr`` {name: precision at 101 recall points, IoU 0.5} for PR curves and
+    ``engine`` (which COCOeval computed them, with its version)."""
+    engine_name, COCO, COCOeval = coco_engine(engine)
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink):
-        coco_gt = _coco_from_dict(json.loads(Path(gt).read_text()) if isinstance(gt, (str, Path)) else gt)
+        coco_gt = _coco_from_dict(json.loads(Path(gt).read_text()) if isinstance(gt, (str, Path)) else gt, COCO)
         preds = json.loads(Path(predictions).read_text()) if isinstance(predictions, (str, Path)) else predictions
         if not preds:
             names = [c["name"] for c in coco_gt.loadCats(coco_gt.getCatIds())]
             return {k: 0.0 for k in COCO_STAT_NAMES}, {"per_class": {n: {"AP": 0.0, "AP50": 0.0} for n in names},
-                                                       "pr": {}}
+                                                       "pr": {}, "engine": engine_name}
         unknown = sorted({p.get("image_id") for p in preds if isinstance(p, dict)} - set(coco_gt.getImgIds()),
                          key=str)
         if unknown:
@@ -76,7 +104,7 @@ def coco_eval_details(gt: dict | str | Path, predictions: list[dict] | str | Pat
             stats = _stats_at(ev, int(max_dets))
     if verbose:
         print(sink.getvalue())
-    return {k: float(v) for k, v in zip(COCO_STAT_NAMES, stats)}, _per_class(ev, coco_gt)
+    return {k: float(v) for k, v in zip(COCO_STAT_NAMES, stats)}, _per_class(ev, coco_gt) | {"engine": engine_name}
 
 
 def _per_class(ev, coco_gt) -> dict:
@@ -158,9 +186,7 @@ def _stats_at(ev, max_dets: int) -> list[float]:
             mean(False, area="small"), mean(False, area="medium"), mean(False, area="large")]
 
 
-def _coco_from_dict(gt: dict):
-    from pycocotools.coco import COCO
-
+def _coco_from_dict(gt: dict, COCO):
     coco = COCO()
     # pycocotools 2.0.10's loadRes copies 'info' unconditionally: ground truths without it (ours, and many
     # users' files) would fail there with KeyError

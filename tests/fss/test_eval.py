@@ -14,30 +14,89 @@ REF = [0.504581, 0.696973, 0.572982, 0.585626, 0.519400, 0.501398, 0.386813, 0.5
 SYN = [0.694719, 0.694719, 0.694719, -1.0, 0.792079, 0.0, 0.666667, 0.75, 0.75, -1.0, 0.791667, 0.0]
 
 
-def test_coco_reference_stats(shared_data):
+@pytest.mark.parametrize("engine", ["faster-coco-eval", "pycocotools"])
+def test_coco_reference_stats(shared_data, engine):
     ref = shared_data / "coco_eval_reference/tests/dataset"
     stats = coco_eval(ref / "cocoapi/instances_val2014_100.json",
-                      ref / "cocoapi/instances_val2014_fakebbox100_results.json")
+                      ref / "cocoapi/instances_val2014_fakebbox100_results.json", engine=engine)
     assert list(stats.values()) == pytest.approx(REF, abs=1e-4)
-    stats = coco_eval(ref / "gt_dataset.json", ref / "dt_dataset.json")
+    stats = coco_eval(ref / "gt_dataset.json", ref / "dt_dataset.json", engine=engine)
     assert list(stats.values()) == pytest.approx(SYN, abs=1e-4)
 
 
-def test_max_dets_path_reproduces_pycocotools_at_100(shared_data, monkeypatch):
+def _dense_scene(seed=0, images=3, objects=400):
+    """Dense small objects (8–40 px) with some crowd/difficult ones, and jittered, duplicated and false
+    detections: more detections per image than COCO's cap of 100."""
+    rng = np.random.default_rng(seed)
+    imgs, anns, preds = [], [], []
+    for i in range(1, images + 1):
+        imgs.append({"id": i, "file_name": f"{i}.png", "width": 2000, "height": 2000})
+        for _ in range(objects):
+            w, h = rng.uniform(8, 40, 2)
+            x, y = rng.uniform(0, 1950, 2)
+            c = int(rng.integers(1, 4))
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": c, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": int(rng.random() < 0.05)})
+            for _ in range(int(rng.integers(0, 3))):
+                j = rng.normal(0, 0.15, 4) * [w, h, w, h]
+                preds.append({"image_id": i, "category_id": c if rng.random() < 0.9 else int(rng.integers(1, 4)),
+                              "bbox": [x + j[0], y + j[1], max(1.0, w + j[2]), max(1.0, h + j[3])],
+                              "score": float(rng.random())})
+        for _ in range(objects // 4):
+            preds.append({"image_id": i, "category_id": int(rng.integers(1, 4)),
+                          "bbox": [*rng.uniform(0, 1950, 2), *rng.uniform(8, 40, 2)], "score": float(rng.random())})
+    cats = [{"id": c, "name": n} for c, n in zip((1, 2, 3), ("car", "ship", "plane"))]
+    return {"images": imgs, "annotations": anns, "categories": cats}, preds
+
+
+@pytest.mark.parametrize("max_dets", [100, 1000])
+def test_coco_engines_agree_on_dense_scenes(max_dets):
+    """faster-coco-eval (the default engine) computes what pycocotools computes: every stat, every class's AP and
+    AP50 and the PR curves, on dense scenes with crowd objects, beyond COCO's cap of 100 detections."""
+    from fss_train.metrics import coco_eval_details
+
+    gt, preds = _dense_scene()
+    assert len(preds) > 3 * max(100, max_dets) // 2
+    fast, fast_details = coco_eval_details(gt, preds, max_dets=max_dets, engine="faster-coco-eval")
+    ref, ref_details = coco_eval_details(gt, preds, max_dets=max_dets, engine="pycocotools")
+    assert fast_details["engine"].startswith("faster-coco-eval") and ref_details["engine"].startswith("pycocotools")
+    assert 0.05 < ref["AP50"] < 0.95
+    assert list(fast.values()) == pytest.approx(list(ref.values()), abs=1e-12)
+    assert fast_details["per_class"].keys() == ref_details["per_class"].keys()
+    for name, v in ref_details["per_class"].items():
+        assert fast_details["per_class"][name] == pytest.approx(v, abs=1e-12)
+    for name in ref_details["pr"]:
+        assert fast_details["pr"][name] == pytest.approx(ref_details["pr"][name], abs=1e-12)
+
+
+def test_an_unknown_coco_engine_is_refused(tmp_path, shared_data):
+    ref = shared_data / "coco_eval_reference/tests/dataset/cocoapi"
+    with pytest.raises(ValueError, match="COCO engine must be one of auto, faster-coco-eval, pycocotools"):
+        coco_eval(ref / "instances_val2014_100.json", ref / "instances_val2014_fakebbox100_results.json",
+                  engine="cocoapi")
+    result = runner.invoke(app, ["eval", "--predictions", str(ref / "instances_val2014_fakebbox100_results.json"),
+                                 "--data", str(ref / "instances_val2014_100.json"), "--coco-engine", "cocoapi",
+                                 "--out", str(tmp_path / "eval")])
+    assert result.exit_code != 0 and "cocoapi" in result.output and not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("engine", ["faster-coco-eval", "pycocotools"])
+def test_max_dets_path_reproduces_the_engines_summary_at_100(shared_data, monkeypatch, engine):
     import fss_train.metrics as metrics
     ref = shared_data / "coco_eval_reference/tests/dataset/cocoapi"
     gt, dt = ref / "instances_val2014_100.json", ref / "instances_val2014_fakebbox100_results.json"
-    standard = coco_eval(gt, dt)
-    # our array-reading summary, forced at 100, equals pycocotools' own summarize()
+    standard = coco_eval(gt, dt, engine=engine)
+    # our array-reading summary, forced at 100, equals the engine's own summarize()
     real = metrics._stats_at
     calls = []
     monkeypatch.setattr(metrics, "_stats_at", lambda ev, m: calls.append(m) or real(ev, m))
-    from pycocotools.cocoeval import COCOeval
+    COCOeval = metrics.coco_engine(engine)[2]
     monkeypatch.setattr(COCOeval, "summarize", lambda self: setattr(self, "stats", real(self, 100)))
-    ours = coco_eval(gt, dt)
+    ours = coco_eval(gt, dt, engine=engine)
     assert list(ours.values()) == pytest.approx(list(standard.values()), abs=1e-12)
     # a larger cap can only keep or raise recall
-    wide = coco_eval(gt, dt, max_dets=1000)
+    wide = coco_eval(gt, dt, max_dets=1000, engine=engine)
+    assert calls == [1000]
     assert wide["AR100"] >= standard["AR100"] - 1e-12 and wide["AP"] >= 0
 
 
