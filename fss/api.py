@@ -232,7 +232,7 @@ def _write_eval(out: Path, record: dict, gt: dict, preds: list[dict], details: d
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "metrics.json", json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))
     atomic_write(out / "predictions.json", json.dumps(preds))
-    if details is None:                                       # DOTA metric: the curves come from pycocotools
+    if details is None:                                       # DOTA metric: the curves come from COCOeval
         details = coco_eval_details(gt, preds, max_dets=max(100, len(preds)), engine=coco_engine)[1]
     write_val_plots(out, gt, preds, details, conf, iou)
     return out
