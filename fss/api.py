@@ -200,7 +200,8 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
         details = None
     record = {"metric": metric, "result": result, "per_class": per_class, "num_predictions": len(preds),
               "classes_note": mapping.note(), "alignment": align, "unreadable_images": skipped or None,
-              "coco_engine": details["engine"] if details else None}
+              "coco_engine": details["engine"] if details else None,
+              "max_dets": max_dets if metric == "coco" else None}      # "AR100" is the recall at this cap
     if out is not None:
         record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou, coco_engine))
     return record

@@ -238,8 +238,9 @@ def _print_metrics(record: dict) -> None:
         table.add_row(name, *(f"{v[k]:.4f}" if v[k] >= 0 else "no GT" for k in (("AP", "AP50") if coco else ("AP50",))))
     console.print(table)
     if coco:
-        for k, v in result.items():
-            console.print(f"{k:6s} {v:.4f}")
+        cap = record.get("max_dets") or 100
+        for k, v in result.items():      # COCO's third recall is at the detection cap: AR100 only when it is 100
+            console.print(f"{k if k != 'AR100' or cap == 100 else f'AR@{cap}':6s} {v:.4f}")
         console.print(f"(COCOeval by {record['coco_engine']})", highlight=False)
     else:
         console.print(f"[bold]mAP50 (VOC07, DOTA devkit) {result['mAP50']:.4f}[/]")

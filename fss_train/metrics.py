@@ -67,7 +67,8 @@ def coco_eval(gt: dict | str | Path, predictions: list[dict] | str | Path, verbo
               max_dets: int = 100, engine: str = "auto") -> dict:
     """COCO bbox metrics; returns {name: value} with the 12 standard stats.
 
-    ``max_dets`` is the per-image detection cap of AP and AR100 (COCO's 100 by default). Dense
+    ``max_dets`` is the per-image detection cap of AP and of "AR100", which is the recall at that cap (the name is
+    pycocotools' for its default of 100; ``fss eval`` prints it as AR@N). Dense
     aerial images hold hundreds to thousands of objects: with 100 their recall is capped, so
     evaluate them with the detector's own limit (training uses ``max_det``)."""
     return coco_eval_details(gt, predictions, verbose, max_dets, engine)[0]

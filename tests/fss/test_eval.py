@@ -208,6 +208,8 @@ def test_detect_predictions_are_matched_by_file_and_class_name(detected, tmp_pat
         assert r.exit_code == 0, r.output
         m = json.loads((out / "metrics.json").read_text())
         scores[name] = m["result"]["AP50"]
+        assert m["max_dets"] == 300 and m["coco_engine"].startswith("faster-coco-eval")
+        assert "AR@300 " in r.output and "AR100" not in r.output       # the recall at the cap it was given
         assert set(m["per_class"]) == {"small-vehicle", "large-vehicle", "ship", "plane", "storage-tank"}
         for png in ("PR_curve.png", "confusion_matrix.png"):
             assert (out / png).stat().st_size > 10_000
