@@ -160,7 +160,7 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
     follows a checkpoint's batches."""
     from fss_train.data import read_dataset
     from fss_train.metrics import coco_engine as coco_engine_check
-    from fss_train.metrics import coco_eval_details, coco_gt_from_dataset, dota_eval
+    from fss_train.metrics import coco_eval_details, coco_gt_from_dataset, detection_cap_advice, dota_eval
     from fss_train.predictions import read_predictions
 
     if metric not in ("coco", "dota"):
@@ -201,7 +201,8 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
     record = {"metric": metric, "result": result, "per_class": per_class, "num_predictions": len(preds),
               "classes_note": mapping.note(), "alignment": align, "unreadable_images": skipped or None,
               "coco_engine": details["engine"] if details else None,
-              "max_dets": max_dets if metric == "coco" else None}      # "AR100" is the recall at this cap
+              "max_dets": max_dets if metric == "coco" else None,      # "AR100" is the recall at this cap
+              "max_dets_advice": detection_cap_advice(gt, max_dets) if metric == "coco" else None}
     if out is not None:
         record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou, coco_engine))
     return record

@@ -246,6 +246,8 @@ def _print_metrics(record: dict) -> None:
         console.print(f"[bold]mAP50 (VOC07, DOTA devkit) {result['mAP50']:.4f}[/]")
     if record.get("classes_note"):
         err.print(f"[yellow]note:[/] {record['classes_note']}", highlight=False)
+    if record.get("max_dets_advice"):
+        err.print(f"[yellow]warning:[/] {record['max_dets_advice']}", highlight=False)
     if record.get("out"):
         console.print(f"metrics, predictions, PR curve and confusion matrix -> {record['out']}", highlight=False)
     if align is not None:

@@ -34,6 +34,7 @@ from fss_train.data.transforms import AugmentConfig
 from fss_train.engine import seed_everything, train_one_epoch
 from fss_train.evaluation import evaluate, recalibrate_bn
 from fss_train.fileio import atomic_write, save_figure
+from fss_train.metrics import coco_gt_from_dataset, detection_cap_advice
 from fss_train.nn import build_model, load_card
 from fss_train.optim import LRSchedule, ModelEMA, param_groups
 
@@ -91,6 +92,8 @@ class Run:
                 log(f"warning: {p}")
             if advice := input_scale_advice(self.train_ds, cfg.imgsz, str(cfg.data)):
                 log(f"warning: {advice}")
+            if advice := detection_cap_advice(coco_gt_from_dataset(self.val_ds), cfg.max_det, "--set max_det={n}"):
+                log(f"warning: validation: {advice}")
         if not self.train_ds.records:
             raise ValueError(f"{cfg.data}: no training images")
         self.classes = self.train_ds.classes

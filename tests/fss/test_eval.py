@@ -69,6 +69,29 @@ def test_coco_engines_agree_on_dense_scenes(max_dets):
         assert fast_details["pr"][name] == pytest.approx(ref_details["pr"][name], abs=1e-12)
 
 
+def test_eval_warns_when_images_hold_more_objects_than_the_detection_cap(tmp_path):
+    """400 objects an image scored with COCO's 100 detections: recall cannot reach 1; fss eval says so and how to
+    raise the cap (dense aerial data), and says nothing once the cap fits."""
+    from fss_train.metrics import detection_cap_advice
+
+    gt, preds = _dense_scene(images=2)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    most = max(sum(1 for a in gt["annotations"] if a["image_id"] == i and not a["iscrowd"]) for i in (1, 2))
+    advice = detection_cap_advice(gt, 100)
+    assert advice.startswith(f"2 of 2 images hold more ground-truth objects than the 100 detections per image COCO "
+                             f"scores (up to {most}):") and advice.endswith(f"(--max-dets {-(-most * 3 // 200) * 100})")
+    assert detection_cap_advice(gt, most) is None
+    r = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "preds.json"), "--data", str(tmp_path / "gt.json"),
+                            "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "warning: 2 of 2 images hold more ground-truth objects than the 100" in " ".join(r.output.split())
+    assert json.loads((tmp_path / "a/metrics.json").read_text())["max_dets_advice"] == advice
+    r = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "preds.json"), "--data", str(tmp_path / "gt.json"),
+                            "--out", str(tmp_path / "b"), "--max-dets", "1000"])
+    assert r.exit_code == 0 and "ground-truth objects than" not in r.output
+
+
 def test_an_unknown_coco_engine_is_refused(tmp_path, shared_data):
     ref = shared_data / "coco_eval_reference/tests/dataset/cocoapi"
     with pytest.raises(ValueError, match="COCO engine must be one of auto, faster-coco-eval, pycocotools"):

@@ -259,8 +259,12 @@ def test_training_warns_when_images_are_much_larger_than_the_input(tiny, tmp_pat
     text = " ".join(r.output.split())
     assert "4 of 4 images are more than twice the 32 px input (median 128×128)" in text, text
     assert f"fss data split {tiny / 'data'} --out tiles --tile 32 --gap 6" in text
-    r = runner.invoke(app, [*train_args(tiny, tmp_path / "run2", epochs=1), "--imgsz", "64"])
+    assert "images hold more ground-truth objects" not in text            # 6 objects an image, max_det 300
+    r = runner.invoke(app, [*train_args(tiny, tmp_path / "run2", epochs=1), "--imgsz", "64", "--set", "max_det=3"])
     assert r.exit_code == 0 and "more than twice" not in r.output
+    text = " ".join(r.output.split())        # validation images with more objects than the detection cap
+    assert "warning: validation: 4 of 4 images hold more ground-truth objects than the 3 detections per image " \
+           "COCO scores (up to 6)" in text and "(--set max_det=100)" in text, text
 
 
 def test_patience_stops_when_the_fitness_stalls(tiny, tmp_path, monkeypatch):
