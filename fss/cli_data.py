@@ -100,7 +100,9 @@ def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a 
                                                           "larger (objects shrunk away; tile them first)")] = None):
     """Report counts per class, object sizes, objects per image and every problem (file and line)."""
     from fss.progress import counter
+    from fss_train.config import TrainConfig
     from fss_train.data.check import check_dataset, input_scale_advice
+    from fss_train.metrics import suggested_cap
 
     ds = _open_dataset(dataset, split, report=False)
     progress, advance = counter(len(ds.records) if decode else 0, "decoding")
@@ -108,6 +110,14 @@ def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a 
         report = check_dataset(ds, decode, advance)
     if imgsz:
         report["input_scale_advice"] = input_scale_advice(ds, imgsz, str(dataset))
+    most, train_cap = report["objects_per_image"]["max"] or 0, TrainConfig().max_det
+    if most > 100:       # COCO scores 100 detections an image: dense images need a larger cap to reach recall 1
+        n = suggested_cap(most)
+        report["detection_cap_note"] = (
+            f"images hold up to {most:,} objects, more than the 100 detections per image COCO scores"
+            + (f" and the {train_cap} training keeps" if most > train_cap else "")
+            + f": evaluate with `fss eval --max-dets {n}`" + (f" and train with `--set max_det={n}`"
+                                                               if most > train_cap else ""))
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -117,6 +127,8 @@ def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a 
     console.print(_table(("object size sqrt(area), px", "objects"), report["size_hist"].items()))
     opi = report["objects_per_image"]
     console.print(f"objects per image: min {opi['min']}, median {opi['median']}, max {opi['max']}")
+    if report.get("detection_cap_note"):
+        console.print(f"[yellow]note:[/] {report['detection_cap_note']}", highlight=False, soft_wrap=True)
     for line in report["problems"]:
         console.print(f"[yellow]problem:[/] {line}", highlight=False, soft_wrap=True)
     console.print(f"{len(report['problems'])} problems: {report['problem_counts']}")

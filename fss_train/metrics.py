@@ -40,6 +40,11 @@ def coco_gt_from_dataset(ds: Dataset) -> dict:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
+def suggested_cap(most_objects: int) -> int:
+    """A per-image detection cap for images of up to ``most_objects`` objects: 1.5× that, rounded up to hundreds."""
+    return -(-int(most_objects) * 3 // 200) * 100
+
+
 def detection_cap_advice(gt: dict, max_dets: int, option: str = "--max-dets {n}") -> str | None:
     """A warning when images hold more scored ground truths (not crowd/difficult) than the per-image detection cap
     COCO scores: their recall, and so AP, cannot reach 1 whatever the model — a dense aerial tile of 1,500 vehicles
@@ -52,7 +57,7 @@ def detection_cap_advice(gt: dict, max_dets: int, option: str = "--max-dets {n}"
     over = [c for c in counts.values() if c > max_dets]
     if not over:
         return None
-    suggest = -(-max(over) * 3 // 200) * 100                     # 1.5× the most, rounded up to hundreds
+    suggest = suggested_cap(max(over))
     return (f"{len(over)} of {len(gt.get('images') or [])} images {'holds' if len(over) == 1 else 'hold'} more "
             f"ground-truth objects than the {max_dets} "
             f"detections per image COCO scores (up to {max(over):,}): their recall, and so AP, cannot reach 1 "

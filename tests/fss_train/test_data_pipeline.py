@@ -224,6 +224,11 @@ def test_data_cli(tmp_path, shared_data):
     r = runner.invoke(app, ["data", "check", str(tmp_path / "s"), "--json"])
     report = json.loads(r.stdout)
     assert report["images"] == 2 and report["objects"] == 24 and report["objects_per_image"]["min"] == 12
+    assert "detection_cap_note" not in report                          # 12 objects an image fit COCO's 100
+    r = runner.invoke(app, ["data", "check", str(shared_data / "dota_devkit_example"), "--no-decode"])
+    assert r.exit_code == 0 and ("note: images hold up to 536 objects, more than the 100 detections per image COCO "
+                                 "scores and the 300 training keeps: evaluate with `fss eval --max-dets 900` and "
+                                 "train with `--set max_det=900`") in " ".join(r.output.split()), r.output
     r = runner.invoke(app, ["data", "convert", str(shared_data / "dota_devkit_example"), "--to", "yolo",
                             "--out", str(tmp_path / "y")])
     assert r.exit_code == 0, r.output
