@@ -64,6 +64,8 @@ ablation-gpu:
 gpu-prep: $(STAMP)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-carry/wheels pycocotools==2.0.10
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 -d .gpu-carry/wheels faster-coco-eval==1.8.0
 	$(BIN)/python benchmarks/ablation.py --budget decide --datasets dota --prepare-only --out runs/gpu-prep
 	rm -rf .gpu-carry/data && mkdir -p .gpu-carry/data
 	cp -r runs/gpu-prep/decide/data/dota_train_tiles runs/gpu-prep/decide/data/dota_val_tiles .gpu-carry/data/

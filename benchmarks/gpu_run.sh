@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command for a lent GPU machine (issues #14, #16). It is bare: PyTorch with CUDA, onnx,
 # onnxruntime, opencv, typer, rich, matplotlib, pytest — no pycocotools, and ../shared does not travel.
-# `make gpu-prep` (here, with network and ../shared) fills the git-ignored .gpu-carry/: the pycocotools
-# wheel and the DOTA tiles of the study; carry that folder with the working tree.
+# `make gpu-prep` (here, with network and ../shared) fills the git-ignored .gpu-carry/: the pycocotools and
+# faster-coco-eval wheels and the DOTA tiles of the study; carry that folder with the working tree.
 #
 #   bash benchmarks/gpu_run.sh OUT check      # benchmarks/gpu_check.py -> OUT/check   (~4 min on one H100)
 #   bash benchmarks/gpu_run.sh OUT ablation   # the assignment study's GPU mode -> OUT/ablation.tar.gz + report
@@ -21,8 +21,12 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     exit 0
 fi
 if compgen -G ".gpu-carry/wheels/*.whl" > /dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fss-site \
-        .gpu-carry/wheels/*.whl || echo "warning: could not install .gpu-carry/wheels (evaluation needs pycocotools)"
+    # one wheel at a time: one that does not fit this machine (faster-coco-eval wants glibc 2.27+) leaves the others
+    # in (without faster-coco-eval, evaluation runs on pycocotools: the same numbers, slower)
+    for wheel in .gpu-carry/wheels/*.whl; do
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fss-site \
+            "$wheel" || echo "warning: could not install $wheel"
+    done
     export PYTHONPATH="/tmp/fss-site:${PYTHONPATH:-}"
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
