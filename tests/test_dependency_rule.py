@@ -63,20 +63,39 @@ def test_no_file_writer_besides_the_atomic_one():
     assert bad == []
 
 
-def test_importing_any_deploy_module_loads_no_training_code():
-    """Indirect imports count too: after importing each deploy module (in a fresh interpreter), sys.modules
-    holds nothing of fss_train outside the rule — no assigners, losses, data or engine."""
+def _training_code_loaded(module: str, extra_path: Path | None = None) -> list[str]:
+    """Import ``module`` in a fresh interpreter; the fss_train modules it loaded that the rule does not allow.
+    A module that cannot be imported is an error, not an empty list."""
+    import json
+    import os
     import subprocess
     import sys
 
+    code = ("import importlib, json, sys\nimportlib.import_module(sys.argv[1])\n"
+            "print(json.dumps(sorted(k for k in sys.modules if k.startswith('fss_train'))))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (extra_path, ROOT) if p)}
+    r = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, f"importing {module} failed: {r.stderr[-2000:]}"
+    return [k for k in json.loads(r.stdout) if k != "fss_train"
+            and not any(k == a or k.startswith(a + ".") for a in ALLOWED_FROM_TRAIN)]
+
+
+def test_importing_any_deploy_module_loads_no_training_code():
+    """Indirect imports count too: after importing each deploy module (each in a fresh interpreter), sys.modules
+    holds nothing of fss_train outside the rule — no assigners, losses, data or engine."""
     modules = sorted(f"fss_deploy.{p.stem}" for p in (ROOT / "fss_deploy").glob("*.py") if p.stem != "__init__")
-    code = ("import importlib, json, sys\nout = {}\nfor m in sys.argv[1:]:\n"
-            "    out[m] = sorted(k for k in sys.modules if k.startswith('fss_train'))\nprint(json.dumps(out))")
-    r = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    loaded = __import__("json").loads(r.stdout)
-    assert set(loaded) == set(modules) and len(modules) >= 6
-    bad = {m: [k for k in names if k != "fss_train" and not any(k == a or k.startswith(a + ".")
-                                                                 for a in ALLOWED_FROM_TRAIN)]
-           for m, names in loaded.items()}
-    assert all(v == [] for v in bad.values()), bad
+    assert len(modules) >= 6
+    bad = {m: found for m in modules if (found := _training_code_loaded(m))}
+    assert bad == {}
+
+
+def test_import_check_catches_a_planted_violation(tmp_path):
+    """The check above can fail: a module that reaches training code through a deploy import is caught, and a
+    module name that does not exist is an error."""
+    import pytest
+
+    (tmp_path / "planted_deploy.py").write_text("import fss_deploy.tiling\nimport fss_train.assigners\n")
+    assert "fss_train.assigners" in _training_code_loaded("planted_deploy", tmp_path)
+    assert _training_code_loaded("fss_deploy.tiling") == []
+    with pytest.raises(AssertionError, match="importing fss_deploy.no_such_module failed"):
+        _training_code_loaded("fss_deploy.no_such_module")
