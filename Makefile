@@ -4,19 +4,31 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fss-installed
-# torch is installed first and pinned: here `torch==2.13.0` resolves to the local CPU wheel.
-# On another CPU machine add the CPU index, e.g.
-#   make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
-TORCH_SPEC ?= torch==2.13.0
+# Everything is installed from the lock (exact versions the suite passed with; `make lock` regenerates it), then
+# the package itself without dependencies. The lock pins torch's CPU build (2.13.0+cpu): here it resolves to the
+# local wheel; on another CPU machine add PyTorch's CPU index, e.g.
+#   make test TORCH_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+LOCK := requirements/lock.txt
 TORCH_PIP_ARGS ?=
+PIP_TOOLS ?= pip-tools==7.6.2
+# LOCK_ARGS=--upgrade moves every pin to the newest release the ranges of pyproject.toml allow
+LOCK_ARGS ?=
 
-.PHONY: setup test test-all demo lint clean default-model bench-deps bench ablation ablation-gpu reference-fixtures gpu-check gpu-prep gpu-wheels
+.PHONY: setup lock test test-all demo lint clean default-model bench-deps bench ablation ablation-gpu reference-fixtures gpu-check gpu-prep gpu-wheels
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,geo]"
+	$(BIN)/pip install --disable-pip-version-check -q $(TORCH_PIP_ARGS) -r $(LOCK)
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# the lock: pyproject.toml's ranges with the dev and geo extras, plus the torch pin of requirements/torch.in,
+# resolved by pip-tools in a venv of its own (Python and platform of this machine: CPython 3.11, Linux x86_64)
+lock:
+	$(PY) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --disable-pip-version-check -q "$(PIP_TOOLS)"
+	$(VENV)-lock/bin/pip-compile -q $(LOCK_ARGS) --extra dev --extra geo --allow-unsafe --strip-extras \
+		--no-emit-find-links --no-emit-index-url -o $(LOCK) pyproject.toml requirements/torch.in
 
 setup: $(STAMP)
 
@@ -32,10 +44,10 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fss demo --out runs/demo
 
-# the recipe of the embedded default model (models/fss-n-aerial.pt); ~45 min on 2 CPU cores
+# the recipe of the embedded default model (fss_core/models/fss-n-aerial.pt); ~45 min on 2 CPU cores
 default-model: $(STAMP)
 	FSS=$(BIN)/fss ./scripts_default_model.sh
-	$(BIN)/python -m fss_train.checkpoint slim runs/default-model/run/best.pt models/fss-n-aerial.pt
+	$(BIN)/python -m fss_train.checkpoint slim runs/default-model/run/best.pt fss_core/models/fss-n-aerial.pt
 
 # SAHI for benchmarks/tiled_vs_sahi.py, without its opencv-python (we use the headless build)
 bench-deps: $(STAMP)
@@ -78,4 +90,4 @@ reference-fixtures:
 	$(PY) benchmarks/reference_fixtures.py --setup $(if $(YOLOX_MAIN),--yolox-main $(YOLOX_MAIN) --yolox-main-rev "$(YOLOX_MAIN_REV)")
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-lock .pytest_cache .ruff_cache

@@ -43,6 +43,7 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from fss_train.fileio import atomic_write  # noqa: E402
+from fss_train.nn.card import MODELS_DIR  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ SENSITIVITY = {"alpha": [0.5, 2.0], "beta": [3.0, 9.0], "rho": [0.125, 0.25, 1.0
 # rank assigners (every run AP <= 0.078, session 4, GPU); fine-tuned, the same budget reaches AP50 ~0.2
 # (benchmarks/finetune.py). Paired by seed, every assigner gets the identical start; that the body was
 # trained under FSS is a possible bias in FSS's favour, stated in the report.
+# the start of the DOTA arm: the bundled model's body. Recorded in each run's configuration by the path it had when
+# the study began ("models/…"); the file itself is read from the package data (MODELS_DIR).
 DOTA_INIT = ("models/fss-n-aerial.pt", "backbone+neck")
 DOTA_TRAIN = ("P0003", "P0004", "P0706", "P1478__1__853___962")
 DOTA_VAL = ("P0005", "P1888")
@@ -236,7 +239,7 @@ class Runner:
             cmd += ["--set", f"assigner_params.{k}={v}"]
         if spec.init:
             weights, parts = spec.init.split(":")
-            cmd += ["--weights", str(ROOT / weights), "--set", f"weights_parts={parts}"]
+            cmd += ["--weights", str(MODELS_DIR / Path(weights).name), "--set", f"weights_parts={parts}"]
         if (folder / "last.pt").is_file():
             cmd.append("--resume")
         folder.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fss.detector import Detector  # noqa: E402
+from fss_deploy.detect import DEFAULT_MODEL  # noqa: E402
 from fss_train.data import read_dataset  # noqa: E402
 from fss_train.fileio import atomic_write  # noqa: E402
 from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval  # noqa: E402
@@ -25,7 +26,7 @@ SHARED = ROOT.parent / "shared/data"
 
 
 def main() -> None:
-    det = Detector(ROOT / "models/fss-n-aerial.pt", overlap=0.2, conf=0.001, device="cpu")
+    det = Detector(DEFAULT_MODEL, overlap=0.2, conf=0.001, device="cpu")
     rows = {}
     for folder in (SHARED / "dota_devkit_example", SHARED / "dota_devkit_yolo_demo/DOTA_demo"):
         ds = read_dataset(folder)

@@ -4,7 +4,7 @@
     python benchmarks/finetune.py --epochs 10     # shorter
 
 Same data, same budget, same recipe, same seeds — once from scratch (random init) and once from the
-bundled ``models/fss-n-aerial.pt`` (trained on the synthetic scenes only; its class head is
+bundled ``fss_core/models/fss-n-aerial.pt`` (trained on the synthetic scenes only; its class head is
 re-initialised because DOTA has 16 classes, it has 5). Data: the DOTA tiles of the assignment study
 (P0003, P0004, P0706, P1478 train; P0005, P1888 validate — never the same image on both sides).
 Writes ``docs/results/finetune.md`` and ``finetune.json``; a finished run (results.json with every
@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ablation import BUDGETS, ensure_data  # noqa: E402
 
+from fss_deploy.detect import DEFAULT_MODEL  # noqa: E402
 from fss_train.fileio import atomic_write  # noqa: E402
 
-START = {"scratch": None, "synthetic": ROOT / "models/fss-n-aerial.pt"}
+START = {"scratch": None, "synthetic": DEFAULT_MODEL}
 
 
 def run(name: str, weights: Path | None, sets: dict, args, out: Path, seed: int) -> dict:

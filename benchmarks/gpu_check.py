@@ -185,9 +185,10 @@ def tiled(cfg: dict, device: str) -> dict:
     import cv2
 
     from fss_deploy.bench import bench_tiled
+    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
 
-    scene = ROOT / "models/sample-scene.jpg"
-    model = ROOT / "models/fss-n-aerial.pt"
+    scene = SAMPLE_IMAGE
+    model = DEFAULT_MODEL
     if cfg["scene_crop"]:
         crop = Path(tempfile.mkdtemp()) / "scene.png"
         cv2.imwrite(str(crop), cv2.imread(str(scene))[:cfg["scene_crop"], :cfg["scene_crop"]])

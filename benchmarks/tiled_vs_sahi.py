@@ -132,7 +132,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="dynamic-batch ONNX (default: models/fss-n-aerial.pt exported at --tile)")
+    p.add_argument("--model", help="dynamic-batch ONNX (default: the bundled fss-n-aerial.pt exported at --tile)")
     p.add_argument("--images", nargs="*", help="default: a 4000x4000 synthetic scene + the largest shared DOTA image")
     p.add_argument("--tile", type=int, default=1024)
     p.add_argument("--overlap", type=int, default=200)

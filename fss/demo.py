@@ -149,7 +149,8 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                           f"{dm['detections']} detections in {dm['seconds']} s, AP {dm['AP']:.3f}, AP50 "
                           f"{dm['AP50']:.3f}, DOTA mAP50 {dm['mAP50_dota']:.3f}")
     else:
-        console.print(f"[yellow]no bundled default model ({DEFAULT_MODEL.name}) in models/: stage skipped[/]")
+        console.print(f"[yellow]no bundled default model ({DEFAULT_MODEL.name}) in {DEFAULT_MODEL.parent}: "
+                      "stage skipped[/]")
 
     # 5. benchmark ----------------------------------------------------------------------------
     with stage("zero-overhead benchmark"):
@@ -263,7 +264,7 @@ def _report_md(r: dict, budget: DemoBudget) -> str:
     if "default_model" in r:
         dm = r["default_model"]
         lines += ["## The embedded default", "",
-                  f"`models/{dm['model']}` on `models/{dm['image']}` (4000×4000, {dm['objects']} labelled objects, "
+                  f"The bundled `{dm['model']}` on `{dm['image']}` (4000×4000, {dm['objects']} labelled objects, "
                   f"held out from its training data): AP {dm['AP']:.3f}, AP50 {dm['AP50']:.3f}, AP_small "
                   f"{dm['APs']:.3f}, DOTA mAP50 {dm['mAP50_dota']:.3f}; {dm['detections']} detections at score ≥ 0.3 "
                   f"in {dm['seconds']} s ({dm['tiles']} tiles, torch CPU).", "",

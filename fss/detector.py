@@ -38,6 +38,7 @@ from fss_deploy.detect import (
 )
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
 from fss_train.geo import DEFAULT_STRETCH, Georef, feature_collection, geojson_features, parse_bands, parse_stretch
+from fss_train.nn.card import resolve_model_file
 from fss_train.nn.preprocess import read_image
 
 log = logging.getLogger("fss")
@@ -142,7 +143,7 @@ class Detector:
                  max_det: int | None = None, threads: int = 0, bands: str | tuple[int, ...] | None = None,
                  stretch: str | tuple[float, float] = DEFAULT_STRETCH, merge: str = "nms", match: str = "iou",
                  class_agnostic: bool = False, classes: str | Iterable[str | int] | None = None):
-        self.model = Path(model) if model else DEFAULT_MODEL
+        self.model = resolve_model_file(model) if model else DEFAULT_MODEL
         device = resolve_device(device)
         if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:     # torchrun: this rank's GPU
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"

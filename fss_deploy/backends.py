@@ -17,6 +17,7 @@ import torch
 from fss_deploy.export import INPUT_NAME, OUTPUT_NAME, ExportError, read_onnx
 from fss_deploy.graph import InferenceGraph
 from fss_train.checkpoint import load_model
+from fss_train.nn.card import resolve_model_file
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -172,7 +173,7 @@ def load_backend(model: str | Path, backend: str | None = None, device: str = "c
     """The backend for a model file: .pt -> torch, .onnx -> onnxruntime, .engine -> tensorrt. ``threads``: CPU
     threads of onnxruntime's session, or torch's while the torch backend runs (``backend_threads``); the
     process's torch threads are never changed by loading."""
-    path = Path(model)
+    path = resolve_model_file(model)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     by_suffix = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt"}

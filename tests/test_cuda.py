@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fss_deploy.backends import load_backend
-from fss_deploy.detect import TiledDetector
+from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE, TiledDetector
 from fss_train.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
 from fss_train.config import make_config
 from fss_train.data.synth import SynthConfig, synthesize
@@ -44,8 +44,8 @@ def train(data: Path, out: Path, device: str, epochs: int = 2, **extra):
 @gpu
 def test_detect_on_gpu_equals_cpu():
     image = np.ascontiguousarray(
-        __import__("cv2").imread(str(ROOT / "models/sample-scene.jpg"))[:1024, :1024])
-    model = ROOT / "models/fss-n-aerial.pt"
+        __import__("cv2").imread(str(SAMPLE_IMAGE))[:1024, :1024])
+    model = DEFAULT_MODEL
     cpu = TiledDetector(load_backend(model, "torch", "cpu"), overlap=102, batch=4)(image)
     cuda = TiledDetector(load_backend(model, "torch", "cuda"), overlap=102, batch=4)(image)
     assert len(cpu) > 50 and abs(len(cpu) - len(cuda)) <= max(2, len(cpu) // 100)

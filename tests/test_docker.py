@@ -26,9 +26,15 @@ def test_dockerfile_lints_clean(name):
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
-def test_dockerfile_copies_what_the_package_needs(name):
+def test_dockerfile_installs_the_wheel_from_the_lock(name):
+    """The image builds the wheel from what pyproject.toml packages (fss_core carries the model data) and installs
+    it with the lock's versions, not an editable tree."""
     text = (ROOT / "docker" / name).read_text()
     assert 'ENTRYPOINT ["fss"]' in text
-    for part in ("COPY fss_train", "COPY fss_deploy", "COPY fss ./fss", "COPY models", "pyproject.toml"):
+    for part in ("COPY fss ./fss", "COPY fss_core", "COPY fss_train", "COPY fss_deploy", "pyproject.toml",
+                 "requirements/lock.txt", "pip wheel", "-c /opt/fss/lock"):
         assert part in text, part
-    assert "torch==2.13.0" in text
+    assert "pip install -e" not in text and "COPY models" not in text
+    assert "torch==2.13.0" in text or name == "Dockerfile"           # CPU: torch's pin comes from the lock
+    lock = (ROOT / "requirements/lock.txt").read_text()
+    assert "\ntorch==2.13.0+cpu\n" in lock

@@ -1,14 +1,16 @@
-"""Model cards: the YAML files in ``models/`` that describe one architecture each."""
+"""Model cards: the YAML files in ``fss_core/models/`` (package data) that describe one architecture each."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+# package data: found through the installed package, so a wheel works from any folder (not only a checkout)
+MODELS_DIR = Path(str(importlib.resources.files("fss_core") / "models"))
 BACKBONES = ("cspdarknet", "resnet")
 
 
@@ -82,12 +84,25 @@ def _pair(value, name: str) -> tuple[int, int]:
     return (h, w)
 
 
+def resolve_model_file(name_or_path: str | Path) -> Path:
+    """A model file as given when it exists; else the bundled file of that name in :data:`MODELS_DIR`
+    (``fss-n-aerial.pt``, or ``fss-n-aerial`` for the checkpoint), so a bundled model is found from any folder, as
+    Ultralytics finds ``yolov8n.pt``; else the path as given, for the caller to report missing."""
+    path = Path(name_or_path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    for candidate in (MODELS_DIR / path.name, MODELS_DIR / f"{path.name}.pt"):
+        if candidate.is_file() and candidate.suffix in (".pt", ".onnx"):
+            return candidate
+    return path
+
+
 def available_cards() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
 
 
 def load_card(name_or_path: str | Path) -> ModelCard:
-    """A card by name (``fss-s``) from ``models/``, or by path to a YAML file."""
+    """A card by name (``fss-s``) from :data:`MODELS_DIR`, or by path to a YAML file."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = MODELS_DIR / f"{name_or_path}.yaml"

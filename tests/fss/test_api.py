@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 
 import fss
+from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = ROOT / "models/sample-scene.jpg"
+IMAGE = SAMPLE_IMAGE
 
 
 def test_readme_api_example_runs_as_written(tmp_path, monkeypatch):
     block = re.search(r"## Python API.*?```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
-    for name in ("models",):                       # the example's relative paths, from a fresh working folder
-        (tmp_path / name).symlink_to(ROOT / name)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)                    # a fresh working folder: bundled files are found by name
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "runs/api-detect/predictions.json").is_file()
     assert (tmp_path / "runs/api-train/last.onnx").is_file()
@@ -25,7 +24,7 @@ def test_readme_api_example_runs_as_written(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def det():
-    return fss.Detector(ROOT / "models/fss-n-aerial.pt", tile=512, overlap=0.2)
+    return fss.Detector(DEFAULT_MODEL, tile=512, overlap=0.2)
 
 
 def test_detector_sources_and_result_conversions(det, tmp_path):
@@ -65,16 +64,16 @@ def test_detector_errors_name_the_problem(det, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         det.detect(np.zeros((10, 10), np.float32))
     with pytest.raises(ValueError, match="--overlap"):
-        fss.Detector(ROOT / "models/fss-n-aerial.pt", overlap=700)
+        fss.Detector(DEFAULT_MODEL, overlap=700)
     with pytest.raises(ValueError, match="multiple of 32"):
-        fss.Detector(ROOT / "models/fss-n-aerial.pt", tile=600)
+        fss.Detector(DEFAULT_MODEL, tile=600)
     with pytest.raises(ValueError, match="formats: unknown"):
         det.run([IMAGE], tmp_path / "o", formats=["xml"])
 
 
 def test_a_checkpoint_runs_at_any_tile_that_is_a_multiple_of_32():
     crop = cv2.imread(str(IMAGE))[:700, :700]
-    big = fss.Detector(ROOT / "models/fss-n-aerial.pt", tile=640, overlap=0.2, device="cpu")
+    big = fss.Detector(DEFAULT_MODEL, tile=640, overlap=0.2, device="cpu")
     assert big.tiled.tile == 640 and big.backend.input_size == 640 and big.tiled.overlap == 128
     assert len(big.detect(crop)) > 0
 
@@ -83,7 +82,7 @@ def test_evaluate_and_export_errors_raise_value_errors(tmp_path):
     with pytest.raises(ValueError, match="not both"):
         fss.evaluate(data="x")
     with pytest.raises(ValueError, match="format must be onnx or engine"):
-        fss.export(ROOT / "models/fss-n-aerial.pt", format="tflite")
+        fss.export(DEFAULT_MODEL, format="tflite")
     with pytest.raises(ValueError, match="multiple of 32"):
         fss.train("x", imgsz=100)
 
@@ -102,7 +101,7 @@ def test_api_leaves_the_callers_torch_threads_alone(tmp_path):
     ONNX and then trains must not train on one thread."""
     import torch
 
-    onnx = fss.export(ROOT / "models/fss-n-aerial.pt", imgsz=256, out=tmp_path / "m.onnx").onnx
+    onnx = fss.export(DEFAULT_MODEL, imgsz=256, out=tmp_path / "m.onnx").onnx
     torch.set_num_threads(2)
     seen = []
     real = torch.set_num_threads
@@ -117,10 +116,10 @@ def test_api_leaves_the_callers_torch_threads_alone(tmp_path):
     assert torch.get_num_threads() == 2 and seen[:2] == [1, 2]          # 1 while it ran, the caller's 2 after
     # a torch model's threads= holds while it detects or benchmarks, not after (it used to set the process's)
     during = []
-    det = fss.Detector(ROOT / "models/fss-n-aerial.pt", threads=1, tile=256)
+    det = fss.Detector(DEFAULT_MODEL, threads=1, tile=256)
     assert torch.get_num_threads() == 2
     det.tiled.backend.graph.register_forward_pre_hook(lambda *_: during.append(torch.get_num_threads()))
     det(cv2.imread(str(IMAGE))[:300, :300])
-    report = fss.benchmark(ROOT / "models/fss-n-aerial.pt", threads=1, imgsz=128, warmup=0, iters=1)
+    report = fss.benchmark(DEFAULT_MODEL, threads=1, imgsz=128, warmup=0, iters=1)
     assert torch.get_num_threads() == 2 and during and set(during) == {1}
     assert report["environment"]["threads"] == 1

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from fss.api import resolve_device
 from fss.cli import app
+from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -45,19 +46,19 @@ def test_data_yaml_path_that_exists_nowhere_is_named(yolo, monkeypatch):
 
 
 def test_eval_never_falls_back_to_the_training_images(yolo):
-    r = runner.invoke(app, ["eval", str(ROOT / "models/fss-n-aerial.pt"), "--data", str(yolo / "y/data.yaml")])
+    r = runner.invoke(app, ["eval", str(DEFAULT_MODEL), "--data", str(yolo / "y/data.yaml")])
     assert r.exit_code == 1 and "no 'val' split" in r.output and "--split train" in r.output
 
 
 def test_default_model_notice_and_overlap_fraction(tmp_path):
-    crop = cv2.imread(str(ROOT / "models/sample-scene.jpg"))[:600, :700]
+    crop = cv2.imread(str(SAMPLE_IMAGE))[:600, :700]
     cv2.imwrite(str(tmp_path / "crop.png"), crop)
     r = runner.invoke(app, ["detect", str(tmp_path / "crop.png"), "--out", str(tmp_path / "o"), "--overlap", "0.25",
                             "--formats", "coco"])
     assert r.exit_code == 0, r.output
     assert "demonstration model trained on synthetic scenes only" in r.output
     assert '"overlap": 128' in (tmp_path / "o/run.json").read_text()          # 0.25 of the 512 px tile
-    r = runner.invoke(app, ["detect", str(tmp_path / "crop.png"), "--model", str(ROOT / "models/fss-n-aerial.pt"),
+    r = runner.invoke(app, ["detect", str(tmp_path / "crop.png"), "--model", str(DEFAULT_MODEL),
                             "--out", str(tmp_path / "p"), "--formats", "coco"])
     assert r.exit_code == 0 and "demonstration model" not in r.output
 

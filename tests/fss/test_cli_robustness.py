@@ -7,9 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fss.cli import app
+from fss_deploy.detect import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "models/fss-n-aerial.pt"
+MODEL = DEFAULT_MODEL
 IMAGE = ROOT.parent / "shared/data/dota_devkit_example/images/P1888.png"
 runner = CliRunner()
 

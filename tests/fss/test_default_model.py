@@ -1,6 +1,7 @@
 """The embedded default: the bundled model really detects objects on the bundled sample scene."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -34,3 +35,17 @@ def test_default_model_accuracy_on_the_sample_scene():
     result = evaluate_default_model()
     assert result["objects"] == 1500
     assert result["AP50"] > 0.5, result
+
+
+def test_a_bundled_model_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    """`--model fss-n-aerial.pt` (or `fss-n-aerial`) is the bundled file wherever fss runs; a file of that name in
+    the working folder comes first, and a path with a folder is never redirected."""
+    from fss_train.nn.card import resolve_model_file
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_file("fss-n-aerial.pt") == DEFAULT_MODEL == resolve_model_file("fss-n-aerial")
+    assert resolve_model_file("fss-n.yaml") == Path("fss-n.yaml")              # cards are not model files
+    assert resolve_model_file("sample-scene.jpg") == Path("sample-scene.jpg")
+    assert resolve_model_file("sub/fss-n-aerial.pt") == Path("sub/fss-n-aerial.pt")
+    (tmp_path / "fss-n-aerial.pt").write_bytes(b"mine")
+    assert resolve_model_file("fss-n-aerial.pt") == Path("fss-n-aerial.pt")

@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fss.cli import app
+from fss_deploy.detect import DEFAULT_MODEL
 from fss_train.data import read_dataset
 from fss_train.metrics import coco_eval, dota_eval, read_dota_task2, voc07_ap
 
@@ -253,21 +254,21 @@ def test_checkpoint_classes_are_mapped_by_name(detected, tmp_path, shared_data):
     and on DOTA labels that share only some names: mapped by name, the difference said; none shared: refused."""
     root = detected
     ds = read_dataset(root / "s")
-    base = runner.invoke(app, ["eval", "models/fss-n-aerial.pt", "--data", str(root / "s/annotations.json"),
+    base = runner.invoke(app, ["eval", str(DEFAULT_MODEL), "--data", str(root / "s/annotations.json"),
                                "--out", str(tmp_path / "a"), "--device", "cpu", "--max-dets", "300"])
     assert base.exit_code == 0, base.output
-    other = runner.invoke(app, ["eval", "models/fss-n-aerial.pt", "--data", str(root / "s/other_ids.json"),
+    other = runner.invoke(app, ["eval", str(DEFAULT_MODEL), "--data", str(root / "s/other_ids.json"),
                                 "--out", str(tmp_path / "b"), "--device", "cpu", "--max-dets", "300"])
     assert other.exit_code == 0, other.output
     a = json.loads((tmp_path / "a/metrics.json").read_text())["result"]["AP"]
     b = json.loads((tmp_path / "b/metrics.json").read_text())["result"]["AP"]
     assert a > 0.3 and a == pytest.approx(b, abs=1e-9) and len(ds.classes) == 5
-    dota = runner.invoke(app, ["eval", "models/fss-n-aerial.pt", "--data",
+    dota = runner.invoke(app, ["eval", str(DEFAULT_MODEL), "--data",
                                str(shared_data / "dota_devkit_yolo_demo/DOTA_demo"), "--out", str(tmp_path / "c"),
                                "--device", "cpu"])
     assert dota.exit_code == 0, dota.output
     assert "ground-truth classes the predictions do not know" in dota.output and "baseball-diamond" in dota.output
-    coco8 = runner.invoke(app, ["eval", "models/fss-n-aerial.pt", "--data",
+    coco8 = runner.invoke(app, ["eval", str(DEFAULT_MODEL), "--data",
                                 str(shared_data / "coco8/annotations/instances_val.json"),
                                 "--out", str(tmp_path / "d"), "--device", "cpu"])
     assert coco8.exit_code == 1 and "share no name" in coco8.output
@@ -303,7 +304,7 @@ def test_evaluate_api_maps_and_writes_the_same(detected, tmp_path):
     assert {p["category_id"] for p in saved} <= {90, 80, 70, 60, 50}        # in the ground truth's own ids
     assert {p["image_id"] for p in saved} <= {1000, 1001, 1002, 1003, 1004}
     calls = []
-    fss.evaluate("models/fss-n-aerial.pt", str(root / "s"), device="cpu", progress=lambda d, t: calls.append((d, t)))
+    fss.evaluate(str(DEFAULT_MODEL), str(root / "s"), device="cpu", progress=lambda d, t: calls.append((d, t)))
     assert calls and calls[-1][0] == calls[-1][1]
 
 
@@ -313,7 +314,6 @@ def test_an_unreadable_image_is_left_out_of_the_evaluation(detected, tmp_path):
     lists it in metrics.json and exits 1; for a DOTA folder and for a COCO json with its own ids."""
     import shutil
 
-    from fss_deploy.detect import DEFAULT_MODEL
 
     bad, ref = tmp_path / "bad", tmp_path / "ref"
     shutil.copytree(detected / "s", bad)
