@@ -37,7 +37,7 @@ from fss_deploy.tiling import (
     to_image_coords,
 )
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
-from fss_train.fileio import atomic_write, input_fingerprint, path_key, sha256_file, unique_stems
+from fss_train.fileio import atomic_write, input_fingerprint, path_key, safe_name, sha256_file, unique_stems
 from fss_train.geo import (
     DEFAULT_STRETCH,
     GEO_SUFFIXES,
@@ -298,10 +298,12 @@ def prepare_output(out: Path, identity: dict, exist_ok: bool = False, increment:
     old = _recorded(record)
     if old == identity:
         return out
-    if old is None:
-        diff = ["it holds files but no run.json (not written by this version of fss detect)"]
-    else:
-        diff = [f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity.get(k)]
+    if old is None and (exist_ok or not increment):     # not an fss output folder: nothing in it is ours
+        raise OutputConflict(f"{out} holds files but no readable run.json, so it is not the output folder of an fss "
+                             "detect run; --exist-ok replaces only an earlier run's results: pass a new or empty "
+                             "--out")
+    diff = [f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity.get(k)] \
+        if old is not None else []
     if exist_ok:
         for name in RESULT_FILES:
             p = out / name
@@ -325,9 +327,10 @@ def prepare_output(out: Path, identity: dict, exist_ok: bool = False, increment:
 def _recorded(record: Path) -> dict | None:
     """The identity a run.json records; None when it is missing or unreadable."""
     try:
-        return json.loads(record.read_text())
-    except (OSError, ValueError):
+        found = json.loads(record.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return found if isinstance(found, dict) else None
 
 
 def finished(record: Path, path: Path) -> bool:
@@ -423,7 +426,7 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
                 dets = detector(image)
                 if save_images:
                     atomic_write(out / "images" / f"{names[path]}.jpg",
-                                 annotated_jpeg(image, dets, detector.backend.class_names))
+                                 annotated_jpeg(image, dets, detector.backend.class_names), within=out)
             except raster_errors() as exc:         # a damaged block of a GeoTIFF: this image fails, the run goes on
                 failed.append({"file": str(path), "error": f"{path}: unreadable raster data ({exc})"})
                 if on_image:
@@ -486,12 +489,14 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
             dota[cls_name].append(line)
         if "yolo" in formats:
             yolo_lines = detections_to_yolo(dets, rec["width"], rec["height"])
-            atomic_write(out / "yolo" / f"{names[path]}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""))
+            atomic_write(out / "yolo" / f"{names[path]}.txt", "\n".join(yolo_lines) + ("\n" if yolo_lines else ""),
+                         within=out)
             written["yolo"].add(f"{names[path]}.txt")
         georef = Georef.from_dict(rec.get("georef"))
         if "geojson" in formats and georef is not None:
             feats = features_json(dets, class_names, georef, to_wgs84, image=names[path])
-            atomic_write(out / "geojson" / f"{names[path]}.geojson", collection_json([feats], georef, to_wgs84))
+            atomic_write(out / "geojson" / f"{names[path]}.geojson", collection_json([feats], georef, to_wgs84),
+                         within=out)
             written["geojson"].add(f"{names[path]}.geojson")
             geo_features.setdefault("wgs84" if to_wgs84 else georef.crs, []).append((georef, feats))
             geo_images += 1
@@ -506,7 +511,8 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
             {"id": i + 1, "name": n} for i, n in enumerate(class_names)]}))
     if "dota" in formats:
         for name, lines in dota.items():
-            atomic_write(out / "dota" / f"Task2_{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
+            atomic_write(out / "dota" / f"Task2_{safe_name(name)}.txt", "\n".join(lines) + ("\n" if lines else ""),
+                         within=out)
     merged_geojson = None
     if len(geo_features) == 1:
         per_image = next(iter(geo_features.values()))

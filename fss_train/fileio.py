@@ -8,6 +8,7 @@ no training logic).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +22,51 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: str | Path, data: str | bytes | Callable[[BinaryIO], object]) -> Path:
+# bytes of a safe name, its hash included: with a suffix and a prefix (``Task2_``, the writer's ``.tmp``) far below
+# the 255 bytes a file name may have
+NAME_BYTES = 120
+UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')      # separators, control characters, Windows' reserved
+
+
+def _clip(text: str, limit: int = NAME_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one harmless file-name component, for every name that becomes part of a file name (class names,
+    image stems, dataset names). A name that is one already (no separator, control or reserved character, not
+    starting with a dot, not ending with a space or dot, at most NAME_BYTES bytes) is kept as it is — so
+    ``small-vehicle`` and ``potted plant`` stay readable; any other gets its safe characters plus 8 hex of its
+    SHA-1, so that two names never share a file: ``../../victim`` -> ``_.._victim-<hex>``."""
+    name = str(name)
+    if name and not UNSAFE_CHARS.search(name) and not name.startswith(".") and not name.endswith((" ", ".")) \
+            and len(name.encode()) <= NAME_BYTES:
+        return name
+    import hashlib
+
+    kept = _clip(UNSAFE_CHARS.sub("_", name), NAME_BYTES - 9).lstrip(".").rstrip(" .") or "_"
+    return f"{kept}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"          # at most NAME_BYTES: safe as it is
+
+
+class PathEscapeError(ValueError):
+    """A write that would land outside the folder it belongs to (e.g. a name holding ``../``)."""
+
+
+def check_within(path: Path, folder: Path) -> None:
+    """Refuse ``path`` unless it lies inside ``folder`` (both resolved: ``..`` and symbolic links followed)."""
+    if not Path(path).resolve().is_relative_to(Path(folder).resolve()):
+        raise PathEscapeError(f"{path}: refusing to write outside the output folder {folder}")
+
+
+def atomic_write(path: str | Path, data: str | bytes | Callable[[BinaryIO], object], *,
+                 within: str | Path | None = None) -> Path:
     """Write ``data`` (text as UTF-8, bytes, or a function that writes into the open binary file) to ``path``:
-    the parent folder is created; the file appears complete or not at all. Returns the path."""
+    the parent folder is created; the file appears complete or not at all. ``within``: the output folder the
+    file must lie in (:class:`PathEscapeError` otherwise, before anything is created). Returns the path."""
     path = Path(path)
+    if within is not None:
+        check_within(path, Path(within))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -86,10 +128,12 @@ def save_figure(fig, path: str | Path, dpi: int = 80) -> Path:
 
 
 def path_key(path: Path) -> str:
-    """A file-system-safe name unique to the file: its stem plus 8 hex of its absolute path's SHA-1."""
+    """A file-system-safe name unique to the file: its stem (safe characters, at most NAME_BYTES bytes) plus 8 hex
+    of its absolute path's SHA-1."""
     import hashlib
 
-    return f"{path.stem}-{hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]}"
+    kept = _clip(UNSAFE_CHARS.sub("_", path.stem)).lstrip(".") or "_"
+    return f"{kept}-{hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]}"
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
@@ -98,7 +142,7 @@ def unique_stems(paths: list[Path]) -> list[str]:
     from collections import Counter
 
     count = Counter(Path(p).stem.lower() for p in paths)
-    return [Path(p).stem if count[Path(p).stem.lower()] == 1 else path_key(Path(p)) for p in paths]
+    return [safe_name(Path(p).stem) if count[Path(p).stem.lower()] == 1 else path_key(Path(p)) for p in paths]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -22,6 +22,7 @@ import torch
 
 from fss_train.boxes import box_iou
 from fss_train.data.records import Dataset
+from fss_train.fileio import safe_name
 
 COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -287,9 +288,10 @@ def read_dota_task2(folder: str | Path, ds: Dataset, category_ids: dict[str, int
     ``category_ids[class]``, default the class index + 1); files of classes ``ds`` lacks are not read."""
     folder = Path(folder)
     ids = {rec.path.stem: rec.image_id for rec in ds.records}
+    ids |= {safe_name(stem): i for stem, i in list(ids.items())}   # the name detect gives an unsafe or long stem
     preds = []
     for c, name in enumerate(ds.classes):
-        f = folder / f"Task2_{name}.txt"
+        f = folder / f"Task2_{safe_name(name)}.txt"      # the name detect writes it under
         if not f.is_file():
             continue
         for n, line in enumerate(f.read_text().splitlines(), start=1):

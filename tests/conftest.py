@@ -32,12 +32,12 @@ PICO_CARD = {"name": "pico", "backbone": "cspdarknet", "depth": 0.33, "width": 0
 GRID_CLASSES = ["car", "ship"]
 
 
-def grid_checkpoint(path: Path, size: int = 256) -> Path:
+def grid_checkpoint(path: Path, size: int = 256, classes: tuple[str, str] = tuple(GRID_CLASSES)) -> Path:
     """A real fss checkpoint (real file, real backends) whose head ignores the image and detects a known grid, so a
     test about files, caps, resume or collisions does not hang on how well a model detects on this machine today.
 
     The three prediction convolutions of every level get zero weights, so each point outputs its biases exactly:
-    at stride 32 a 12×12 px ``car`` (score σ(8)·σ(2) = 0.8806) centred on the cell, at stride 16 a 6×6 px ``ship``
+    at stride 32 a 12×12 px ``car`` (the first of ``classes``; score σ(8)·σ(2) = 0.8806) centred on the cell, at stride 16 a 6×6 px ``ship`` (the second)
     (σ(8)·σ(0.5) = 0.6220), at stride 8 nothing (objectness σ(−30)). A 256×256 px input gives 8·8 = 64 cars and
     16·16 = 256 ships, none overlapping another of its class: 320 detections above any conf below 0.62.
     """
@@ -48,7 +48,7 @@ def grid_checkpoint(path: Path, size: int = 256) -> Path:
     from fss_train.nn.detector import build_model
 
     torch.manual_seed(0)
-    model = build_model(ModelCard.from_dict({**PICO_CARD, "num_classes": len(GRID_CLASSES),
+    model = build_model(ModelCard.from_dict({**PICO_CARD, "num_classes": len(classes),
                                              "input_size": [size, size]}))
     head = model.head
     plan = {8: (-30.0, (-30.0, -30.0), 1.0), 16: (8.0, (-30.0, 0.5), 6.0), 32: (8.0, (2.0, -30.0), 12.0)}
@@ -60,5 +60,5 @@ def grid_checkpoint(path: Path, size: int = 256) -> Path:
             head.reg_preds[level].bias.copy_(torch.tensor([0.0, 0.0, math.log(side / stride), math.log(side / stride)]))
             head.obj_preds[level].bias.fill_(obj)
             head.cls_preds[level].bias.copy_(torch.tensor(cls))
-    return save_checkpoint(make_checkpoint(model, GRID_CLASSES, input_size=(size, size)), path)
+    return save_checkpoint(make_checkpoint(model, list(classes), input_size=(size, size)), path)
 

@@ -61,12 +61,12 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
         result = write_coco(ds, out / "annotations.json", image_root=out)
     elif to == "yolo":
         for rec, name in zip(ds.records, names):
-            atomic_write(labels / f"{name}.txt", yolo_label_text(rec))
+            atomic_write(labels / f"{name}.txt", yolo_label_text(rec), within=out)
         atomic_write(out / "data.yaml", yaml.safe_dump(yaml_cfg, sort_keys=False))
         result = out / "data.yaml"
     else:
         for rec, name in zip(ds.records, names):
-            atomic_write(labels / f"{name}.txt", dota_label_text(ds, rec))
+            atomic_write(labels / f"{name}.txt", dota_label_text(ds, rec), within=out)
         atomic_write(out / "classes.txt", "\n".join(ds.classes) + "\n")
         result = out
     for p in earlier:

@@ -1,0 +1,116 @@
+"""Hostile names and folders (issue #34): nothing fss writes leaves its output folder, and --exist-ok replaces only
+what an earlier fss run wrote. One case a line where a table fits; the real CLI on real checkpoint/ONNX files."""
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import grid_checkpoint
+from typer.testing import CliRunner
+
+from fss.cli import app
+from fss_deploy.export import export_onnx
+from fss_train.fileio import PathEscapeError, atomic_write, safe_name
+
+runner = CliRunner()
+HOSTILE_CLASSES = ("../../../../victim", "a/b\nc")
+
+
+def invoke(args):
+    r = runner.invoke(app, [str(a) for a in args])
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    return r
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name,kept", [
+    ("small-vehicle", True), ("potted plant", True), ("été", True), ("a_b", True),
+    ("../../../../victim", False), ("a/b", False), ("a\\b", False), ("a\nb", False), ("", False), (".hidden", False),
+    ("..", False), ("x" * 300, False), ("CON ", False), ("name:stream", False),
+])
+def test_safe_name_keeps_harmless_names_and_makes_the_rest_one_component(name, kept):
+    safe = safe_name(name)
+    assert (safe == name) is kept
+    assert "/" not in safe and "\\" not in safe and "\n" not in safe and not safe.startswith(".")
+    assert 0 < len(safe.encode()) <= 120 and safe_name(safe) == safe
+
+
+def test_safe_names_of_different_names_differ():
+    names = ["a/b", "a_b", "a\\b", "a\nb", "../b", "..b", "x" * 300, "x" * 301]
+    assert len({safe_name(n) for n in names}) == len(names)
+
+
+def test_a_write_outside_its_folder_is_refused(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(PathEscapeError, match="refusing to write outside the output folder"):
+        atomic_write(out / "dota" / "../../victim.txt", "x", within=out)
+    (tmp_path / "elsewhere").mkdir()
+    out.mkdir()
+    os.symlink(tmp_path / "elsewhere", out / "link")                  # a link planted inside the folder
+    with pytest.raises(PathEscapeError):
+        atomic_write(out / "link" / "x.txt", "x", within=out)
+    assert not (tmp_path / "victim.txt").exists() and not (tmp_path / "elsewhere/x.txt").exists()
+    assert atomic_write(out / "dota" / "ok.txt", "x", within=out).read_text() == "x"
+
+
+@pytest.mark.parametrize("kind", ["pt", "onnx"])
+def test_class_names_that_are_paths_stay_inside_the_output_folder(tmp_path, kind):
+    """A class name such as ``../../../../victim`` (ONNX metadata, or a COCO category carried into a checkpoint)
+    named the DOTA file `dota/Task2_<class>.txt`, and the writer created the folders: a file anywhere. Now every
+    class's file is inside --out under a safe name, and the lines are all there."""
+    work = tmp_path / "a/b/c/d"
+    work.mkdir(parents=True)
+    model = grid_checkpoint(work / "hostile.pt", classes=HOSTILE_CLASSES)
+    if kind == "onnx":
+        model = export_onnx(model, work / "hostile.onnx", dynamic=True).path
+    image = work / "img.png"
+    cv2.imwrite(str(image), np.full((256, 256, 3), 90, np.uint8))
+    before = files_under(tmp_path)
+    out = work / "out"
+    r = invoke(["detect", image, "--model", model, "--out", out, "--conf", "0.01"])
+    assert r.exit_code == 0, r.output
+    assert all(p.is_relative_to(out) for p in files_under(tmp_path) - before)
+    task2 = sorted(p.name for p in (out / "dota").iterdir())
+    assert task2 == sorted(f"Task2_{safe_name(c)}.txt" for c in HOSTILE_CLASSES)
+    lines = sum(len(p.read_text().splitlines()) for p in (out / "dota").iterdir())
+    assert lines == json.loads((out / "summary.json").read_text())["detections"] == 64 + 256
+
+
+def test_exist_ok_never_replaces_what_fss_did_not_write(tmp_path):
+    """--exist-ok into a folder that is not an fss detect output (no run.json) deleted DIR/images — here the very
+    images being detected — and replaced the user's predictions.json. Now it is refused, with or without --exist-ok,
+    and nothing in the folder changes."""
+    model = grid_checkpoint(tmp_path / "grid.pt")
+    folder = tmp_path / "project"
+    (folder / "images").mkdir(parents=True)
+    cv2.imwrite(str(folder / "images/a.png"), np.full((256, 256, 3), 90, np.uint8))
+    (folder / "predictions.json").write_text("[\"mine\"]")
+    (folder / "summary.json").write_text("{\"mine\": 1}")
+    snapshot = {p: p.read_bytes() for p in files_under(folder)}
+    for extra in ([], ["--exist-ok"]):
+        r = invoke(["detect", folder / "images", "--model", model, "--out", folder, *extra])
+        assert r.exit_code != 0 and "not the output folder of an fss detect run" in r.output, r.output
+        assert "pass --exist-ok" not in r.output
+        assert {p: p.read_bytes() for p in files_under(folder)} == snapshot
+    out = tmp_path / "out"                           # an fss run's own folder: --exist-ok replaces its results
+    assert invoke(["detect", folder / "images", "--model", model, "--out", out]).exit_code == 0
+    r = invoke(["detect", folder / "images", "--model", model, "--out", out, "--conf", "0.7", "--exist-ok"])
+    assert r.exit_code == 0 and json.loads((out / "summary.json").read_text())["detections"] == 64
+
+
+def test_a_very_long_image_name_is_detected_and_named_safely(tmp_path):
+    """A 234-character image name aborted the run (ENAMETOOLONG for `<name>-<hash>.geojson` and the temp file), with
+    "free space and rerun" advice; now its outputs carry a shortened safe name."""
+    model = grid_checkpoint(tmp_path / "grid.pt")
+    image = tmp_path / ("n" * 230 + ".png")
+    cv2.imwrite(str(image), np.full((256, 256, 3), 90, np.uint8))
+    r = invoke(["detect", image, "--model", model, "--out", tmp_path / "out", "--save-images"])
+    assert r.exit_code == 0, r.output
+    (yolo,) = (tmp_path / "out/yolo").iterdir()
+    assert yolo.name == f"{safe_name(image.stem)}.txt" and len(yolo.read_text().splitlines()) == 64 + 256
