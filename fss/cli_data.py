@@ -36,7 +36,7 @@ def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo 
                                                         "one does not write are removed)")] = False):
     """Convert a dataset between COCO, YOLO and DOTA. Converting another split into a YOLO folder adds it to
     its data.yaml."""
-    from fss_train.data.formats import convert_dataset
+    from fss_train.data.formats import convert_dataset, dota_class_tokens
 
     if to not in ("coco", "yolo", "dota"):
         fail(f"--to must be coco, yolo or dota, got {to!r}")
@@ -44,6 +44,11 @@ def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo 
     writable_out(out)
     with user_errors():
         path = convert_dataset(ds, to, out, split, exist_ok)
+        encoded = {n: t for n, t in dota_class_tokens(ds.classes).items() if n != t} if to == "dota" else {}
+    if encoded:
+        shown = ", ".join(f"{n!r} -> {t!r}" for n, t in list(encoded.items())[:3]) + (", …" if len(encoded) > 3 else "")
+        err.print(f"note: {len(encoded)} class names are written with '_' for their whitespace (DOTA label lines are "
+                  f"split on whitespace): {shown}", markup=False, highlight=False)
     console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {path} ({len(ds.problems)} problems "
                   "reported)")
 

@@ -37,9 +37,10 @@ def grid_checkpoint(path: Path, size: int = 256, classes: tuple[str, str] = tupl
     test about files, caps, resume or collisions does not hang on how well a model detects on this machine today.
 
     The three prediction convolutions of every level get zero weights, so each point outputs its biases exactly:
-    at stride 32 a 12×12 px ``car`` (the first of ``classes``; score σ(8)·σ(2) = 0.8806) centred on the cell, at stride 16 a 6×6 px ``ship`` (the second)
-    (σ(8)·σ(0.5) = 0.6220), at stride 8 nothing (objectness σ(−30)). A 256×256 px input gives 8·8 = 64 cars and
-    16·16 = 256 ships, none overlapping another of its class: 320 detections above any conf below 0.62.
+    at stride 32 a 12×12 px ``car`` (the first of ``classes``; score σ(8)·σ(2) = 0.8806) centred on the cell, at
+    stride 16 a 6×6 px ``ship`` (the second; σ(8)·σ(0.5) = 0.6220), at stride 8 nothing (objectness σ(−30)). A
+    256×256 px input gives 8·8 = 64 cars and 16·16 = 256 ships, none overlapping another of its class: 320
+    detections above any conf below 0.62.
     """
     import math
 

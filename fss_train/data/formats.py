@@ -46,6 +46,8 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
                and folder.resolve() not in source_dirs for p in sorted(folder.iterdir()) if p.is_file()]
     earlier += [f for f in own_files if f.is_file()]
     yaml_cfg = _merged_yolo_yaml(out / "data.yaml", ds, split) if to == "yolo" else None
+    if to == "dota":
+        dota_class_tokens(ds.classes)              # names DOTA lines cannot hold: refused before anything is written
     if earlier and not exist_ok:
         where = sorted({str(p.parent.relative_to(out)) if p.parent != out else p.name for p in earlier})
         raise FileExistsError(f"{out}: holds an earlier conversion ({len(earlier)} files in {', '.join(where)}); "
@@ -67,7 +69,7 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
     else:
         for rec, name in zip(ds.records, names):
             atomic_write(labels / f"{name}.txt", dota_label_text(ds, rec), within=out)
-        atomic_write(out / "classes.txt", "\n".join(ds.classes) + "\n")
+        atomic_write(out / "classes.txt", "\n".join(dota_class_tokens(ds.classes).values()) + "\n", within=out)
         result = out
     for p in earlier:
         if p not in planned:
@@ -470,7 +472,24 @@ def write_dota(ds: Dataset, out_dir: str | Path, exist_ok: bool = False) -> Path
     return convert_dataset(ds, "dota", out_dir, exist_ok=exist_ok)
 
 
+def dota_class_tokens(classes: list[str]) -> dict[str, str]:
+    """The token each class name is written as in DOTA label lines (``x1 y1 … x4 y4 class difficult``, split on
+    whitespace): the name, with every run of whitespace made one ``_`` (``potted plant`` -> ``potted_plant``: the
+    line would not parse otherwise). Raises ValueError when two names would become one token, or one none."""
+    tokens = {name: "_".join(str(name).split()) for name in classes}
+    seen: dict[str, str] = {}
+    for name, token in tokens.items():
+        if not token:
+            raise ValueError(f"class name {name!r} has no characters a DOTA label line can hold")
+        if token in seen:
+            raise ValueError(f"classes {seen[token]!r} and {name!r} would both be written as {token!r} in DOTA label "
+                             "lines (whitespace separates their fields); rename one")
+        seen[token] = name
+    return tokens
+
+
 def dota_label_text(ds: Dataset, rec: ImageRecord) -> str:
+    tokens = dota_class_tokens(ds.classes)
     lines = []
     for k in range(len(rec.labels)):
         if rec.polygons is not None:
@@ -479,7 +498,7 @@ def dota_label_text(ds: Dataset, rec: ImageRecord) -> str:
             x1, y1, x2, y2 = rec.boxes[k]
             poly = [x1, y1, x2, y1, x2, y2, x1, y2]
         coords = " ".join(f"{float(v):.1f}" for v in poly)
-        lines.append(f"{coords} {ds.classes[int(rec.labels[k])]} {int(rec.difficult[k])}")
+        lines.append(f"{coords} {tokens[ds.classes[int(rec.labels[k])]]} {int(rec.difficult[k])}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -114,3 +114,27 @@ def test_a_very_long_image_name_is_detected_and_named_safely(tmp_path):
     assert r.exit_code == 0, r.output
     (yolo,) = (tmp_path / "out/yolo").iterdir()
     assert yolo.name == f"{safe_name(image.stem)}.txt" and len(yolo.read_text().splitlines()) == 64 + 256
+
+
+# ------------------------------------------------------------------------------------------ data convert
+def test_convert_to_dota_keeps_every_object_of_names_with_whitespace(tmp_path, shared_data):
+    """coco8's `potted plant` made its DOTA line unparsable (13 objects became 12, "0 problems"); a newline in a
+    name turned 5 classes into 6. Whitespace is written as '_' (said on stderr), and every object reads back."""
+    from fss_train.data import read_dataset
+
+    src = shared_data / "coco8/annotations/instances_train.json"
+    r = invoke(["data", "convert", src, "--to", "dota", "--out", tmp_path / "d"])
+    assert r.exit_code == 0 and "'traffic light' -> 'traffic_light'" in r.output, r.output
+    before, after = read_dataset(src), read_dataset(tmp_path / "d")
+    assert after.num_objects == before.num_objects == 13 and not after.problems
+    assert after.classes == ["_".join(c.split()) for c in before.classes]         # the same 80, in order
+
+
+def test_convert_refuses_names_that_dota_lines_would_merge(tmp_path):
+    from fss_train.data.formats import dota_class_tokens
+
+    assert dota_class_tokens(["a b", "a\nc"]) == {"a b": "a_b", "a\nc": "a_c"}
+    with pytest.raises(ValueError, match="'a b' and 'a_b' would both be written as 'a_b'"):
+        dota_class_tokens(["a b", "a_b"])
+    with pytest.raises(ValueError, match="has no characters"):
+        dota_class_tokens([" \n"])
