@@ -191,7 +191,8 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              out: Annotated[str, typer.Option(help="folder for metrics.json, predictions.json, PR_curve.png, "
                                                    "confusion_matrix.png (default runs/eval, runs/eval2, …)")]
              = "runs/eval",
-             exist_ok: Annotated[bool, typer.Option(help="write into an --out that holds files")] = False,
+             exist_ok: Annotated[bool, typer.Option(help="write into an --out that holds files; replace an existing "
+                                                        "--json file")] = False,
              max_dets: Annotated[int, typer.Option(help="COCO detections per image (100 = COCO; raise it for dense "
                                                         "aerial images)")] = 100,
              alignment: Annotated[bool, typer.Option(help="also measure task alignment: Spearman(score, IoU) over "
@@ -206,6 +207,8 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
     from fss.progress import work_bar
     from fss_train.fileio import atomic_write
 
+    if json_out and Path(json_out).exists() and not exist_ok:     # it may be anything, a ground truth json too
+        fail(f"--json {json_out} exists; pass another file, or --exist-ok to replace it")
     with user_errors():
         out = report_folder(out, "runs/eval", exist_ok)
         existed = Path(out).exists()

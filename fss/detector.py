@@ -117,6 +117,19 @@ def image_paths(source) -> list[Path]:
     return paths
 
 
+def outside(paths: list[Path], out: Path) -> list[Path]:
+    """The inputs that do not lie in the output folder: with --out inside the input folder, a rerun would detect
+    its own saved images (4 -> 8 -> 12 inputs)."""
+    root = out.resolve()
+    kept = [p for p in paths if not p.resolve().is_relative_to(root)]
+    if not kept:
+        raise FileNotFoundError(f"no images found outside the output folder {out}")
+    if len(kept) < len(paths):
+        log.warning(f"{len(paths) - len(kept)} image(s) inside the output folder {out} are not inputs (fss writes "
+                    "there)")
+    return kept
+
+
 def check_formats(formats) -> tuple[str, ...]:
     """The output formats asked for, checked: any of coco, dota, yolo."""
     bad = [f for f in formats if f not in FORMATS]
@@ -227,6 +240,7 @@ class Detector:
             if world > 1:
                 dist.barrier()
                 out = prepare_output(out, identity, False, increment) if rank else out
+            paths = outside(paths, out)
             summary = run_detect(paths, self.tiled, out, tuple(formats), save_images, rank, world, on_image,
                                  max_pixels)
             if world > 1:

@@ -116,6 +116,33 @@ def test_a_very_long_image_name_is_detected_and_named_safely(tmp_path):
     assert yolo.name == f"{safe_name(image.stem)}.txt" and len(yolo.read_text().splitlines()) == 64 + 256
 
 
+def test_an_out_inside_the_input_folder_is_not_read_as_input(tmp_path):
+    """--out inside the input folder: each rerun detected its own saved images (4 -> 8 -> 12 inputs)."""
+    model = grid_checkpoint(tmp_path / "grid.pt")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(images / f"i{i}.png"), np.full((256, 256, 3), 90, np.uint8))
+    for _ in range(2):
+        r = invoke(["detect", images, "--model", model, "--out", images / "out", "--save-images"])
+        assert r.exit_code == 0, r.output
+        summary = json.loads((images / "out/summary.json").read_text())
+        assert summary["images"] == 2, summary
+    assert summary["skipped_done"] == 2
+
+
+# ------------------------------------------------------------------------------------------ eval
+def test_eval_json_never_replaces_an_existing_file(tmp_path, shared_data):
+    """`fss eval --json FILE` replaced any file (a ground-truth json in the report)."""
+    gt = tmp_path / "gt.json"
+    gt.write_text('{"images": [], "annotations": [], "categories": []}')
+    before = gt.read_bytes()
+    r = invoke(["eval", "--data", shared_data / "dota_devkit_example", "--predictions", tmp_path / "none.json",
+                "--json", gt, "--out", tmp_path / "e"])
+    assert r.exit_code != 0 and f"--json {gt} exists" in r.output and gt.read_bytes() == before
+
+
+
 # ------------------------------------------------------------------------------------------ data convert
 def test_convert_to_dota_keeps_every_object_of_names_with_whitespace(tmp_path, shared_data):
     """coco8's `potted plant` made its DOTA line unparsable (13 objects became 12, "0 problems"); a newline in a
