@@ -107,6 +107,10 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
     tilings never mix."""
     out = Path(out_dir)
     images, done_dir = out / "images", out / ".done"
+    sources = {r.path.resolve().parent for r in ds.records}
+    if any(folder.is_relative_to(images.resolve()) or out.resolve().is_relative_to(folder) for folder in sources):
+        # SRC --out SRC: tiles mixed into the source's images/, then trained as unlabelled negatives
+        raise ValueError(f"{out}: --out holds the images being split; split into another folder")
     settings = {"tile": tile, "gap": gap, "keep_ratio": keep_ratio, "classes": list(ds.classes)}
     record = out / "split.json"
     if record.is_file() and json.loads(record.read_text()) != settings:

@@ -165,3 +165,18 @@ def test_convert_refuses_names_that_dota_lines_would_merge(tmp_path):
         dota_class_tokens(["a b", "a_b"])
     with pytest.raises(ValueError, match="has no characters"):
         dota_class_tokens([" \n"])
+
+
+# ------------------------------------------------------------------------------------------ data split
+def test_split_into_its_own_source_is_refused_and_changes_nothing(tmp_path, shared_data):
+    """`fss data split SRC --out SRC` mixed tiles into the source's images/ (then trained as negatives)."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(shared_data / "dota_devkit_example", src)
+    before = {p: p.stat().st_mtime_ns for p in files_under(src)}
+    for out in (src, src / "images"):
+        r = invoke(["data", "split", src, "--out", out, "--tile", "512"])
+        assert r.exit_code != 0 and "--out holds the images being split" in r.output, r.output
+    assert {p: p.stat().st_mtime_ns for p in files_under(src)} == before
+    assert invoke(["data", "split", src, "--out", src / "tiles", "--tile", "512"]).exit_code in (0, 1)
