@@ -8,7 +8,9 @@ message naming the file or value. Nothing here prints: pass ``log`` / ``progress
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +120,7 @@ def train(data: str = "", *, model: str | None = None, assigner: str | None = No
     given that the run cannot change — data, model, assigner, imgsz, batch — must match). Under torchrun each
     process calls this; rank 0 writes."""
     from fss_train.config import make_config
+    from fss_train.fileio import exclusive
     from fss_train.train import Run
 
     given = {"data": data or None, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
@@ -133,11 +136,13 @@ def train(data: str = "", *, model: str | None = None, assigner: str | None = No
         raise ValueError(f"imgsz must be a positive multiple of 32, got {cfg.imgsz}")
     if cfg.epochs < 1 or cfg.batch < 1:
         raise ValueError(f"epochs and batch must be at least 1, got {cfg.epochs} and {cfg.batch}")
-    run = Run(cfg, out, resume=resume, log=log or (lambda m: None), exist_ok=exist_ok)
-    if run.start_epoch >= cfg.epochs:
-        raise ValueError(f"{out}/last.pt already finished epoch {run.start_epoch}; pass --epochs N (epochs=N, "
-                         f"N > {run.start_epoch}) to extend it")
-    final = run.fit(progress)
+    # one process writes into a run folder (under torchrun, rank 0 holds it for all): a second run is refused
+    with exclusive(out, "fss train") if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        run = Run(cfg, out, resume=resume, log=log or (lambda m: None), exist_ok=exist_ok)
+        if run.start_epoch >= cfg.epochs:
+            raise ValueError(f"{out}/last.pt already finished epoch {run.start_epoch}; pass --epochs N (epochs=N, "
+                             f"N > {run.start_epoch}) to extend it")
+        final = run.fit(progress)
     results = Path(out) / "results.json"
     rows = json.loads(results.read_text()) if results.is_file() else []
     return TrainResult(Path(out), cfg, rows, final or {})

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from fss_deploy.detect import (
     write_outputs,
 )
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
+from fss_train.fileio import exclusive
 from fss_train.geo import DEFAULT_STRETCH, Georef, feature_collection, geojson_features, parse_bands, parse_stretch
 from fss_train.nn.card import resolve_model_file
 from fss_train.nn.preprocess import read_image
@@ -115,6 +117,22 @@ def image_paths(source) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no images found in {[str(s) for s in items]}")
     return paths
+
+
+@contextmanager
+def hold_output(out: Path, identity: dict, exist_ok: bool, increment: bool) -> Iterator[Path]:
+    """The folder this run writes into (:func:`prepare_output`), held against other fss processes from before it is
+    read until the block ends; when the default folder moves on to out2, … only that one stays held."""
+    with ExitStack() as first:
+        first.enter_context(exclusive(out, "fss detect"))
+        chosen = prepare_output(out, identity, exist_ok, increment)
+        if chosen == out:
+            with first.pop_all():
+                yield out
+            return
+        with exclusive(chosen, "fss detect"):
+            first.close()
+            yield chosen
 
 
 def outside(paths: list[Path], out: Path) -> list[Path]:
@@ -236,19 +254,21 @@ class Detector:
 
             dist.init_process_group("nccl" if self.backend.device.startswith("cuda") else "gloo")
         try:
-            out = prepare_output(out, identity, exist_ok, increment) if rank == 0 else out
-            if world > 1:
-                dist.barrier()
-                out = prepare_output(out, identity, False, increment) if rank else out
-            paths = outside(paths, out)
-            summary = run_detect(paths, self.tiled, out, tuple(formats), save_images, rank, world, on_image,
-                                 max_pixels)
-            if world > 1:
-                dist.barrier()
-            if rank == 0:
-                summaries = [summary] if world == 1 else [
-                    json.loads((out / f".summary.rank{r}.json").read_text()) for r in range(world)]
-                summary = write_outputs(paths, out, self.classes, tuple(formats), summaries, to_wgs84)
+            with ExitStack() as held:
+                if rank == 0:      # the run's folder, held (for every rank) before anything in it is read or written
+                    out = held.enter_context(hold_output(out, identity, exist_ok, increment))
+                if world > 1:
+                    dist.barrier()
+                    out = prepare_output(out, identity, False, increment) if rank else out
+                paths = outside(paths, out)
+                summary = run_detect(paths, self.tiled, out, tuple(formats), save_images, rank, world, on_image,
+                                     max_pixels)
+                if world > 1:
+                    dist.barrier()
+                if rank == 0:
+                    summaries = [summary] if world == 1 else [
+                        json.loads((out / f".summary.rank{r}.json").read_text()) for r in range(world)]
+                    summary = write_outputs(paths, out, self.classes, tuple(formats), summaries, to_wgs84)
         finally:
             if world > 1:
                 dist.destroy_process_group()

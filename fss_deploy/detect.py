@@ -37,7 +37,7 @@ from fss_deploy.tiling import (
     to_image_coords,
 )
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
-from fss_train.fileio import atomic_write, input_fingerprint, path_key, safe_name, sha256_file, unique_stems
+from fss_train.fileio import LOCK_NAME, atomic_write, input_fingerprint, path_key, safe_name, sha256_file, unique_stems
 from fss_train.geo import (
     DEFAULT_STRETCH,
     GEO_SUFFIXES,
@@ -292,7 +292,7 @@ def prepare_output(out: Path, identity: dict, exist_ok: bool = False, increment:
     or matches is used, as Ultralytics does; else :class:`OutputConflict` says what differs.
     """
     record = out / "run.json"
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or all(p.name == LOCK_NAME for p in out.iterdir()):
         atomic_write(record, json.dumps(identity, indent=1))
         return out
     old = _recorded(record)

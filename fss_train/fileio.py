@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -160,3 +161,49 @@ def input_fingerprint(path: Path) -> dict:
     """What tells a changed input file from the one a result was made of: its size and modification time."""
     st = Path(path).stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+LOCK_NAME = ".fss.lock"      # inside a folder one fss process writes into; not a result (emptiness checks skip it)
+
+
+class FolderBusy(RuntimeError):
+    """Another fss process is writing into the same output folder."""
+
+
+@contextmanager
+def exclusive(folder: str | Path, what: str) -> Iterator[Path]:
+    """Hold ``folder`` for this process while the block runs: a second fss process that asks for it gets
+    :class:`FolderBusy` naming the holder, at once, instead of mixing its files with the first's (two `fss train`
+    into one --out left the config of one beside the last.pt of the other). An advisory lock (flock) on
+    ``folder/.fss.lock``, which exists only while held: the kernel releases the lock when the process ends, however
+    it ends, so it is never stale; a folder this call made and nothing was written into is removed again."""
+    import fcntl
+
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, default_file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderBusy(f"{folder}: another fss process is writing into it ({holder}); wait for it to finish, "
+                             "or choose another --out") from None
+        try:                        # the file may have been removed by the holder that just let go: lock anew
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)                           # a killed holder leaves its file: say who holds it now
+        os.write(fd, f"pid {os.getpid()}: {what}".encode())
+        yield folder
+    finally:
+        path.unlink(missing_ok=True)                # while still held, so no one can lock the removed file
+        os.close(fd)
+        if created and not any(folder.iterdir()):    # nothing was written: leave nothing behind
+            folder.rmdir()

@@ -180,3 +180,47 @@ def test_split_into_its_own_source_is_refused_and_changes_nothing(tmp_path, shar
         assert r.exit_code != 0 and "--out holds the images being split" in r.output, r.output
     assert {p: p.stat().st_mtime_ns for p in files_under(src)} == before
     assert invoke(["data", "split", src, "--out", src / "tiles", "--tile", "512"]).exit_code in (0, 1)
+
+
+# ------------------------------------------------------------------------------------------ concurrency
+def test_a_second_process_writing_into_a_held_folder_is_refused(tmp_path):
+    """Two `fss train` into one --out both exited 0 and left a folder mixing both runs. A folder held by one fss
+    process (here a real second process holds it) is refused to the next, with the holder named."""
+    import subprocess
+    import sys
+
+    from fss_train.fileio import FolderBusy, exclusive
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fss_train.fileio import exclusive\n"
+                               f"with exclusive({str(out)!r}, 'fss train'):\n print('held', flush=True)\n"
+                               " sys.stdin.readline()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusy, match=rf"another fss process is writing into it \(pid {holder.pid}: fss train"):
+            with exclusive(out, "fss train"):
+                pass
+        r = invoke(["train", "--data", tmp_path / "none", "--out", out])
+        assert r.exit_code != 0
+        grid = grid_checkpoint(tmp_path / "grid.pt")
+        image = tmp_path / "i.png"
+        cv2.imwrite(str(image), np.full((256, 256, 3), 90, np.uint8))
+        r = invoke(["detect", image, "--model", grid, "--out", out])
+        assert r.exit_code != 0 and "another fss process is writing into it" in r.output, r.output
+    finally:
+        holder.communicate("\n", timeout=30)
+    with exclusive(out, "fss train"):                      # free again once the holder ended
+        pass
+    assert not out.exists()                                # and nothing was left behind in it
+
+
+def test_train_refuses_a_folder_another_training_holds(tmp_path, monkeypatch):
+    import fss.api
+    from fss_train.fileio import exclusive
+
+    with exclusive(tmp_path / "run", "fss train"):
+        # within one process the advisory lock is per open file: a second open sees it held as well
+        with pytest.raises(Exception, match="another fss process is writing into it"):
+            fss.api.train(str(Path(__file__).resolve().parents[2].parent / "shared/data/dota_devkit_example"),
+                          epochs=1, imgsz=64, batch=2, workers=0, out=tmp_path / "run")
