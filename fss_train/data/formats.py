@@ -19,6 +19,9 @@ from fss_train.data.geodata import is_geo_dataset, read_geo
 from fss_train.data.records import DOTA_CLASSES, IMAGE_SUFFIXES, Dataset, ImageRecord, Problem, image_size, sanitize_box
 from fss_train.fileio import atomic_write, link_or_copy, unique_stems
 
+# in an output folder while a conversion writes it; a dataset holding it is refused by read_dataset
+INCOMPLETE = ".fss-incomplete"
+
 
 # ------------------------------------------------------------------------------------------ detection
 def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train", exist_ok: bool = False) -> Path:
@@ -55,6 +58,8 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
     for folder in (images, labels):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+    # until the last file is in place the folder says it is incomplete (a killed conversion looked complete)
+    atomic_write(out / INCOMPLETE, f"{to}: fss data convert of {len(ds.records)} images", within=out)
     for rec, name in zip(ds.records, names):
         link_or_copy(rec.path, images / f"{name}{rec.path.suffix}")
     if to == "coco":
@@ -74,6 +79,7 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
     for p in earlier:
         if p not in planned:
             p.unlink(missing_ok=True)
+    (out / INCOMPLETE).unlink()
     return result
 
 
@@ -118,19 +124,29 @@ def read_dataset(path: str | Path, split: str = "train") -> Dataset:
     folder (``images/`` + ``labelTxt/``), or GeoTIFFs with vector labels (a folder or one .tif; geodata.py)."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
-        return read_coco(p)
+        return read_coco(_complete(p, "coco"))
     if p.is_file() and p.suffix in (".yaml", ".yml"):
-        return read_yolo(p, split)
+        return read_yolo(_complete(p, "yolo"), split)
     if p.is_dir() and (p / "labelTxt").is_dir():
-        return read_dota(p)                     # images/ may be absent: evaluation from labels alone
+        return read_dota(_complete(p, "dota"))      # images/ may be absent: evaluation from labels alone
     if p.is_dir() and (p / "annotations.json").is_file():
-        return read_coco(p / "annotations.json")
+        return read_coco(_complete(p / "annotations.json", "coco"))
     if not p.exists():
         raise ValueError(f"{p}: no such dataset")
     if is_geo_dataset(p):
         return read_geo(p)
     raise ValueError(f"{p}: not a dataset: expected a COCO .json, a YOLO data.yaml, a DOTA folder with "
                      "images/ and labelTxt/, or GeoTIFFs with .geojson/.shp labels of the same name")
+
+
+def _complete(path: Path, fmt: str) -> Path:
+    """``path``, unless a conversion to ``fmt`` into its folder was interrupted (the folder would read as a smaller
+    dataset that looks complete)."""
+    marker = (path if path.is_dir() else path.parent) / INCOMPLETE
+    if marker.is_file() and marker.read_text().split(":", 1)[0] == fmt:
+        raise ValueError(f"{path}: an interrupted conversion to {fmt} ({marker} is there); rerun `fss data convert` "
+                         "with --exist-ok to complete it")
+    return path
 
 
 # ------------------------------------------------------------------------------------------ COCO

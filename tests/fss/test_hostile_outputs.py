@@ -224,3 +224,33 @@ def test_train_refuses_a_folder_another_training_holds(tmp_path, monkeypatch):
         with pytest.raises(Exception, match="another fss process is writing into it"):
             fss.api.train(str(Path(__file__).resolve().parents[2].parent / "shared/data/dota_devkit_example"),
                           epochs=1, imgsz=64, batch=2, workers=0, out=tmp_path / "run")
+
+
+@pytest.mark.parametrize("to", ["dota", "yolo", "coco"])
+def test_an_interrupted_conversion_does_not_read_as_a_dataset(tmp_path, shared_data, monkeypatch, to):
+    """`fss data convert` killed mid-way left a partial folder that read as a smaller, complete-looking dataset.
+    Now it is refused with the way out, and the rerun with --exist-ok completes it."""
+    import fss_train.data.formats as formats
+    from fss_train.data import read_dataset
+
+    src = shared_data / "dota_devkit_example"
+    real, calls = formats.link_or_copy, []
+
+    def killed_after_one(a, b):
+        calls.append(b)
+        if len(calls) > 1:                      # the second of the example's two images
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(formats, "link_or_copy", killed_after_one)
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        formats.convert_dataset(read_dataset(src), to, out)
+    monkeypatch.setattr(formats, "link_or_copy", real)
+    target = {"dota": out, "yolo": out / "data.yaml", "coco": out / "annotations.json"}[to]
+    if target.exists():
+        with pytest.raises(ValueError, match=f"an interrupted conversion to {to}"):
+            read_dataset(target)
+    r = invoke(["data", "convert", src, "--to", to, "--out", out, "--exist-ok"])
+    assert r.exit_code == 0, r.output
+    assert read_dataset(target).num_objects == read_dataset(src).num_objects
