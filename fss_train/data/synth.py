@@ -45,6 +45,10 @@ class SynthConfig:
             raise ValueError(f"need 1 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
         if self.objects < 0 or self.num_images < 1:
             raise ValueError("objects must be >= 0 and num_images >= 1")
+        room = int((self.size / self.min_size) ** 2)        # objects of min_size px side by side fill the image
+        if self.objects > room:           # placement would search for ever (--objects 100000000 did)
+            raise ValueError(f"objects: at most {room} objects of {self.min_size:g} px fit in a {self.size} px "
+                             f"image, got {self.objects}")
 
 
 def ground(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:

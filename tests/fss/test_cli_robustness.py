@@ -206,6 +206,7 @@ def broken(tmp_path_factory):
     (["data", "check", "{b}/missing"], "no such dataset"),
     (["data", "synth", "{out}", "--num-images", "0"], "num_images >= 1"),
     (["data", "synth", "{out}", "--size", "10"], "size must be within 64"),
+    (["data", "synth", "{out}", "--size", "256", "--objects", "100000000"], "at most 1024 objects of 8 px fit"),
     (["assign", IMAGE, "--model", MODEL, "--gt", "{b}/missing.txt"], "missing.txt"),
 ])
 def test_missing_corrupt_and_unknown_inputs(broken, tmp_path, args, message):
