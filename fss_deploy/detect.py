@@ -63,16 +63,17 @@ def resolve_sources(sources: list[str]) -> list[Path]:
     found: list[Path] = []
     for s in sources:
         p = Path(s)
-        if p.is_dir():
-            found += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        if p.is_dir():          # regular files only: a named pipe (FIFO) would block the run on open
+            found += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
         elif p.suffix == ".txt" and p.is_file():
             base = p.parent
             for line in p.read_text().splitlines():
                 if line.strip():
                     q = Path(line.strip())
                     found.append(q if q.is_absolute() else base / q)
-        elif any(ch in s for ch in "*?["):
-            found += sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).suffix.lower() in IMAGE_SUFFIXES)
+        elif any(ch in s for ch in "*?[") and not p.exists():        # an existing `a[1].png` is a file, not a glob
+            found += sorted(Path(q) for q in glob.glob(s, recursive=True)
+                            if Path(q).suffix.lower() in IMAGE_SUFFIXES and Path(q).is_file())
         else:
             found.append(p)           # a missing file is reported per image, not here
     seen, unique = set(), []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -106,6 +107,8 @@ def read_image(path, max_pixels: int | None = None) -> np.ndarray:
     or larger than ``max_pixels`` (default ``MAX_PIXELS``; checked from the header, before decoding).
     A GeoTIFF goes through rasterio when it is installed (bands and 8-bit rule of ``fss_train.geo``, the same
     pixels ``fss detect`` tiles)."""
+    if Path(path).exists() and not Path(path).is_file():      # a named pipe would block on open, a folder fail
+        raise ValueError(f"{path}: not a regular file")
     if is_geotiff(path):
         with Raster(path) as raster:
             limit = MAX_PIXELS if max_pixels is None else max_pixels
