@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fss.cli_data import data_app
@@ -124,7 +125,7 @@ def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file
         return
     table = Table(show_header=False, box=None)
     for key, value in readable(facts).items():
-        table.add_row(f"[bold]{key}[/]", str(value))
+        table.add_row(f"[bold]{key}[/]", escape(str(value)))
     console.print(table)
 
 
@@ -158,13 +159,13 @@ def train(ctx: typer.Context, data: T.Data = None, model: T.Model = "fss-n", ass
         try:
             run = train_api(data or "", **settings, device=device, out=out, resume=resume, exist_ok=exist_ok,
                             overrides=parse_overrides(set_ or []), progress=progress,
-                            log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+                            log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
     best = run.best_epoch
     if best:
         console.print(f"done: best epoch {best['epoch']} (AP {best['AP']:.4f}, AP50 {best['AP50']:.4f}) -> {run.best}; "
-                      f"last epoch -> {run.last}; curves in {out}/results.csv", highlight=False)
+                      f"last epoch -> {run.last}; curves in {out}/results.csv", markup=False, highlight=False)
 
 
 def _relaunch_distributed(nproc: int) -> None:
@@ -229,7 +230,8 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
     if record.get("unreadable_images"):
         bad = record["unreadable_images"]
         err.print(f"[yellow]warning:[/] {len(bad)} unreadable image(s) left out of the evaluation (neither scored "
-                  f"nor counted as missed): {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}", highlight=False)
+                  f"nor counted as missed): {escape(', '.join(bad[:5]))}{' …' if len(bad) > 5 else ''}",
+                  highlight=False)
         raise typer.Exit(1)
 
 
@@ -238,7 +240,8 @@ def _print_metrics(record: dict) -> None:
     coco = record["metric"] == "coco"
     table = Table("class", *(("AP", "AP50") if coco else ("AP50 (VOC07)",)))
     for name, v in record["per_class"].items():
-        table.add_row(name, *(f"{v[k]:.4f}" if v[k] >= 0 else "no GT" for k in (("AP", "AP50") if coco else ("AP50",))))
+        figures = (f"{v[k]:.4f}" if v[k] >= 0 else "no GT" for k in (("AP", "AP50") if coco else ("AP50",)))
+        table.add_row(escape(name), *figures)
     console.print(table)
     if coco:
         cap = record.get("max_dets") or 100
@@ -248,11 +251,12 @@ def _print_metrics(record: dict) -> None:
     else:
         console.print(f"[bold]mAP50 (VOC07, DOTA devkit) {result['mAP50']:.4f}[/]")
     if record.get("classes_note"):
-        err.print(f"[yellow]note:[/] {record['classes_note']}", highlight=False)
+        err.print(f"[yellow]note:[/] {escape(record['classes_note'])}", highlight=False)
     if record.get("max_dets_advice"):
-        err.print(f"[yellow]warning:[/] {record['max_dets_advice']}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(record['max_dets_advice'])}", highlight=False)
     if record.get("out"):
-        console.print(f"metrics, predictions, PR curve and confusion matrix -> {record['out']}", highlight=False)
+        console.print(f"metrics, predictions, PR curve and confusion matrix -> {record['out']}", markup=False,
+                      highlight=False)
     if align is not None:
         console.print(f"task alignment over {align['num_gt']} GTs (candidates: inside the box or within "
                       f"{align['radius']} strides of its centre): rank consistency {align['rank_consistency']:.4f}, "
@@ -277,7 +281,7 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     with user_errors():
         if model is None:
-            err.print(f"[yellow]notice:[/] {DEFAULT_MODEL_NOTICE}", highlight=False)
+            err.print(f"[yellow]notice:[/] {escape(DEFAULT_MODEL_NOTICE)}", highlight=False)
         fmts = check_formats([f.strip() for f in formats.split(",") if f.strip()])
         detector = Detector(model or DEFAULT_MODEL, device=device, backend=backend, tile=tile, overlap=overlap,
                             batch=batch, conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads,
@@ -312,18 +316,19 @@ def _disk_errors_resume(out: Path):
 
 def _print_detect_summary(s: dict) -> None:
     for f in s["failed"]:
-        err.print(f"[yellow]skipped:[/] {f['error']}", highlight=False)
+        err.print(f"[yellow]skipped:[/] {escape(f['error'])}", highlight=False)
     for f in s["hit_max_det"]:
         cap = f"the default per-image cap ({DET.max_det_rule()})" if s["max_det"] == "auto" else \
             f"the --max-det cap ({s['max_det']})"
-        err.print(f"[yellow]warning:[/] {f}: detections reached {cap}; raise --max-det to keep more", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(f)}: detections reached {cap}; raise --max-det to keep more",
+                  highlight=False)
     console.print(f"{s['images']} images ({s['processed']} processed, {s['skipped_done']} already done, "
                   f"{len(s['failed'])} failed): {s['detections']} detections, {s['seconds_per_image']:.2f} s/image, "
-                  f"{s['tiles_per_s']:.1f} tiles/s -> {s['out']}", highlight=False)
+                  f"{s['tiles_per_s']:.1f} tiles/s -> {s['out']}", markup=False, highlight=False)
     if s.get("tiles_nodata"):
         console.print(f"{s['tiles_nodata']} tiles held only nodata and were not run", highlight=False)
     if s.get("geojson"):
-        console.print(f"map layer: {s['geojson']} ({s['geojson_crs']})", highlight=False)
+        console.print(f"map layer: {s['geojson']} ({s['geojson_crs']})", markup=False, highlight=False)
 
 
 @app.command()
@@ -365,7 +370,7 @@ def assign(image: Annotated[str, typer.Argument(help="image file")],
     for row in summary["gts"]:
         console.print(f"GT {row['gt']}: k={row['k']} of {row['candidates']} candidates, FSS {row['fss_positives']} "
                       f"positives (weights {row['weights']}), {vs} {row[f'{vs}_positives']}")
-    console.print(f"wrote {summary['png']}")
+    console.print(f"wrote {summary['png']}", markup=False)
 
 
 

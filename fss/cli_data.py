@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fss.clikit import DatasetArg as Dataset
@@ -21,7 +22,7 @@ def _open_dataset(path: str, split: str = "train", report: bool = True):
     with user_errors():
         ds = read_dataset(path, split)
     for p in ds.problems[:20] if report else []:
-        err.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     if report and len(ds.problems) > 20:
         err.print(f"[yellow]… and {len(ds.problems) - 20} more problems[/]")
     return ds
@@ -50,7 +51,7 @@ def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo 
         err.print(f"note: {len(encoded)} class names are written with '_' for their whitespace (DOTA label lines are "
                   f"split on whitespace): {shown}", markup=False, highlight=False)
     console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {path} ({len(ds.problems)} problems "
-                  "reported)")
+                  "reported)", markup=False)
 
 
 @data_app.command()
@@ -68,8 +69,9 @@ def split(dataset: Dataset, out: Annotated[str, typer.Option(help="output folder
     with user_errors(), progress:
         tiled, problems = split_dataset(ds, out, tile, gap, keep_ratio, workers, advance)
     for p in problems:
-        err.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
-    console.print(f"{len(ds.records)} images -> {len(tiled.records)} tiles, {tiled.num_objects} objects in {out}")
+        err.print(f"[yellow]warning:[/] {escape(str(p))}", highlight=False, soft_wrap=True)
+    console.print(f"{len(ds.records)} images -> {len(tiled.records)} tiles, {tiled.num_objects} objects in {out}",
+                  markup=False)
     if problems:
         raise typer.Exit(1)
 
@@ -94,7 +96,7 @@ def synth(out: Annotated[str, typer.Argument(help="output folder")],
     with user_errors(), progress:
         ds = synth_api(out, num_images=num_images, size=size, objects=objects, min_size=min_size, max_size=max_size,
                        occlusion=occlusion, truncation=truncation, seed=seed, exist_ok=exist_ok, progress=advance)
-    console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {out}")
+    console.print(f"{len(ds.records)} images, {ds.num_objects} objects -> {out}", markup=False)
 
 
 @data_app.command()
@@ -126,19 +128,19 @@ def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a 
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    console.print(f"[bold]{report['source']}[/]: {report['images']} images, {report['objects']} objects "
+    console.print(f"[bold]{escape(str(report['source']))}[/]: {report['images']} images, {report['objects']} objects "
                   f"({report['difficult']} difficult)")
     console.print(_table(("class", "objects"), [(k, n) for k, n in report["per_class"].items() if n]))
     console.print(_table(("object size sqrt(area), px", "objects"), report["size_hist"].items()))
     opi = report["objects_per_image"]
     console.print(f"objects per image: min {opi['min']}, median {opi['median']}, max {opi['max']}")
     if report.get("detection_cap_note"):
-        console.print(f"[yellow]note:[/] {report['detection_cap_note']}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(report['detection_cap_note'])}", highlight=False, soft_wrap=True)
     for line in report["problems"]:
-        console.print(f"[yellow]problem:[/] {line}", highlight=False, soft_wrap=True)
-    console.print(f"{len(report['problems'])} problems: {report['problem_counts']}")
+        console.print(f"[yellow]problem:[/] {escape(str(line))}", highlight=False, soft_wrap=True)
+    console.print(f"{len(report['problems'])} problems: {report['problem_counts']}", markup=False)
     if report.get("input_scale_advice"):
-        console.print(f"[yellow]warning:[/] {report['input_scale_advice']}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(report['input_scale_advice'])}", highlight=False, soft_wrap=True)
     elif imgsz:
         console.print(f"every image fits the {imgsz} px input within a factor of 2")
 
@@ -146,5 +148,5 @@ def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a 
 def _table(header: tuple[str, str], rows) -> Table:
     table = Table(*header)
     for a, b in rows:
-        table.add_row(str(a), str(b))
+        table.add_row(escape(str(a)), escape(str(b)))
     return table

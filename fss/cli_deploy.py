@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from fss.clikit import (
     Backend,
@@ -48,14 +49,14 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
                          out=out, verify=verify, verify_images=verify_images, weights=weights, exist_ok=exist_ok,
                          progress=progress)
     console.print(f"ONNX: {res.onnx}  fingerprint {res.fingerprint[:16]}…  params {res.params:,}  "
-                  f"FLOPs {res.flops / 1e9:.3f} G", highlight=False)
+                  f"FLOPs {res.flops / 1e9:.3f} G", markup=False, highlight=False)
     if res.verify is not None and not _print_verify(res.verify):
         raise typer.Exit(1)
     if res.engine:
-        console.print(f"engine: {res.engine} (+ {res.engine.name}.json)")
+        console.print(f"engine: {res.engine} (+ {res.engine.name}.json)", markup=False)
     size = imgsz or res.input_size
     console.print(f"next:\n  fss detect IMAGES --model {res.path} --tile {size} --batch {batch}\n"
-                  f"  fss bench {res.path} --imgsz {size}", highlight=False)
+                  f"  fss bench {res.path} --imgsz {size}", markup=False, highlight=False)
 
 
 def _print_verify(report: dict) -> bool:
@@ -83,11 +84,12 @@ def export_compare(a: Annotated[str, typer.Argument(metavar="A", help="checkpoin
     for tag in ("a", "b"):
         d = result[tag]
         console.print(f"{tag.upper()}: {d['file']}\n   trained with {d['trained_with']}, fingerprint "
-                      f"{d['fingerprint']}\n   params {d['params']:,}, FLOPs {d['flops'] / 1e9:.3f} G", highlight=False)
+                      f"{d['fingerprint']}\n   params {d['params']:,}, FLOPs {d['flops'] / 1e9:.3f} G", markup=False,
+                      highlight=False)
     if result["identical"]:
         console.print("[bold green]IDENTICAL[/] graph structure, parameter count and FLOPs")
         return
-    console.print("[bold red]DIFFERENT[/]:\n" + "\n".join(f"  {line}" for line in result["differences"]),
+    console.print("[bold red]DIFFERENT[/]:\n" + "\n".join(f"  {escape(line)}" for line in result["differences"]),
                   highlight=False)
     raise typer.Exit(1)
 
@@ -116,7 +118,7 @@ def bench(model: Annotated[str, typer.Argument(help="model file (.pt, .onnx, .en
     console.print(f"{r['input']} {r['environment']['backend']} {r['environment']['precision']}: preprocess "
                   f"{st['preprocess']['median_ms']:.2f} ms, inference {st['inference']['median_ms']:.2f} ms (p90 "
                   f"{st['inference']['p90_ms']:.2f}), postprocess {st['postprocess']['median_ms']:.2f} ms; "
-                  f"{r['fps']:.1f} FPS -> {r['report_dir']}/report.md")
+                  f"{r['fps']:.1f} FPS -> {r['report_dir']}/report.md", markup=False)
     if r.get("trtexec"):
         console.print(f"trtexec equivalent: {r['trtexec']}", highlight=False)
 
@@ -161,4 +163,4 @@ def bench_tiled(image: Annotated[str, typer.Argument(help="a large image")],
         r = benchmark_tiled(image, model, backend=backend, batch=batch, overlap=overlap, threads=threads,
                             device=device, out=out, progress=progress)
     console.print(f"{r['seconds_per_image']:.3f} s/image, {r['tiles_per_s']:.1f} tiles/s, outside the model "
-                  f"{100 * r['outside_model_fraction']:.1f}% -> {r['report_dir']}/report.md")
+                  f"{100 * r['outside_model_fraction']:.1f}% -> {r['report_dir']}/report.md", markup=False)

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
+
 from fss_train.fileio import atomic_write, save_figure
 
 
@@ -95,7 +97,7 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                                 workers=0 if quick else 1, out=out / f"train_{assigner}", exist_ok=True,
                                 overrides={"seed": seed, "lr_per_64": 0.16, "warmup_epochs": 1.0,
                                            "no_mosaic_epochs": 2, "eval_interval": budget.epochs},
-                                log=lambda m: console.print(m, highlight=False), progress=progress)
+                                log=lambda m: console.print(m, markup=False, highlight=False), progress=progress)
             runs[assigner] = {"ckpt": run.last, "rows": run.rows,
                               "final": run.final | {"params": build_assigner(assigner).params()}}
     results["train"] = {a: {k: r["final"].get(k) for k in ("AP", "AP50", "APs", "pos_per_gt", "rank_consistency",
@@ -149,8 +151,8 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                           f"{dm['detections']} detections in {dm['seconds']} s, AP {dm['AP']:.3f}, AP50 "
                           f"{dm['AP50']:.3f}, DOTA mAP50 {dm['mAP50_dota']:.3f}")
     else:
-        console.print(f"[yellow]no bundled default model ({DEFAULT_MODEL.name}) in {DEFAULT_MODEL.parent}: "
-                      "stage skipped[/]")
+        console.print(f"[yellow]no bundled default model ({DEFAULT_MODEL.name}) in {escape(str(DEFAULT_MODEL.parent))}"
+                      ": stage skipped[/]")
 
     # 5. benchmark ----------------------------------------------------------------------------
     with stage("zero-overhead benchmark"):
@@ -177,7 +179,7 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
         atomic_write(out / "results.json", json.dumps(results, indent=2, default=str))
         atomic_write(out / "report.md", _report_md(results, budget))
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
-    console.print(f"[bold]report:[/] {out / 'report.md'} (total {timings['total']} s)")
+    console.print(f"[bold]report:[/] {escape(str(out / 'report.md'))} (total {timings['total']} s)")
     return results
 
 

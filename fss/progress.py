@@ -23,7 +23,7 @@ class TrainProgress:
 
     def __init__(self, console: Console | None = None):
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=14), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TextColumn("{task.fields[eta]}"),
+                                 TextColumn("{task.fields[info]}", markup=False), TextColumn("{task.fields[eta]}"),
                                  console=console or err)
         self._epoch_start = self._last_epoch_s = None
         self._left = 0
@@ -68,7 +68,8 @@ def _clock(seconds: float) -> str:
 def counter(total: int, label: str, rank: int = 0):
     """(progress, advance(info="")) for a loop over ``total`` items; silent when there is nothing to count
     or on ranks other than 0."""
-    progress = Progress("[bold]" + label, BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    progress = Progress("[bold]" + label, BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}", markup=False),       # file names: printed as they are
                         TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=total == 0 or rank != 0)
     task = progress.add_task(label, total=total, info="")
     return progress, lambda info="": progress.update(task, advance=1, info=info)

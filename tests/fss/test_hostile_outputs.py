@@ -254,3 +254,39 @@ def test_an_interrupted_conversion_does_not_read_as_a_dataset(tmp_path, shared_d
     r = invoke(["data", "convert", src, "--to", to, "--out", out, "--exist-ok"])
     assert r.exit_code == 0, r.output
     assert read_dataset(target).num_objects == read_dataset(src).num_objects
+
+
+# ------------------------------------------------------------------------------------------ inputs that are not files
+def test_a_named_pipe_among_the_images_is_skipped_not_waited_on(tmp_path):
+    """A FIFO named like an image hung `fss detect` and `fss data check` with no output. In a subprocess with a
+    timeout, so a regression fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    model = grid_checkpoint(tmp_path / "grid.pt")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((256, 256, 3), 90, np.uint8))
+    os.mkfifo(folder / "b.png")
+    run = [sys.executable, "-m", "fss", "detect"]
+    r = subprocess.run([*run, folder, "--model", model, "--out", tmp_path / "o"], capture_output=True, text=True,
+                       timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0 and json.loads((tmp_path / "o/summary.json").read_text())["images"] == 1, r.stderr
+    r = subprocess.run([*run, folder / "b.png", "--model", model, "--out", tmp_path / "p"], capture_output=True,
+                       text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 1 and "b.png: not a regular file" in r.stderr + r.stdout
+
+
+def test_paths_with_brackets_print_as_they_are(tmp_path):
+    """Messages are printed with rich; `[red]x[/red]` in a path was taken as markup and vanished from them."""
+    model = grid_checkpoint(tmp_path / "grid.pt")
+    folder = tmp_path / "[red]x[" / "red]"
+    folder.mkdir(parents=True)
+    image = folder / "[bold]img.png"
+    cv2.imwrite(str(image), np.full((256, 256, 3), 90, np.uint8))
+    out = tmp_path / "o[b]"
+    r = invoke(["detect", image, "--model", model, "--out", out])
+    assert r.exit_code == 0 and str(out) in r.output and "[bold]img.png" in r.output, r.output
+    (tmp_path / "bad[red]x[red].png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    r = invoke(["detect", tmp_path / "bad[red]x[red].png", "--model", model, "--out", tmp_path / "q"])
+    assert r.exit_code == 1 and "bad[red]x[red].png" in r.output, r.output
