@@ -170,6 +170,8 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
 
     if metric not in ("coco", "dota"):
         raise ValueError(f"metric must be coco or dota, got {metric!r}")
+    if max_dets < 1:
+        raise ValueError(f"--max-dets must be at least 1, got {max_dets}")
     coco_engine_check(coco_engine)
     if (model is None) == (predictions is None):
         raise ValueError("give a model checkpoint or predictions, not both")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -151,6 +152,8 @@ def outside(paths: list[Path], out: Path) -> list[Path]:
 def check_formats(formats) -> tuple[str, ...]:
     """The output formats asked for, checked: any of coco, dota, yolo."""
     bad = [f for f in formats if f not in FORMATS]
+    if not formats:
+        raise ValueError(f"formats: give at least one of {', '.join(FORMATS)}")
     if bad:
         raise ValueError(f"formats: unknown {bad}; choose from {', '.join(FORMATS)}")
     return tuple(formats)
@@ -188,6 +191,13 @@ class Detector:
         torch_tile = tile if tile and self.model.suffix in (".pt", ".pth") and backend in (None, "torch") else None
         if torch_tile and torch_tile % 32:
             raise ValueError(f"--tile must be a multiple of 32 for a checkpoint (its strides), got {tile}")
+        if tile:
+            defaults.check_input(tile, batch)             # before a backend builds anything at that size
+        if not math.isfinite(overlap) or overlap < 0:
+            raise ValueError(f"--overlap must be a finite number, 0 or more (px, or a fraction < 1 of the tile), "
+                             f"got {overlap}")
+        if threads < 0:
+            raise ValueError(f"--threads must be 0 (all cores) or more, got {threads}")
         self.backend = load_backend(self.model, backend, device, imgsz=torch_tile, threads=threads)
         if 0 < overlap < 1:
             overlap = int(overlap * (tile or self.backend.input_size))

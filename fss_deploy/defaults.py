@@ -7,6 +7,20 @@ IOU = 0.5              # class-aware NMS IoU of the merge
 MAX_DET = 10_000       # detections kept per image by default: this many per MAX_DET_AREA px² of image, at least
 MAX_DET_AREA = 4000 * 4000   # this many per image (a 30,000² scene: 562,500); an explicit --max-det is absolute
 FORMATS = ("coco", "dota", "yolo", "geojson")    # geojson: georeferenced images only
+MAX_INPUT_SIDE = 8192  # px: the largest network input (tile, export size); 8192² RGB float32 is 0.8 GB a tile
+MAX_BATCH_BYTES = 2 * 2**30   # one batch of network input (batch × tile² × 3 float32) at most, checked up front
+
+
+def check_input(side: int, batch: int = 1, what: str = "--tile") -> None:
+    """Refuse a network input the machine would run out of memory building (--tile 100000 reached 5 GB before
+    failing, --batch 100000 3.5 GB): bounded up front, with the sizes in the message."""
+    if side > MAX_INPUT_SIDE:
+        raise ValueError(f"{what} {side} exceeds the largest network input, {MAX_INPUT_SIDE} px; tile the image "
+                         "instead (fss detect tiles images of any size)")
+    need = batch * side * side * 3 * 4
+    if need > MAX_BATCH_BYTES:
+        raise ValueError(f"--batch {batch} of {side} px inputs needs {need / 2**30:.1f} GB for one batch; at most "
+                         f"{max(1, MAX_BATCH_BYTES // (side * side * 12))} at this size")
 
 
 def max_det_for(height: int, width: int, max_det: int | None = None) -> int:

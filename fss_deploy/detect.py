@@ -161,6 +161,7 @@ class TiledDetector:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        defaults.check_input(self.tile or size, self.batch)
         n = len(self.backend.class_names)
         if self.classes is not None:
             self.classes = tuple(sorted(set(int(c) for c in self.classes)))

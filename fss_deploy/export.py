@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fss_deploy.defaults import check_input
 from fss_deploy.graph import InferenceGraph
 from fss_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from fss_train.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported for tensorrt.py)
@@ -112,6 +113,10 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
         raise ExportError(f"--imgsz {size} is not a multiple of the largest stride {max(model.card.strides)}")
     if batch < 1:
         raise ExportError(f"--batch must be >= 1, got {batch}")
+    try:
+        check_input(size, batch, "--imgsz")
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     out = Path(out) if out else ckpt_path.with_suffix(".onnx")
     _check_writable(out)
     source_sha = sha256_file(ckpt_path)

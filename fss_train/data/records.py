@@ -71,6 +71,8 @@ class Dataset:
 def image_size(path: Path) -> tuple[int, int] | None:
     """(width, height) from the file header (PNG, JPEG; a GeoTIFF's through rasterio), else by decoding; None
     if unreadable."""
+    if not Path(path).is_file():           # missing, a folder, or a named pipe (open would block)
+        return None
     if is_geotiff(path):
         return raster_size(path)
     try:

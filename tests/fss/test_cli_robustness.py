@@ -30,13 +30,20 @@ def onnx_file(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--overlap", "-50"], "--overlap must be 0 or more"),
+    (["--overlap", "-50"], "--overlap must be a finite number, 0 or more"),
     (["--batch", "0"], "--batch must be at least 1"),
     (["--tile", "0"], "--tile must be at least 32"),
     (["--conf", "1.5"], "--conf must lie in [0, 1]"),
     (["--iou", "-0.1"], "--iou must lie in [0, 1]"),
     (["--max-det", "0"], "--max-det must be at least 1"),
     (["--overlap", "600"], "must be smaller than the tile"),
+    (["--overlap", "inf"], "--overlap must be a finite number, 0 or more"),
+    (["--overlap", "nan"], "--overlap must be a finite number, 0 or more"),
+    (["--overlap", "-0.5"], "--overlap must be a finite number, 0 or more"),      # was taken as 0
+    (["--tile", "100000"], "--tile 100000 exceeds the largest network input, 8192 px"),
+    (["--batch", "100000"], "--batch 100000 of 512 px inputs needs 293.0 GB for one batch; at most 682"),
+    (["--threads", "-1"], "--threads must be 0 (all cores) or more"),
+    (["--formats", ""], "formats: give at least one of"),
 ])
 def test_detect_rejects_bad_settings(tmp_path, args, message):
     r = invoke(["detect", IMAGE, "--model", MODEL, "--out", tmp_path / "o", *args])
@@ -196,6 +203,9 @@ def broken(tmp_path_factory):
     (["eval", MODEL, "--data", "{b}/missing"], "no such dataset"),
     (["export", "{b}/trunc.pt"], "not a readable torch file"),
     (["export", "{b}/missing.pt"], "no such checkpoint file"),
+    (["export", MODEL, "--imgsz", "100000", "--out", "{out}.onnx"], "--imgsz 100000 exceeds the largest network"),
+    (["eval", MODEL, "--data", DOTA, "--max-dets", "0"], "--max-dets must be at least 1, got 0"),
+    (["eval", MODEL, "--data", DOTA, "--max-dets", "-3"], "--max-dets must be at least 1, got -3"),
     (["info", "{b}/missing.pt"], "no such checkpoint file"),
     (["info", "{b}/trunc.pt"], "not a readable torch file"),
     (["info", "{b}/bad.onnx"], "not a readable ONNX model"),
