@@ -44,6 +44,7 @@ from fss_train.geo import (
     MISSING,
     Georef,
     Raster,
+    RasterReadError,
     collection_json,
     features_json,
     is_geotiff,
@@ -430,7 +431,8 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
                     atomic_write(out / "images" / f"{names[path]}.jpg",
                                  annotated_jpeg(image, dets, detector.backend.class_names), within=out)
             except raster_errors() as exc:         # a damaged block of a GeoTIFF: this image fails, the run goes on
-                failed.append({"file": str(path), "error": f"{path}: unreadable raster data ({exc})"})
+                message = str(exc) if isinstance(exc, RasterReadError) else f"{path}: unreadable raster data ({exc})"
+                failed.append({"file": str(path), "error": message})
                 if on_image:
                     on_image(path, None)
                 continue

@@ -44,13 +44,17 @@ def have_rasterio() -> bool:
     return True
 
 
+class RasterReadError(ValueError):
+    """A block of a raster that cannot be read (a truncated or lying GeoTIFF); the message names the file."""
+
+
 def raster_errors() -> tuple[type[Exception], ...]:
-    """The exceptions a window read of a damaged file raises (none without rasterio)."""
+    """The exceptions a window read of a damaged file raises."""
     try:
         from rasterio.errors import RasterioError
     except ImportError:
-        return ()
-    return (RasterioError,)
+        return (RasterReadError,)
+    return (RasterReadError, RasterioError)
 
 
 def is_geotiff(path: str | Path) -> bool:
@@ -185,8 +189,8 @@ class Raster:
         if overviews:
             usable = [f for f in overviews if min(self.width, self.height) // f >= OVERVIEW_MIN_SIDE] or overviews[:1]
             f = usable[-1]
-            sample = ds.read(self.bands, out_shape=(len(self.bands), max(1, self.height // f),
-                                                     max(1, self.width // f)), masked=True)
+            sample = self._checked(ds.read, self.bands, out_shape=(len(self.bands), max(1, self.height // f),
+                                                                    max(1, self.width // f)), masked=True)
             samples = [sample]
         else:
             from rasterio.windows import Window
@@ -194,8 +198,8 @@ class Raster:
             side = SAMPLE_WINDOW
             xs = np.linspace(0, max(0, self.width - side), SAMPLE_GRID).astype(int)
             ys = np.linspace(0, max(0, self.height - side), SAMPLE_GRID).astype(int)
-            samples = [ds.read(self.bands, window=Window(int(x), int(y), min(side, self.width),
-                                                          min(side, self.height)), masked=True)
+            samples = [self._checked(ds.read, self.bands, window=Window(int(x), int(y), min(side, self.width),
+                                                                         min(side, self.height)), masked=True)
                        for y in np.unique(ys) for x in np.unique(xs)]
         out = np.zeros((len(self.bands), 2))
         for i in range(len(self.bands)):
@@ -228,11 +232,25 @@ class Raster:
         from fss_train.nn.preprocess import PAD_VALUE  # here: preprocess imports this module
 
         window = Window(x, y, w, h)
-        data = self._ds.read(self.bands, window=window)                      # (n, h, w) in the file's dtype
+        data = self._checked(self._ds.read, self.bands, window=window)        # (n, h, w) in the file's dtype
         bgr = self._to_bgr(data)
         if self.has_mask:
-            bgr[self._ds.dataset_mask(window=window) == 0] = PAD_VALUE
+            bgr[self._checked(self._ds.dataset_mask, window=window) == 0] = PAD_VALUE
         return bgr
+
+    def _checked(self, read, *args, **kwargs):
+        """``read(*args, **kwargs)`` with rasterio's error for a damaged block as a :class:`RasterReadError` (a
+        ValueError), so that every verb reports it as bad input (only detect caught it: a traceback in
+        split, check, train, eval, bench and assign)."""
+        from rasterio.errors import RasterioError
+
+        try:
+            return read(*args, **kwargs)
+        except RasterioError as exc:
+            where = kwargs.get("window")
+            at = f" in the window at column {where.col_off}, row {where.row_off}" if where is not None else ""
+            raise RasterReadError(f"{self.path}: unreadable raster data{at} ({exc}); the file is truncated or "
+                                  "damaged") from None
 
     def has_data(self, x: int, y: int, w: int, h: int) -> bool:
         """False when every pixel of the window is nodata (or masked)."""
@@ -240,7 +258,7 @@ class Raster:
             return True
         from rasterio.windows import Window
 
-        return bool(self._ds.dataset_mask(window=Window(x, y, w, h)).any())
+        return bool(self._checked(self._ds.dataset_mask, window=Window(x, y, w, h)).any())
 
     def read_all(self) -> np.ndarray:
         """The whole raster as (H, W, 3) uint8 BGR (for images small enough to decode)."""
@@ -252,7 +270,8 @@ class Raster:
 
         s = min(1.0, max_side / max(self.width, self.height))
         h, w = max(1, round(self.height * s)), max(1, round(self.width * s))
-        data = self._ds.read(self.bands, out_shape=(len(self.bands), h, w), resampling=Resampling.average)
+        data = self._checked(self._ds.read, self.bands, out_shape=(len(self.bands), h, w),
+                             resampling=Resampling.average)
         return self._to_bgr(data), s
 
     def _to_bgr(self, data: np.ndarray) -> np.ndarray:
@@ -368,12 +387,15 @@ def read_vector_labels(path: str | Path, georef: Georef | None, class_field: str
     else:
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: not a readable GeoJSON file ({exc})") from None
-        if data.get("type") != "FeatureCollection":
-            raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, got type {data.get('type')!r}")
-        src_crs = _geojson_crs(data)
-        shapes = [(f.get("geometry") or {}, f.get("properties") or {}) for f in data.get("features", [])]
+        if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+            kind = data.get("type") if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+            raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, got {kind!r:.40}")
+        if not isinstance(data.get("features", []), list):
+            raise ValueError(f"{path}: its 'features' must be a list, got a {type(data['features']).__name__}")
+        src_crs = _geojson_crs(data, path)
+        shapes = [_feature_parts(f) for f in data.get("features", [])]
     out = []
     for i, (geom, props) in enumerate(shapes, start=1):
         name = _class_of(props, class_field)
@@ -383,7 +405,9 @@ def read_vector_labels(path: str | Path, georef: Georef | None, class_field: str
             continue
         coords = _exterior_vertices(geom)
         if coords is None:
-            out.append((i, name, None, f"geometry {geom.get('type')!r} is not a Polygon/MultiPolygon"))
+            kind = geom.get("type")
+            out.append((i, name, None, f"its {kind} geometry has no usable ring (3 or more finite points)"
+                        if kind in ("Polygon", "MultiPolygon") else f"geometry {kind!r} is not a Polygon/MultiPolygon"))
             continue
         xs, ys = coords[:, 0], coords[:, 1]
         if georef is None:
@@ -396,6 +420,14 @@ def read_vector_labels(path: str | Path, georef: Georef | None, class_field: str
         cols, rows = georef.to_pixel(xs, ys)
         out.append((i, name, np.stack([cols, rows], 1), None))
     return out
+
+
+def _feature_parts(feature) -> tuple[dict, dict]:
+    """(geometry, properties) of one GeoJSON feature; {} for what is not an object (reported per feature)."""
+    if not isinstance(feature, dict):
+        return {"type": f"a {type(feature).__name__}, not a Feature object"}, {"class": "?"}
+    geom, props = feature.get("geometry"), feature.get("properties")
+    return (geom if isinstance(geom, dict) else {"type": geom}), (props if isinstance(props, dict) else {})
 
 
 def _class_of(props: dict, field: str | None) -> str | None:
@@ -417,13 +449,18 @@ def _exterior_vertices(geom: dict) -> np.ndarray | None:
         else:
             return None
         pts = np.array([p[:2] for ring in rings for p in ring], np.float64)
-    except (TypeError, IndexError, ValueError):
+    except (TypeError, IndexError, ValueError, OverflowError):
         return None
     return pts if pts.ndim == 2 and len(pts) >= 3 and np.isfinite(pts).all() else None
 
 
-def _geojson_crs(data: dict) -> str:
-    name = ((data.get("crs") or {}).get("properties") or {}).get("name")
+def _geojson_crs(data: dict, path: Path) -> str:
+    crs = data.get("crs") or {}
+    props = crs.get("properties") if isinstance(crs, dict) else None
+    name = (props or {}).get("name") if isinstance(props or {}, dict) else None
+    if not isinstance(crs, dict) or not isinstance(props or {}, dict) or not isinstance(name, (str, type(None))):
+        raise ValueError(f"{path}: its 'crs' member is not a named CRS object ({{\"type\": \"name\", \"properties\": "
+                         f"{{\"name\": \"EPSG:…\"}}}}): {json.dumps(crs)[:80]}")
     if not name:
         return "EPSG:4326"                                 # RFC 7946: longitude/latitude
     if "CRS84" in name:
@@ -446,15 +483,25 @@ def _read_shapefile(path: Path) -> tuple[list[tuple[dict, dict]], str | None]:
         import shapefile  # pyshp
     except ImportError:
         raise ImportError("reading shapefiles needs pyshp: pip install 'fss[geo]' (or pip install pyshp)") from None
-    try:
-        reader = shapefile.Reader(str(path))
-    except (OSError, shapefile.ShapefileException) as exc:
-        raise ValueError(f"{path}: not a readable shapefile ({exc})") from None
-    with reader:
-        fields = [f[0] for f in reader.fields[1:]]
-        shapes = [(sr.shape.__geo_interface__, dict(zip(fields, sr.record))) for sr in reader.iterShapeRecords()]
+    import struct
+
+    try:                       # pyshp raises many kinds for a damaged file, some lazily while reading records
+        with shapefile.Reader(str(path)) as reader:
+            fields = [f[0] for f in reader.fields[1:]]
+            shapes = [(_shape_geometry(sr.shape), dict(zip(fields, sr.record))) for sr in reader.iterShapeRecords()]
+    except (OSError, shapefile.ShapefileException, struct.error, KeyError, IndexError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable shapefile (truncated, or its .shx/.dbf missing or damaged: "
+                         f"{type(exc).__name__} {exc})") from None
     prj = path.with_suffix(".prj")
     return shapes, prj.read_text() if prj.is_file() else None
+
+
+def _shape_geometry(shape) -> dict:
+    """A shapefile record's geometry as GeoJSON; a null shape becomes a geometry the feature check reports."""
+    try:
+        return shape.__geo_interface__
+    except Exception:          # noqa: BLE001 — pyshp's GeoJSON_Error for a null or unsupported shape
+        return {"type": f"shape type {getattr(shape, 'shapeTypeName', '?')}"}
 
 
 def polygon_box(vertices: np.ndarray) -> list[float]:

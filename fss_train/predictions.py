@@ -16,11 +16,12 @@ Classes present on one side only are reported (``ClassMapping.note``); no class 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from fss_train.data.records import Dataset
+from fss_train.data.records import Dataset, brief
 
 
 @dataclass
@@ -44,6 +45,22 @@ def gt_category_ids(ds: Dataset) -> dict[str, int]:
     """Class name -> category id in the ground truth used for ``ds`` (its COCO json's ids, else index + 1)."""
     ids = ds.category_ids or list(range(1, len(ds.classes) + 1))
     return dict(zip(ds.classes, ids))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _malformed(x: dict) -> str | None:
+    """What is wrong with one COCO result (a string score or a 3-number bbox crashed inside COCOeval), or None."""
+    if not _is_number(x["score"]):
+        return f"has the score {brief(x['score'])}, not a finite number"
+    if not isinstance(x["bbox"], list) or len(x["bbox"]) != 4 or not all(_is_number(v) for v in x["bbox"]):
+        return "has a bbox that is not 4 finite numbers [x, y, width, height]"
+    if type(x["category_id"]) is not int or not isinstance(x["image_id"], (int, str)) or isinstance(x["image_id"],
+                                                                                                     bool):
+        return "needs an integer category_id and an integer (or file name) image_id"
+    return None
 
 
 def map_classes(pred_classes: list[str], ds: Dataset, source: str) -> ClassMapping:
@@ -90,11 +107,14 @@ def read_predictions(path: str | Path, ds: Dataset) -> tuple[list[dict], ClassMa
         return read_dota_task2(folder, ds, gt_category_ids(ds)), mapping
     try:
         preds = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ValueError(f"{p}: not a readable predictions file ({exc})") from None
     if not isinstance(preds, list) or not all(isinstance(x, dict) and {"image_id", "category_id", "bbox", "score"}
                                               <= set(x) for x in preds):
         raise ValueError(f"{p}: a COCO results json is a list of {{image_id, category_id, bbox, score}}")
+    for i, x in enumerate(preds):
+        if problem := _malformed(x):
+            raise ValueError(f"{p}: result {i} {problem}: {brief(x)}")
     images_json = p.parent / "images.json"
     if images_json.is_file():
         return _from_detect_run(preds, images_json, ds)

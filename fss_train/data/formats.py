@@ -16,7 +16,17 @@ import numpy as np
 import yaml
 
 from fss_train.data.geodata import is_geo_dataset, read_geo
-from fss_train.data.records import DOTA_CLASSES, IMAGE_SUFFIXES, Dataset, ImageRecord, Problem, image_size, sanitize_box
+from fss_train.data.records import (
+    DOTA_CLASSES,
+    IMAGE_SUFFIXES,
+    Dataset,
+    ImageRecord,
+    Problem,
+    brief,
+    checked_class_names,
+    image_size,
+    sanitize_box,
+)
 from fss_train.fileio import atomic_write, link_or_copy, unique_stems
 
 # in an output folder while a conversion writes it; a dataset holding it is refused by read_dataset
@@ -154,7 +164,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
     json_path = Path(json_path)
     try:
         data = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{json_path}: not a readable COCO json: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{json_path}: not a COCO json (no 'images' list)")
@@ -165,6 +175,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
     if not all(isinstance(c, dict) and type(c.get("id")) is int and "name" in c for c in cats_raw):
         raise ValueError(f"{json_path}: every category needs an integer 'id' and a 'name'")
     cats = sorted(cats_raw, key=lambda c: c["id"])
+    checked_class_names([c["name"] for c in cats], f"{json_path} categories")
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     problems: list[Problem] = []
     file = str(json_path)
@@ -177,7 +188,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
             if rec.width <= 0 or rec.height <= 0:
                 raise ValueError("width and height must be positive")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            problems.append(Problem(file, None, f"image entry {img!r:.80} is malformed: {exc}", "image skipped"))
+            problems.append(Problem(file, None, f"image entry {brief(img)} is malformed: {exc}", "image skipped"))
             continue
         if rec.image_id in records or rec.image_id in duplicate:
             other = records.pop(rec.image_id, None)
@@ -288,16 +299,19 @@ def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
     data_yaml = Path(data_yaml)
     try:
         cfg = yaml.safe_load(data_yaml.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, RecursionError) as exc:
         raise ValueError(f"{data_yaml}: not a readable data.yaml: {exc}") from None
     if not isinstance(cfg, dict) or "names" not in cfg:
         raise ValueError(f"{data_yaml}: a YOLO data.yaml needs 'names'")
-    names = cfg["names"]
-    classes = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    classes = _yolo_names(cfg["names"], data_yaml)
+    if not isinstance(cfg.get("path"), (str, type(None))):
+        raise ValueError(f"{data_yaml}: 'path' must be a folder, got {brief(cfg['path'])}")
     base = yolo_root(data_yaml, cfg.get("path"))
     if split not in cfg or cfg[split] is None:
         raise ValueError(f"{data_yaml}: no '{split}' split")
     entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
+    if not all(isinstance(e, str) for e in entries):
+        raise ValueError(f"{data_yaml}: split '{split}' must be a path or a list of paths, got {brief(cfg[split])}")
     images: list[Path] = []
     for entry in entries:
         p = base / entry
@@ -320,6 +334,18 @@ def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
         records.append(rec)
     _report_orphan_labels({_yolo_label_path(img) for img in images}, entries, base, problems)
     return Dataset(classes, records, problems, str(data_yaml))
+
+
+def _yolo_names(names, data_yaml: Path) -> list[str]:
+    """Ultralytics' ``names``: a list, or a mapping of class index 0…n-1 to name (no gaps: they would renumber the
+    labels silently). A plain string is refused (it read as one class per letter)."""
+    if isinstance(names, dict):
+        keys = list(names)
+        if not all(type(k) is int for k in keys) or sorted(keys) != list(range(len(keys))):
+            raise ValueError(f"{data_yaml}: 'names' as a mapping needs the class indices 0…{len(keys) - 1} as keys, "
+                             f"got {brief(keys)}")
+        names = [names[k] for k in range(len(keys))]
+    return checked_class_names(names, f"{data_yaml} names")
 
 
 def _report_orphan_labels(expected: set[Path], entries: list, base: Path, problems: list[Problem]) -> None:

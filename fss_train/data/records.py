@@ -27,7 +27,34 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        if self.line is None and self.message.startswith(f"{self.file}: "):     # a reader's error names it already
+            return f"{self.message} ({self.action})"
         return f"{where}: {self.message} ({self.action})"
+
+
+def brief(value) -> str:
+    """A short repr of any value for a message, bounded however large or deep the value (a YAML alias bomb is a
+    list of 387 million strings: its full repr would never finish)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 3, 4, 4, 40, 40
+    return r.repr(value)
+
+
+def checked_class_names(names, where: str) -> list[str]:
+    """``names`` as a list of distinct, non-empty strings, else a ValueError naming ``where`` and the value: a number,
+    null or list as a class name, or two classes of one name, would merge classes or crash later."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise ValueError(f"{where}: class names must be a list of names, got {brief(names)}")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{where}: class {i} has the name {brief(name)}; every class needs a non-empty text name")
+        if name in seen:
+            raise ValueError(f"{where}: classes {seen[name]} and {i} are both named {name!r}; class names must differ")
+        seen[name] = i
+    return list(names)
 
 
 @dataclass

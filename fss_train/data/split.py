@@ -108,7 +108,7 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
     out = Path(out_dir)
     images, done_dir = out / "images", out / ".done"
     sources = {r.path.resolve().parent for r in ds.records}
-    if any(folder.is_relative_to(images.resolve()) or out.resolve().is_relative_to(folder) for folder in sources):
+    if any(folder.is_relative_to(images.resolve()) or folder == out.resolve() for folder in sources):
         # SRC --out SRC: tiles mixed into the source's images/, then trained as unlabelled negatives
         raise ValueError(f"{out}: --out holds the images being split; split into another folder")
     settings = {"tile": tile, "gap": gap, "keep_ratio": keep_ratio, "classes": list(ds.classes)}
