@@ -7,14 +7,13 @@ float32 numpy — xyxy input pixels, then per-class scores. Every backend descri
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fss_deploy.export import INPUT_NAME, OUTPUT_NAME, ExportError, read_onnx
+from fss_deploy.export import INPUT_NAME, OUTPUT_NAME, ExportError, deployed_facts, read_onnx
 from fss_deploy.graph import InferenceGraph
 from fss_train.checkpoint import load_model
 from fss_train.nn.card import resolve_model_file
@@ -76,9 +75,8 @@ class OnnxBackend(Backend):
     def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = True):
         import onnxruntime as ort
 
-        _, meta = read_onnx(path)
-        self.class_names = json.loads(meta["class_names"])
-        self.input_size = json.loads(meta["input_size"])[0]
+        _, meta = read_onnx(path, weights=False)
+        self.class_names, self.input_size = deployed_facts(meta, path)
         self.fixed_batch = None if meta.get("batch") == "dynamic" else int(meta.get("batch", 1))
         self.half = meta.get("precision") == "fp16"
         available = ort.get_available_providers()
@@ -92,7 +90,11 @@ class OnnxBackend(Backend):
             opts.intra_op_num_threads = threads
         if not spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:      # noqa: BLE001 — onnxruntime's own kinds (Fail, InvalidGraph, …), not ValueError
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{path}: onnxruntime cannot load this model ({detail})") from None
         self.device = device
         inputs, outputs = [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()]
         if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
@@ -119,8 +121,7 @@ class TensorRTBackend(Backend):
         trt = import_tensorrt()
         sidecar = check_sidecar(path)
         meta = sidecar["metadata"]
-        self.class_names = json.loads(meta["class_names"])
-        self.input_size = json.loads(meta["input_size"])[0]
+        self.class_names, self.input_size = deployed_facts(meta, path)
         b = sidecar["batch"]
         self.fixed_batch = None if b.get("dynamic") else int(b["opt"])
         self.max_batch = int(b["max"])

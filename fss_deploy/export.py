@@ -196,15 +196,17 @@ def _check_writable(out: Path) -> None:
         raise ExportError(f"{out}: is a folder; give a file path")
 
 
-def read_onnx(path: str | Path, require_fss: bool = True):
-    """Load an ONNX file and its metadata; clear errors for corrupt files or missing fss metadata."""
+def read_onnx(path: str | Path, require_fss: bool = True, weights: bool = True):
+    """Load an ONNX file and its metadata; clear errors for corrupt files or missing fss metadata. ``weights=False``
+    leaves external weight files unread (for the metadata alone: a file whose external data claims 3 GB took
+    6 GB to be refused)."""
     import onnx
 
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such ONNX file")
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=weights)
     except Exception as exc:  # DecodeError and friends
         raise ExportError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -212,6 +214,25 @@ def read_onnx(path: str | Path, require_fss: bool = True):
         raise ExportError(f"{path}: an ONNX model without fss metadata (format={meta.get('format')!r}); "
                           "export it with `fss export`")
     return proto, meta
+
+
+def deployed_facts(meta: dict, where: str | Path) -> tuple[list[str], int]:
+    """(class names, input size) from an exported model's metadata, checked: a missing key or another type is an
+    error naming the file and the key (it was a bare KeyError 'class_names', or a TypeError from len())."""
+    def value(key):
+        try:
+            return json.loads(meta[key])
+        except KeyError:
+            raise ExportError(f"{where}: its fss metadata has no {key!r}; export the model again") from None
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ExportError(f"{where}: its metadata {key!r} is not valid JSON ({exc})") from None
+
+    names, size = value("class_names"), value("input_size")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ExportError(f"{where}: its metadata 'class_names' must be a list of names, got {str(names)[:80]}")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and 32 <= v <= 65536 for v in size)):
+        raise ExportError(f"{where}: its metadata 'input_size' must be [height, width] in px, got {str(size)[:80]}")
+    return names, size[0]
 
 
 # ---------------------------------------------------------------------------------- verify

@@ -53,8 +53,11 @@ def _describe_onnx(path: Path) -> dict:
     meta = {p.key: p.value for p in model.metadata_props}
     inputs = [(i.name, [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim]) for i in model.graph.input]
     outputs = [(o.name, [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]) for o in model.graph.output]
-    return {"file": str(path), "kind": "onnx", "opset": model.opset_import[0].version if model.opset_import else None,
-            "inputs": inputs, "outputs": outputs, **meta}
+    domains = sorted({n.domain for n in model.graph.node} - {"", "ai.onnx"})      # ops no standard runtime has
+    # the file's own metadata first: a key of it named like a fact below (`file`, `kind`) cannot replace that fact
+    return {**meta, "file": str(path), "kind": "onnx",
+            "opset": model.opset_import[0].version if model.opset_import else None, "inputs": inputs,
+            "outputs": outputs, **({"custom_op_domains": domains} if domains else {})}
 
 
 def readable(facts: dict) -> dict:

@@ -238,3 +238,73 @@ def test_coco_results_with_fields_of_the_wrong_type_are_refused(tmp_path, change
     r = invoke(["eval", "--data", SHARED / "coco8/annotations/instances_val.json", "--predictions",
                 results(tmp_path, **change), "--out", tmp_path / "e"])
     assert r.exit_code != 0 and message in r.output and "results.json: result 0" in r.output, r.output
+
+
+# ------------------------------------------------------------------------------------------ exported models
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    from conftest import grid_checkpoint
+
+    from fss_deploy.export import export_onnx
+
+    root = tmp_path_factory.mktemp("onnx")
+    return export_onnx(grid_checkpoint(root / "grid.pt"), root / "m.onnx", dynamic=True).path
+
+
+def _edited(onnx_file: Path, out: Path, edit) -> Path:
+    import onnx
+
+    proto = onnx.load(str(onnx_file))
+    edit(proto)
+    onnx.save(proto, str(out))
+    return out
+
+
+def _meta(key, value):
+    def edit(proto):
+        kept = [(p.key, p.value) for p in proto.metadata_props if p.key != key]
+        del proto.metadata_props[:]
+        for k, v in kept + ([(key, value)] if value is not None else []):
+            proto.metadata_props.add(key=k, value=v)
+    return edit
+
+
+def _custom_domain(proto):
+    import onnx
+
+    proto.graph.node[0].domain = "com.evil"
+    proto.opset_import.append(onnx.helper.make_opsetid("com.evil", 1))
+
+
+def _external_3gb(proto):
+    import onnx
+
+    init = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", "weights.bin"), ("offset", "0"), ("length", str(3 * 10**9))):
+        init.external_data.add(key=k, value=v)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_meta("class_names", "[not json"), "its metadata 'class_names' is not valid JSON"),
+    (_meta("class_names", None), "its fss metadata has no 'class_names'"),
+    (_meta("class_names", "5"), "its metadata 'class_names' must be a list of names, got 5"),
+    (_meta("input_size", "[100000000, 3]"), "its metadata 'input_size' must be [height, width] in px"),
+    (_custom_domain, "onnxruntime cannot load this model"),
+    (_external_3gb, "onnxruntime cannot load this model"),          # the 3 GB are never read
+])
+def test_hostile_onnx_files_are_refused_with_the_reason(tmp_path, onnx_file, edit, message):
+    bad = _edited(onnx_file, tmp_path / "bad.onnx", edit)
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 1024)           # what the 3 GB claim points at
+    image = tmp_path / "i.png"
+    __import__("cv2").imwrite(str(image), np.full((256, 256, 3), 90, np.uint8))
+    r = invoke(["detect", image, "--model", bad, "--out", tmp_path / "o"])
+    assert r.exit_code != 0 and message in r.output and "bad.onnx" in r.output, r.output
+
+
+def test_info_names_custom_op_domains_and_keeps_its_own_facts(tmp_path, onnx_file):
+    bad = _edited(onnx_file, tmp_path / "bad.onnx", lambda p: (_custom_domain(p), _meta("file", "/etc/shadow")(p)))
+    r = invoke(["info", bad, "--json"])
+    facts = json.loads(r.output)
+    assert facts["custom_op_domains"] == ["com.evil"] and facts["file"] == str(bad)
