@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import queue
 import shutil
@@ -497,6 +498,12 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
                          within=out)
             written["yolo"].add(f"{names[path]}.txt")
         georef = Georef.from_dict(rec.get("georef"))
+        if "geojson" in formats and georef is not None and to_wgs84 and not georef.crs:
+            # a transform without a CRS: no way to longitude/latitude (it failed at the end, outputs unwritten)
+            logging.getLogger("fss").warning("%s: has a transform but no CRS, so --to-wgs84 cannot place it; its "
+                                             "GeoJSON is not written (drop --to-wgs84 for map coordinates in its "
+                                             "own units)", path)
+            georef = None
         if "geojson" in formats and georef is not None:
             feats = features_json(dets, class_names, georef, to_wgs84, image=names[path])
             atomic_write(out / "geojson" / f"{names[path]}.geojson", collection_json([feats], georef, to_wgs84),

@@ -17,6 +17,7 @@ Boxes are xyxy pixels of the full raster; map coordinates follow the file's affi
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -156,6 +157,12 @@ class Raster:
 
         self.has_mask = any(MaskFlags.all_valid not in ds.mask_flag_enums[b - 1] for b in self.bands)
         georeferenced = ds.crs is not None or not ds.transform.is_identity
+        a, b, _, d, e, _ = tuple(ds.transform)[:6]
+        if georeferenced and a * e - b * d == 0:      # every pixel at one map point: no usable georeference
+            logging.getLogger("fss").warning(
+                "%s: its transform %s maps every pixel to one point; treated as not georeferenced (pixel "
+                "coordinates, no GeoJSON)", path, tuple(ds.transform)[:6])
+            georeferenced = False
         self.georef = Georef(tuple(ds.transform)[:6], ds.crs.to_wkt() if ds.crs else None,
                              ds.crs.to_epsg() if ds.crs else None) if georeferenced else None
         self.block_shapes = ds.block_shapes

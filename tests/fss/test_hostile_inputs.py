@@ -308,3 +308,40 @@ def test_info_names_custom_op_domains_and_keeps_its_own_facts(tmp_path, onnx_fil
     r = invoke(["info", bad, "--json"])
     facts = json.loads(r.output)
     assert facts["custom_op_domains"] == ["com.evil"] and facts["file"] == str(bad)
+
+
+# ------------------------------------------------------------------------------------------ georeference
+def _tif(path: Path, crs, transform) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=3, dtype="uint8", crs=crs,
+                       transform=transform) as ds:
+        ds.write(np.full((3, 256, 256), 90, np.uint8))
+    return path
+
+
+def test_to_wgs84_of_a_raster_without_crs_skips_its_geojson_and_keeps_the_rest(tmp_path, caplog):
+    """--to-wgs84 with a raster that has a transform but no CRS failed at the very end ("CRS is invalid: None", no
+    file named) and left the valid images' outputs unwritten."""
+    from conftest import grid_checkpoint
+
+    model = grid_checkpoint(tmp_path / "grid.pt")
+    plain = _tif(tmp_path / "nocrs.tif", None, from_origin(*ORIGIN, 1, 1))
+    placed = _tif(tmp_path / "utm.tif", "EPSG:32633", from_origin(*ORIGIN, 1, 1))
+    with caplog.at_level("WARNING", logger="fss"):          # the log's line on stderr (pytest holds it here)
+        r = invoke(["detect", plain, placed, "--model", model, "--out", tmp_path / "o", "--to-wgs84"])
+    assert r.exit_code == 0, r.output
+    assert "nocrs.tif: has a transform but no CRS, so --to-wgs84 cannot place it" in caplog.text
+    out = tmp_path / "o"
+    assert len(json.loads((out / "predictions.json").read_text())) == 2 * (64 + 256)
+    assert [p.name for p in (out / "geojson").iterdir()] == ["utm.geojson"]
+
+
+def test_a_degenerate_transform_is_not_a_georeference(tmp_path, caplog):
+    """A transform whose determinant is 0 put every polygon on one point, without a word."""
+    from rasterio.transform import Affine
+
+    from fss_train.geo import Raster
+
+    path = _tif(tmp_path / "flat.tif", "EPSG:32633", Affine(0.0, 1.0, 5.0, 0.0, 1.0, 7.0))
+    with caplog.at_level("WARNING", logger="fss"), Raster(path) as raster:
+        assert raster.georef is None
+    assert "maps every pixel to one point" in caplog.text and "flat.tif" in caplog.text
