@@ -6,6 +6,7 @@ Unknown keys are errors that list the known ones; values are parsed as YAML scal
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import yaml
@@ -88,6 +89,26 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+# the values each number may take (inclusive; None: unbounded); anything else is refused by name (--set mosaic=-5
+# trained a whole run with a probability of −5). lr_per_64 must also be above 0.
+# (epochs, batch and imgsz: checked by fss.api.train, which names the option)
+RANGES = {"workers": (0, 256), "seed": (0, None),
+          "lr_per_64": (0, None), "momentum": (0, 1), "weight_decay": (0, None), "warmup_epochs": (0, None),
+          "warmup_bias_lr": (0, None), "min_lr_ratio": (0, 1), "ema_decay": (0, 1), "ema_tau": (0, None),
+          "no_mosaic_epochs": (0, None), "grad_clip": (0, None), "box_weight": (0, None), "mosaic": (0, 1),
+          "scale": (0, 0.99), "translate": (0, 0.5), "hsv_h": (0, 1), "hsv_s": (0, 1), "hsv_v": (0, 1),
+          "fliplr": (0, 1), "flipud": (0, 1), "eval_interval": (1, None), "precise_bn": (0, None),
+          "eval_conf": (0, 1), "eval_iou": (0, 1), "max_det": (1, None), "patience": (0, None)}
+
+
+def _check_range(key: str, value) -> None:
+    lo, hi = RANGES.get(key, (None, None))
+    if isinstance(value, float) and not math.isfinite(value) or (lo is not None and value < lo) \
+            or (hi is not None and value > hi) or (key == "lr_per_64" and value <= 0):
+        span = f"{lo}…{hi}" if hi is not None else f"{'above' if key == 'lr_per_64' else 'at least'} {lo}"
+        raise ValueError(f"config {key} must be {span}, got {value!r}")
+
+
 def make_config(base: dict | None = None, overrides: dict | None = None) -> TrainConfig:
     known = {f.name: f for f in dataclasses.fields(TrainConfig)}
     values = dict(base or {})
@@ -119,4 +140,6 @@ def make_config(base: dict | None = None, overrides: dict | None = None) -> Trai
         elif isinstance(default, (int, float, str)) and not isinstance(default, bool) and \
                 not isinstance(values[key], type(default)):
             raise ValueError(f"config {key} must be {type(default).__name__}, got {value!r}")
+        if isinstance(values[key], (int, float)) and not isinstance(values[key], bool):
+            _check_range(key, values[key])
     return TrainConfig(**values)

@@ -198,6 +198,10 @@ def broken(tmp_path_factory):
     (["train", "--data", DOTA, "--assigner", "nope"], "unknown assigner 'nope'"),
     (["train", "--data", DOTA, "--set", "nope=1"], "unknown config key 'nope'"),
     (["train", "--data", DOTA, "--set", "assigner_params.nope=1"], "has no parameter(s) ['nope']"),
+    (["train", "--data", DOTA, "--set", "mosaic=-5"], "config mosaic must be 0…1, got -5.0"),     # trained a run
+    (["train", "--data", DOTA, "--set", "lr_per_64=-1"], "config lr_per_64 must be above 0, got -1.0"),
+    (["train", "--data", DOTA, "--set", "eval_iou=2"], "config eval_iou must be 0…1, got 2.0"),
+    (["train", "--data", DOTA, "--set", "scale=.nan"], "config scale must be 0…0.99, got nan"),
     (["train", "--data", DOTA, "--model", "nope"], "no model card 'nope'"),
     (["eval", "--predictions", "{b}/missing.json", "--data", DOTA], "missing.json"),
     (["eval", MODEL, "--data", "{b}/missing"], "no such dataset"),
