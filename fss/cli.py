@@ -5,6 +5,7 @@ clikit.py."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -309,9 +310,10 @@ def _disk_errors_resume(out: Path):
     except OSError as exc:
         if exc.errno is None:                       # ours (a message), not the disk's: user_errors says it
             raise
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)    # only then is "free space" the advice
         fail(f"{out}: cannot write {Path(exc.filename).name if exc.filename else 'results'} ({exc.strerror or exc});"
-             f" every image finished before is kept in {out}/.per_image — free space and rerun the same command to "
-             "resume")
+             f" every image finished before is kept in {out}/.per_image — {'free space and ' if full else ''}rerun "
+             "the same command to resume")
 
 
 def _print_detect_summary(s: dict) -> None:

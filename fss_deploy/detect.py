@@ -38,7 +38,16 @@ from fss_deploy.tiling import (
     to_image_coords,
 )
 from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
-from fss_train.fileio import LOCK_NAME, atomic_write, input_fingerprint, path_key, safe_name, sha256_file, unique_stems
+from fss_train.fileio import (
+    LOCK_NAME,
+    atomic_write,
+    input_fingerprint,
+    is_temp,
+    path_key,
+    safe_name,
+    sha256_file,
+    unique_stems,
+)
 from fss_train.geo import (
     DEFAULT_STRETCH,
     GEO_SUFFIXES,
@@ -514,7 +523,7 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
     for folder, keep in written.items():          # a per-image file of an input this run does not have is stale
         if folder in formats and (out / folder).is_dir():
             for f in (out / folder).iterdir():
-                if f.name not in keep:
+                if f.name not in keep and not is_temp(f):
                     f.unlink()
     if "coco" in formats:
         atomic_write(out / "predictions.json", "[" + ", ".join(p for p in preds if p) + "]")

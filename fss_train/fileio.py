@@ -86,6 +86,12 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[BinaryIO], obje
     return path
 
 
+def is_temp(path: Path) -> bool:
+    """One of the writers' own temporary files (``.<name>.<random>.tmp``), perhaps another process's, mid-write: a
+    clean-up of stale outputs never removes it (a concurrent run's clean-up deleted one, and that run failed)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 def link_or_copy(src: str | Path, dst: str | Path) -> Path:
     """``dst`` becomes ``src``: a hard link, else a copy, put in place by one rename (a different file already
     at ``dst`` is replaced; ``dst`` already being ``src`` is left as it is)."""

@@ -27,7 +27,7 @@ from fss_train.data.records import (
     image_size,
     sanitize_box,
 )
-from fss_train.fileio import atomic_write, link_or_copy, unique_stems
+from fss_train.fileio import atomic_write, is_temp, link_or_copy, unique_stems
 
 # in an output folder while a conversion writes it; a dataset holding it is refused by read_dataset
 INCOMPLETE = ".fss-incomplete"
@@ -56,7 +56,8 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
     # in it is counted or removed, not even the images the reader skipped (corrupt, unlabelled)
     source_dirs = {r.path.resolve().parent for r in ds.records}
     earlier = [p for folder in (images, labels) if folder is not None and folder.is_dir()
-               and folder.resolve() not in source_dirs for p in sorted(folder.iterdir()) if p.is_file()]
+               and folder.resolve() not in source_dirs for p in sorted(folder.iterdir())
+               if p.is_file() and not is_temp(p)]
     earlier += [f for f in own_files if f.is_file()]
     yaml_cfg = _merged_yolo_yaml(out / "data.yaml", ds, split) if to == "yolo" else None
     if to == "dota":

@@ -290,3 +290,38 @@ def test_paths_with_brackets_print_as_they_are(tmp_path):
     (tmp_path / "bad[red]x[red].png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     r = invoke(["detect", tmp_path / "bad[red]x[red].png", "--model", model, "--out", tmp_path / "q"])
     assert r.exit_code == 1 and "bad[red]x[red].png" in r.output, r.output
+
+
+def test_a_write_error_that_is_not_a_full_disk_does_not_say_free_space(tmp_path, monkeypatch):
+    import errno
+
+    import fss_deploy.detect as det
+
+    model = grid_checkpoint(tmp_path / "grid.pt")
+    image = tmp_path / "i.png"
+    cv2.imwrite(str(image), np.full((256, 256, 3), 90, np.uint8))
+    real = det.atomic_write
+
+    def gone(path, data, **kw):
+        if path.parent.name == ".per_image":
+            raise OSError(errno.ENOENT, "No such file or directory", str(path))
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(det, "atomic_write", gone)
+    r = invoke(["detect", image, "--model", model, "--out", tmp_path / "o"])
+    assert r.exit_code != 0 and "rerun the same command to resume" in r.output and "free space" not in r.output
+
+
+def test_the_stale_file_clean_up_leaves_another_writers_temp_file(tmp_path):
+    """Rebuilding yolo/ removes files of inputs this run does not have, but never a writer's temp file in flight."""
+    model = grid_checkpoint(tmp_path / "grid.pt")
+    image, other = tmp_path / "i.png", tmp_path / "other.png"
+    for p in (image, other):
+        cv2.imwrite(str(p), np.full((256, 256, 3), 90, np.uint8))
+    assert invoke(["detect", image, other, "--model", model, "--out", tmp_path / "o"]).exit_code == 0
+    in_flight, stale = tmp_path / "o/yolo/.other.txt.k3j2.tmp", tmp_path / "o/yolo/other.txt"
+    in_flight.write_text("half")
+    assert stale.is_file()
+    r = invoke(["detect", image, "--model", model, "--out", tmp_path / "o"])        # the same run, one input less
+    assert r.exit_code == 0, r.output
+    assert in_flight.exists() and not stale.exists() and (tmp_path / "o/yolo/i.txt").is_file()
