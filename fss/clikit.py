@@ -63,7 +63,9 @@ def user_errors():
         yield
     except typer.Exit:
         raise                                               # typer's Exit is a RuntimeError: let it through
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError, OutputConflict,
+    except KeyError as exc:                                 # str() of a KeyError is the bare key: say what it is
+        fail(f"missing or unknown key {exc.args[0]!r}" if exc.args else "missing key")
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, OutputConflict,
             RuntimeError, ImportError) as exc:                 # ImportError: an optional extra (fss[geo]) is missing
         fail(str(exc))
 
