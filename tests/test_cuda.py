@@ -75,7 +75,7 @@ def test_amp_training_with_ema_and_precise_bn_on_cuda(tiny, tmp_path):
     assert run.scaler is not None                                    # AMP active on CUDA
     rows = json.loads((tmp_path / "run/results.json").read_text())
     assert all(np.isfinite(r["loss"]) for r in rows) and rows[-1]["loss"] < rows[0]["loss"]
-    assert final["AP50"] == final["AP50"]                            # evaluated: EMA model + precise BN on CUDA
+    assert 0.0 <= final["AP50"] <= 1.0              # evaluated (NaN fails): the EMA model with precise BN on CUDA
     assert next(run.ema.ema.parameters()).device.type == "cuda"
     assert load_checkpoint(tmp_path / "run/last.pt")["weights_ema"] is not None
 

@@ -1,7 +1,6 @@
 import json
 
 import cv2
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -178,7 +177,6 @@ def test_engine_sidecar_check(tmp_path):
     assert "fss export runs/x/best.pt --format engine --half --batch 8" in str(exc.value)
     assert "NVIDIA H200" in str(exc.value)
     assert rebuild_command(sidecar, engine).endswith(f"--out {engine}")
-    assert np.isfinite(1.0)
 
 
 def test_verify_tolerance_scales_with_the_outputs_of_a_one_epoch_model(tmp_path):
