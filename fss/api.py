@@ -8,12 +8,12 @@ message naming the file or value. Nothing here prints: pass ``log`` / ``progress
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fss_core.launch import rank_and_world
 from fss_train.config import TrainConfig
 
 
@@ -137,7 +137,7 @@ def train(data: str = "", *, model: str | None = None, assigner: str | None = No
     if cfg.epochs < 1 or cfg.batch < 1:
         raise ValueError(f"epochs and batch must be at least 1, got {cfg.epochs} and {cfg.batch}")
     # one process writes into a run folder (under torchrun, rank 0 holds it for all): a second run is refused
-    with exclusive(out, "fss train") if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+    with exclusive(out, "fss train") if rank_and_world()[0] == 0 else nullcontext():
         run = Run(cfg, out, resume=resume, log=log or (lambda m: None), exist_ok=exist_ok)
         if run.start_epoch >= cfg.epochs:
             raise ValueError(f"{out}/last.pt already finished epoch {run.start_epoch}; pass --epochs N (epochs=N, "

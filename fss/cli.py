@@ -32,6 +32,7 @@ from fss.clikit import (
     writable_out,
 )
 from fss.progress import err
+from fss_core.launch import rank_and_world
 from fss_deploy import defaults as DET
 
 
@@ -73,7 +74,7 @@ class D:
     MaxDet = Annotated[int | None, typer.Option(help=f"detections kept per image (default: {DET.max_det_rule()}); a "
                                                      "warning names images that reach it")]
     MaxPixels = Annotated[int | None, typer.Option(help="refuse PNG/JPEG images with more pixels (default 20,000² "
-                                                        "= 400 M; decoded in memory)")]
+                                                        "= 400 M; decoded in memory)", min=1)]
     SaveImages = Annotated[bool, typer.Option(help="write annotated images")]
     Formats = Annotated[str, typer.Option(help="comma-separated: coco,dota,yolo,geojson (geojson: georeferenced "
                                                "GeoTIFFs)")]
@@ -114,7 +115,7 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 @app.command()
 def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file, card name (fss-s) or card YAML")],
-         imgsz: Annotated[int | None, typer.Option(help="input size for the FLOPs count")] = None,
+         imgsz: Annotated[int | None, typer.Option(help="input size for the FLOPs count", min=32, max=8192)] = None,
          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
     """What a checkpoint, ONNX file or model card describes: architecture, classes, input size, params, FLOPs."""
     from fss_deploy.info import describe, readable
@@ -186,7 +187,7 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              predictions: Annotated[str | None, typer.Option(help="COCO results json or DOTA Task2 folder")] = None,
              metric: Annotated[str, typer.Option(help="coco | dota")] = "coco",
              split: Annotated[str, typer.Option(help="split of a data.yaml")] = "val",
-             imgsz: Imgsz = None, batch: Annotated[int, typer.Option(help="images per batch")] = 8,
+             imgsz: Imgsz = None, batch: Annotated[int, typer.Option(help="images per batch", min=1)] = 8,
              device: Device = "auto",
              json_out: Annotated[str | None, typer.Option("--json", help="also write the metrics to this file")]
              = None,
@@ -279,8 +280,8 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
     from fss.progress import counter, step_counter
     from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
 
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     with user_errors():
+        rank, world = rank_and_world()
         if model is None:
             err.print(f"[yellow]notice:[/] {escape(DEFAULT_MODEL_NOTICE)}", highlight=False)
         fmts = check_formats([f.strip() for f in formats.split(",") if f.strip()])
@@ -356,8 +357,9 @@ def assign(image: Annotated[str, typer.Argument(help="image file")],
            exist_ok: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
            assigner: Annotated[str, typer.Option(help="the assigner explained (fss)")] = "fss",
            vs: Annotated[str, typer.Option(help="baseline drawn beside it")] = "simota",
-           imgsz: Annotated[int | None, typer.Option(help="network input size (default: model's)")] = None,
-           num_gts: Annotated[int, typer.Option(help="ground truths shown, small to large")] = 3,
+           imgsz: Annotated[int | None, typer.Option(help="network input size (default: model's)", min=32,
+                                                     max=8192)] = None,
+           num_gts: Annotated[int, typer.Option(help="ground truths shown, small to large", min=1, max=12)] = 3,
            seed: Annotated[int, typer.Option(help="seed of an untrained card's weights")] = 0):
     """Visualise a label assignment (the paper's Fig. 3): P, Gaussian prior, dynamic k, weights, vs a baseline."""
     from fss.api import free_file

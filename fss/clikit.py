@@ -41,7 +41,8 @@ def one_line_summaries(app: typer.Typer) -> None:
 
 
 Device = Annotated[str, typer.Option(help="auto (cuda when a GPU is visible) | cpu | cuda | cuda:N")]
-Imgsz = Annotated[int | None, typer.Option(help="input size (default: the model's)")]
+# 0 meant "the model's" and negative sizes reached numpy: a size is 32…8192 px (MAX_INPUT_SIDE), or left out
+Imgsz = Annotated[int | None, typer.Option(help="input size (default: the model's)", min=32, max=8192)]
 Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]
 Threads = Annotated[int, typer.Option(help="CPU threads (0: library default)")]
 Warmup = Annotated[int, typer.Option(help="untimed runs first")]
@@ -68,6 +69,8 @@ def user_errors():
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, OutputConflict,
             RuntimeError, ImportError) as exc:                 # ImportError: an optional extra (fss[geo]) is missing
         fail(str(exc))
+    except OSError as exc:                                  # a full disk mid-write (export, convert, train)
+        fail(f"{exc.filename or 'a file'}: cannot write ({exc.strerror or exc})")
 
 
 def report_folder(out: str, default: str, exist_ok: bool) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fss.api import resolve_device
+from fss_core.launch import local_rank, rank_and_world
 from fss_deploy import defaults
 from fss_deploy.backends import load_backend
 from fss_deploy.detect import (
@@ -179,8 +179,8 @@ class Detector:
                  class_agnostic: bool = False, classes: str | Iterable[str | int] | None = None):
         self.model = resolve_model_file(model) if model else DEFAULT_MODEL
         device = resolve_device(device)
-        if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:     # torchrun: this rank's GPU
-            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        if device == "cuda" and rank_and_world()[1] > 1:                      # torchrun: this rank's GPU
+            device = f"cuda:{local_rank()}"
         if not self.model.is_file():
             raise FileNotFoundError(f"{self.model}: no such model file" + (
                 "" if model else " (the bundled default model is missing: pass a model file)"))
@@ -251,7 +251,7 @@ class Detector:
         (default: when ``out`` is runs/detect) moves on to out2, out3, … when ``out`` holds another run.
         Under torchrun every process takes its share of the images; rank 0 writes the outputs. ``on_image(path,
         detections or None)`` is called after every image, ``on_tiles(done, total)`` after every batch of tiles."""
-        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        rank, world = rank_and_world()
         check_formats(formats)
         out = Path(out)
         increment = str(out) == "runs/detect" if increment is None else increment

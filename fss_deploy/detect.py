@@ -182,8 +182,9 @@ class TiledDetector:
         if self.tile != size:
             raise ValueError(f"--tile {self.tile} differs from the model's input size {size}; export the model at "
                              f"{self.tile} (fss export … --imgsz {self.tile})")
-        if self.overlap >= self.tile:
-            raise ValueError(f"--overlap ({self.overlap}) must be smaller than the tile ({self.tile})")
+        if self.overlap > self.tile // 2:           # 511 of 512 made a 600 px image 7,921 tiles: a hang
+            raise ValueError(f"--overlap ({self.overlap}) must be at most half the tile ({self.tile // 2} of "
+                             f"{self.tile} px): more would put every pixel in over 4 tiles")
         if self.backend.fixed_batch:
             self.batch = self.backend.fixed_batch
         if self.prefetch is None:

@@ -148,6 +148,11 @@ def model_from_checkpoint(ckpt: dict, weights: str = "ema") -> Detector:
                    else f"{(missing or extra)[0]} is {'missing' if missing else 'unexpected'}")
         raise CheckpointError(f"checkpoint weights do not fit its model card {card.name!r}: {len(wrong)} tensors "
                               f"of another shape, {len(missing)} missing, {len(extra)} unexpected (e.g. {example})")
+    bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not torch.isfinite(v).all()), None)
+    if bad is not None:             # NaN weights ran, found nothing, and said nothing
+        raise CheckpointError(f"checkpoint weights hold NaN or infinite values (first: {bad}): the training that "
+                              "wrote them diverged; use an earlier checkpoint")
     model.load_state_dict(state)
     return model.eval()
 

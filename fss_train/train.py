@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from fss_core.launch import local_rank, rank_and_world
 from fss_train.assigners import build_assigner
 from fss_train.checkpoint import (
     CheckpointError,
@@ -51,7 +52,7 @@ def is_main() -> bool:
 def setup_distributed(device_name: str) -> tuple[torch.device, int, int]:
     """Join the process group when started by torchrun (also with one process, so ``torchrun
     --nproc_per_node 1`` exercises the NCCL/gloo path of a multi-GPU run); returns (device, rank, world)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = rank_and_world()[1]
     launched = "TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ
     if (world > 1 or launched) and not dist.is_initialized():
         backend = "nccl" if device_name.startswith("cuda") else "gloo"
@@ -60,7 +61,7 @@ def setup_distributed(device_name: str) -> tuple[torch.device, int, int]:
     if device_name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False")
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        local = local_rank()
         index = local if world > 1 else (int(device_name.split(":")[1]) if ":" in device_name else 0)
         torch.cuda.set_device(index)
         return torch.device("cuda", index), rank, world

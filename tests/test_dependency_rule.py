@@ -99,3 +99,10 @@ def test_import_check_catches_a_planted_violation(tmp_path):
     assert _training_code_loaded("fss_deploy.tiling") == []
     with pytest.raises(AssertionError, match="importing fss_deploy.no_such_module failed"):
         _training_code_loaded("fss_deploy.no_such_module")
+
+
+def test_the_core_imports_neither_side():
+    """fss_core (what both sides share) imports nothing of fss, fss_train or fss_deploy."""
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {name}" for p, line, name in _imports("fss_core")
+           if name.split(".")[0] in ("fss", "fss_train", "fss_deploy")]
+    assert bad == [] and list((ROOT / "fss_core").glob("*.py"))

@@ -105,6 +105,12 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
     not cut again (a changed image or label file is cut again, its old tiles removed). ``OUT/split.json`` records
     the settings; a rerun with other settings into the same OUT is refused (ValueError), so tiles of two
     tilings never mix."""
+    if not (32 <= tile <= 65536 and 0 <= gap <= tile // 2):       # --tile 1 wrote 61,207 one-pixel tiles
+        raise ValueError(f"need --tile within 32…65536 px and 0 <= --gap <= half the tile, got tile {tile}, gap {gap}")
+    if not 0 < keep_ratio <= 1:                                       # NaN fails this too
+        raise ValueError(f"--keep-ratio must lie in (0, 1], got {keep_ratio}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     out = Path(out_dir)
     images, done_dir = out / "images", out / ".done"
     sources = {r.path.resolve().parent for r in ds.records}

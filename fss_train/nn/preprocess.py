@@ -74,7 +74,18 @@ def to_bgr3(image: np.ndarray) -> np.ndarray:
 
 # Decoded pixels a PNG/JPEG may have before it is refused (a 875 KB PNG can hold 30,000² px = 2.7 GB BGR):
 # 20,000² px = 1.2 GB decoded. `fss detect --max-pixels` raises it; FSS_MAX_PIXELS sets it for every reader.
-MAX_PIXELS = int(os.environ.get("FSS_MAX_PIXELS", 20_000 * 20_000))
+def _max_pixels_from_env() -> int:
+    text = os.environ.get("FSS_MAX_PIXELS", "")
+    try:
+        value = int(text) if text else 20_000 * 20_000
+    except ValueError:
+        value = 0
+    if value < 1:                     # a bare int() raised at import: every command ended in a traceback
+        raise SystemExit(f"error: FSS_MAX_PIXELS must be a positive number of pixels, got {text!r}")
+    return value
+
+
+MAX_PIXELS = _max_pixels_from_env()
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -85,7 +96,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         w, h = struct.unpack(">II", data[16:24])
         return int(w), int(h)
     if data[:2] != b"\xff\xd8":
-        return None
+        return _other_header_size(data)
     i = 2
     while i + 4 <= len(data) and data[i] == 0xFF:
         marker = data[i + 1]
@@ -100,6 +111,23 @@ def header_size(data: bytes) -> tuple[int, int] | None:
             return int(w), int(h)
         i += 2 + seg_len
     return None
+
+
+def _other_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of any other format Pillow knows (BMP, GIF, TIFF, WebP…) from its header alone: a 1 KB RLE BMP
+    named .png declared 30,000² px and was decoded (2.5 GB) because only PNG and JPEG headers were read."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # the size is wanted: ours judges it
+    try:
+        with Image.open(io.BytesIO(data)) as im:                 # lazy: reads the header, decodes nothing
+            return int(im.width), int(im.height)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def read_image(path, max_pixels: int | None = None) -> np.ndarray:

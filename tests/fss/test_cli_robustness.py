@@ -36,7 +36,8 @@ def onnx_file(tmp_path_factory):
     (["--conf", "1.5"], "--conf must lie in [0, 1]"),
     (["--iou", "-0.1"], "--iou must lie in [0, 1]"),
     (["--max-det", "0"], "--max-det must be at least 1"),
-    (["--overlap", "600"], "must be smaller than the tile"),
+    (["--overlap", "600"], "must be at most half the tile (256 of 512 px)"),
+    (["--overlap", "257"], "must be at most half the tile (256 of 512 px)"),     # 511: 7,921 tiles of 600 px
     (["--overlap", "inf"], "--overlap must be a finite number, 0 or more"),
     (["--overlap", "nan"], "--overlap must be a finite number, 0 or more"),
     (["--overlap", "-0.5"], "--overlap must be a finite number, 0 or more"),      # was taken as 0
@@ -207,7 +208,7 @@ def broken(tmp_path_factory):
     (["eval", MODEL, "--data", "{b}/missing"], "no such dataset"),
     (["export", "{b}/trunc.pt"], "not a readable torch file"),
     (["export", "{b}/missing.pt"], "no such checkpoint file"),
-    (["export", MODEL, "--imgsz", "100000", "--out", "{out}.onnx"], "--imgsz 100000 exceeds the largest network"),
+    (["export", MODEL, "--imgsz", "100000", "--out", "{out}.onnx"], "Invalid value for '--imgsz'"),   # 5 GB before
     (["eval", MODEL, "--data", DOTA, "--max-dets", "0"], "--max-dets must be at least 1, got 0"),
     (["eval", MODEL, "--data", DOTA, "--max-dets", "-3"], "--max-dets must be at least 1, got -3"),
     (["info", "{b}/missing.pt"], "no such checkpoint file"),
@@ -217,6 +218,13 @@ def broken(tmp_path_factory):
     (["data", "convert", "{b}/missing", "--to", "yolo"], "no such dataset"),
     (["data", "convert", DOTA, "--to", "xml"], "--to must be coco, yolo or dota"),
     (["data", "split", "{b}/missing"], "no such dataset"),
+    (["data", "split", DOTA, "--tile", "1", "--gap", "0"], "need --tile within 32…65536 px"),   # 61,207 tiles
+    (["data", "split", DOTA, "--tile", "100", "--gap", "100"], "0 <= --gap <= half the tile"),
+    (["data", "split", DOTA, "--keep-ratio", "nan"], "--keep-ratio must lie in (0, 1], got nan"),
+    (["data", "split", DOTA, "--workers", "-1"], "--workers must be at least 1"),
+    (["info", "fss-s", "--imgsz", "0"], "Invalid value for '--imgsz'"),             # 0 meant the default
+    (["export", MODEL, "--imgsz", "-64", "--out", "{out}.onnx"], "Invalid value for '--imgsz'"),
+    (["detect", IMAGE, "--model", MODEL, "--max-pixels", "0"], "Invalid value for '--max-pixels'"),
     (["data", "check", "{b}/missing"], "no such dataset"),
     (["data", "synth", "{out}", "--num-images", "0"], "num_images >= 1"),
     (["data", "synth", "{out}", "--size", "10"], "size must be within 64"),
@@ -249,3 +257,41 @@ def test_absurd_card_inside_a_checkpoint_is_refused(tmp_path):
     for verb in (["info", bad], ["detect", IMAGE, "--model", bad, "--out", tmp_path / "o"], ["export", bad]):
         r = invoke(verb)
         assert r.exit_code != 0 and "depth 50 is outside the supported range" in r.output
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' is not a whole number"),
+    ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK=5 and WORLD_SIZE=2 do not describe a launch"),
+    ({"WORLD_SIZE": "2", "RANK": "1"}, "WORLD_SIZE=2 is set but this process was not started by torchrun"),
+])
+def test_stray_launch_variables_are_named(tmp_path, monkeypatch, env, message):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    r = invoke(["detect", IMAGE, "--model", MODEL, "--out", tmp_path / "o"])
+    assert r.exit_code != 0 and message in r.output, r.output
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
+    import torch
+
+    from fss_train.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(MODEL)
+    for state in (ckpt["weights_raw"], ckpt["weights_ema"]):
+        if state:
+            state["head.cls_preds.0.bias"] = torch.full_like(state["head.cls_preds.0.bias"], float("nan"))
+    save_checkpoint(ckpt, tmp_path / "nan.pt")
+    r = invoke(["detect", IMAGE, "--model", tmp_path / "nan.pt", "--out", tmp_path / "o"])
+    assert r.exit_code != 0 and "hold NaN or infinite values (first: head.cls_preds.0.bias)" in r.output, r.output
+
+
+def test_a_bomb_in_another_format_is_refused_from_its_header(tmp_path):
+    """A 1 KB RLE8 BMP named .png declares 30,000² px; only PNG and JPEG headers were read, so it was decoded."""
+    import struct
+
+    bmp = b"BM" + struct.pack("<IHHI", 1080, 0, 0, 1078) + struct.pack("<IiiHHIIiiII", 40, 30000, 30000, 1, 8, 1, 2,
+                                                                          0, 0, 256, 0) + b"\0" * 1026
+    (tmp_path / "bomb.png").write_bytes(bmp)
+    r = invoke(["detect", tmp_path / "bomb.png", "--model", MODEL, "--out", tmp_path / "o"])
+    assert r.exit_code == 1 and "30000 × 30000 px exceeds the 400,000,000-pixel limit" in r.output, r.output
