@@ -37,7 +37,7 @@ from fss_deploy.tiling import (
     tile_batch,
     to_image_coords,
 )
-from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
+from fss_train.boxes import check_overlap, detections_to_coco, detections_to_dota, detections_to_yolo
 from fss_train.fileio import (
     LOCK_NAME,
     atomic_write,
@@ -182,9 +182,7 @@ class TiledDetector:
         if self.tile != size:
             raise ValueError(f"--tile {self.tile} differs from the model's input size {size}; export the model at "
                              f"{self.tile} (fss export … --imgsz {self.tile})")
-        if self.overlap > self.tile // 2:           # 511 of 512 made a 600 px image 7,921 tiles: a hang
-            raise ValueError(f"--overlap ({self.overlap}) must be at most half the tile ({self.tile // 2} of "
-                             f"{self.tile} px): more would put every pixel in over 4 tiles")
+        check_overlap(self.tile, self.overlap)
         if self.backend.fixed_batch:
             self.batch = self.backend.fixed_batch
         if self.prefetch is None:

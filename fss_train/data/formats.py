@@ -183,6 +183,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
     records: dict[int, ImageRecord] = {}
     rows: dict[int, list] = {}
     duplicate: set[int] = set()
+    seen_files: dict[Path, int] = {}
     for img in data["images"]:
         try:
             rec = ImageRecord(root / img["file_name"], int(img["width"]), int(img["height"]), image_id=int(img["id"]))
@@ -199,6 +200,12 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
                                     f"({rec.path.name}{', ' + other.path.name if other else ''}): its annotations "
                                     "cannot be attributed", "images with this id and their annotations skipped"))
             continue
+        if rec.path in seen_files:     # one picture under two ids: a conversion wrote it once, lost the other's
+            problems.append(Problem(file, None, f"image file {img['file_name']!r} is listed twice (ids "
+                                    f"{seen_files[rec.path]} and {rec.image_id})", "the second entry and its "
+                                    "annotations skipped"))
+            continue
+        seen_files[rec.path] = rec.image_id
         records[rec.image_id] = rec
         rows[rec.image_id] = []
     for ann in anns:
@@ -206,7 +213,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
             problems.append(Problem(file, None, f"annotation {ann!r:.60} is not an object", "skipped"))
             continue
         aid = ann.get("id") if isinstance(ann.get("id"), int) else None
-        if not isinstance(ann.get("image_id"), int) or not isinstance(ann.get("category_id"), int):
+        if type(ann.get("image_id")) is not int or type(ann.get("category_id")) is not int:     # not bool
             problems.append(Problem(file, aid, "annotation without integer image_id/category_id", "skipped"))
             continue
         if ann.get("image_id") in duplicate:
@@ -226,9 +233,18 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
         box = sanitize_box([x, y, x + w, y + h], rec.width, rec.height, file, aid, problems)
         if box is None:
             continue
-        difficult = int(ann.get("difficult", 0)) or (1 if ann.get("iscrowd") else 0)
+        flag = ann.get("difficult", 0)
+        if flag not in (0, 1, 2, True, False):        # int() of Infinity, [1] or "yes" was a traceback
+            problems.append(Problem(file, aid, f"difficult must be 0, 1 or 2 (a cut piece), got {brief(flag)}",
+                                    "taken as 0"))
+            flag = 0
+        difficult = int(flag) or (1 if ann.get("iscrowd") else 0)
         seg = ann.get("segmentation")
         poly = seg[0] if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) == 8 else None
+        if poly is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                        and math.isfinite(v) and abs(v) < 1e7 for v in poly):
+            problems.append(Problem(file, aid, f"segmentation {brief(poly)} is not 8 finite numbers", "box kept"))
+            poly = None
         rows[rec.image_id].append((box, cat_index[ann["category_id"]], difficult, poly))
     for image_id, rec in records.items():
         _fill(rec, rows[image_id])
@@ -382,7 +398,14 @@ def _read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, probl
             if len(parts) < 5:
                 raise ValueError
             cls = int(float(parts[0]))
-            xc, yc, bw, bh = (float(v) for v in parts[1:5])
+            values = [float(v) for v in parts[1:]]
+            if len(values) > 4:        # Ultralytics' segment / OBB line `cls x1 y1 x2 y2 …`: its enclosing box
+                if len(values) % 2 or len(values) < 6:
+                    raise ValueError
+                xs, ys = values[0::2], values[1::2]
+                xc, yc, bw, bh = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
+            else:
+                xc, yc, bw, bh = values
         except (ValueError, OverflowError):
             problems.append(Problem(str(label), n, f"unparsable line {line!r:.60}", "skipped"))
             continue
@@ -490,6 +513,8 @@ def _read_dota_lines(label: Path, size: tuple[int, int], classes: list[str], fix
             poly = [float(v) for v in parts[:8]]
             name = parts[8]
             difficult = int(parts[9]) if len(parts) > 9 else 0
+            if difficult not in (0, 1, 2):  # the devkit's flags (2: a piece its splitter cut; 10**20 overflowed)
+                raise ValueError
         except ValueError:
             problems.append(Problem(str(label), n, f"unparsable line {line!r:.60}", "skipped"))
             continue
@@ -500,8 +525,8 @@ def _read_dota_lines(label: Path, size: tuple[int, int], classes: list[str], fix
             classes.append(name)
             problems.append(Problem(str(label), n, f"class {name!r} is not a DOTA-v1.5 class; added as class "
                                                    f"{len(classes) - 1}", "repaired"))
-        if not all(math.isfinite(v) for v in poly):
-            problems.append(Problem(str(label), n, f"non-finite coordinates {poly}", "skipped"))
+        if not all(math.isfinite(v) and abs(v) < 1e7 for v in poly):    # 1e39 became inf in float32 outputs
+            problems.append(Problem(str(label), n, f"non-finite or absurd coordinates {poly}", "skipped"))
             continue
         xs, ys = poly[0::2], poly[1::2]
         box = sanitize_box([min(xs), min(ys), max(xs), max(ys)], w, h, str(label), n, problems)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fss_train.boxes import tile_grid, tile_origins  # noqa: F401  (tile_origins re-exported)
+from fss_train.boxes import check_overlap, tile_grid, tile_origins  # noqa: F401  (tile_origins re-exported)
 from fss_train.data.formats import output_stems, write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
 from fss_train.fileio import atomic_write, input_fingerprint, write_image
@@ -105,8 +105,9 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
     not cut again (a changed image or label file is cut again, its old tiles removed). ``OUT/split.json`` records
     the settings; a rerun with other settings into the same OUT is refused (ValueError), so tiles of two
     tilings never mix."""
-    if not (32 <= tile <= 65536 and 0 <= gap <= tile // 2):       # --tile 1 wrote 61,207 one-pixel tiles
-        raise ValueError(f"need --tile within 32…65536 px and 0 <= --gap <= half the tile, got tile {tile}, gap {gap}")
+    if not 32 <= tile <= 65536:                                      # --tile 1 wrote 61,207 one-pixel tiles
+        raise ValueError(f"--tile must lie in 32…65536 px, got {tile}")
+    check_overlap(tile, gap, "--gap")
     if not 0 < keep_ratio <= 1:                                       # NaN fails this too
         raise ValueError(f"--keep-ratio must lie in (0, 1], got {keep_ratio}")
     if workers < 1:

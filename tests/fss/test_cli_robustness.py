@@ -36,8 +36,8 @@ def onnx_file(tmp_path_factory):
     (["--conf", "1.5"], "--conf must lie in [0, 1]"),
     (["--iou", "-0.1"], "--iou must lie in [0, 1]"),
     (["--max-det", "0"], "--max-det must be at least 1"),
-    (["--overlap", "600"], "must be at most half the tile (256 of 512 px)"),
-    (["--overlap", "257"], "must be at most half the tile (256 of 512 px)"),     # 511: 7,921 tiles of 600 px
+    (["--overlap", "600"], "--overlap (600) must lie in 0…448 px for a 512 px tile"),
+    (["--overlap", "511"], "--overlap (511) must lie in 0…448 px for a 512 px tile"),     # 7,921 tiles of 600 px
     (["--overlap", "inf"], "--overlap must be a finite number, 0 or more"),
     (["--overlap", "nan"], "--overlap must be a finite number, 0 or more"),
     (["--overlap", "-0.5"], "--overlap must be a finite number, 0 or more"),      # was taken as 0
@@ -218,8 +218,8 @@ def broken(tmp_path_factory):
     (["data", "convert", "{b}/missing", "--to", "yolo"], "no such dataset"),
     (["data", "convert", DOTA, "--to", "xml"], "--to must be coco, yolo or dota"),
     (["data", "split", "{b}/missing"], "no such dataset"),
-    (["data", "split", DOTA, "--tile", "1", "--gap", "0"], "need --tile within 32…65536 px"),   # 61,207 tiles
-    (["data", "split", DOTA, "--tile", "100", "--gap", "100"], "0 <= --gap <= half the tile"),
+    (["data", "split", DOTA, "--tile", "1", "--gap", "0"], "--tile must lie in 32…65536 px, got 1"),   # 61,207 tiles
+    (["data", "split", DOTA, "--tile", "100", "--gap", "100"], "--gap (100) must lie in 0…88 px for a 100 px tile"),
     (["data", "split", DOTA, "--keep-ratio", "nan"], "--keep-ratio must lie in (0, 1], got nan"),
     (["data", "split", DOTA, "--workers", "-1"], "--workers must be at least 1"),
     (["info", "fss-s", "--imgsz", "0"], "Invalid value for '--imgsz'"),             # 0 meant the default

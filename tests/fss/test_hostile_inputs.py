@@ -123,7 +123,7 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
 # ------------------------------------------------------------------------------------------ damaged GeoTIFFs
 VERBS = {
     "check": lambda d, t: ["data", "check", d],
-    "split": lambda d, t: ["data", "split", d, "--out", t / "tiles", "--tile", "256"],
+    "split": lambda d, t: ["data", "split", d, "--out", t / "tiles", "--tile", "256", "--gap", "56"],
     "eval": lambda d, t: ["eval", DEFAULT_MODEL, "--data", d, "--device", "cpu", "--out", t / "e"],
     "train": lambda d, t: ["train", "--data", d, "--epochs", "1", "--imgsz", "256", "--batch", "2", "--workers", "0",
                            "--out", t / "run", "--device", "cpu"],
@@ -345,3 +345,49 @@ def test_a_degenerate_transform_is_not_a_georeference(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="fss"), Raster(path) as raster:
         assert raster.georef is None
     assert "maps every pixel to one point" in caplog.text and "flat.tif" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ label lines
+def dota_with_line(root: Path, line: str) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labelTxt").mkdir()
+    shutil.copy(SHARED / "dota_devkit_example/images/P1888.png", root / "images/a.png")
+    (root / "labelTxt/a.txt").write_text("10 10 50 10 50 50 10 50 ship 0\n" + line + "\n")
+    return root
+
+
+@pytest.mark.parametrize("line,message", [
+    ("10 10 50 10 50 50 10 50 ship 99999999999999999999", "unparsable line"),           # an OverflowError
+    ("10 10 50 10 50 50 10 50 ship -7", "unparsable line"),                             # kept and written back
+    ("5 5 1e39 5 1e39 60 5 60 ship 0", "non-finite or absurd coordinates"),             # inf after float32
+])
+def test_dota_label_lines_out_of_range_are_skipped_and_named(tmp_path, line, message):
+    r = invoke(["data", "check", dota_with_line(tmp_path / "d", line)])
+    assert message in r.output and "a.txt:2" in r.output, r.output
+
+
+def test_a_yolo_segment_line_is_read_as_its_enclosing_box(tmp_path):
+    """Ultralytics' segment/OBB line `cls x1 y1 x2 y2 …` was read as a box from its first four numbers."""
+    from fss_train.data import read_dataset
+
+    path = yolo_yaml(tmp_path, YOLO + "names: [a, b]\n")
+    label = next((tmp_path / "coco8/labels/train").glob("*.txt"))
+    label.write_text("1 0.2 0.2 0.6 0.2 0.6 0.5 0.2 0.5\n")
+    image = next(r for r in read_dataset(path, "train").records if r.path.stem == label.stem)
+    w, h = image.width, image.height
+    assert np.allclose(image.boxes[0], [0.2 * w, 0.2 * h, 0.6 * w, 0.5 * h], atol=0.5) and image.labels[0] == 1
+
+
+def test_an_image_listed_twice_in_a_coco_json_is_reported(tmp_path):
+    """Two image entries of one file (ids 1 and 2): `data convert` wrote one image and lost the other's objects
+    with '0 problems'."""
+    data = json.loads((SHARED / "coco8/annotations/instances_val.json").read_text())
+    twin = {**data["images"][0], "id": 10**6}
+    data["images"].append(twin)
+    data["annotations"].append({**data["annotations"][0], "id": 10**6, "image_id": twin["id"]})
+    path = tmp_path / "annotations" / "twice.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(data))
+    (tmp_path / "images").symlink_to(SHARED / "coco8/images")
+    r = invoke(["data", "check", path])
+    assert f"is listed twice (ids {data['images'][0]['id']} and {10**6})" in r.output, r.output
