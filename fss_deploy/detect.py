@@ -44,6 +44,7 @@ from fss_train.fileio import (
     input_fingerprint,
     is_temp,
     path_key,
+    read_text,
     safe_name,
     sha256_file,
     unique_stems,
@@ -78,7 +79,7 @@ def resolve_sources(sources: list[str]) -> list[Path]:
             found += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
         elif p.suffix == ".txt" and p.is_file():
             base = p.parent
-            for line in p.read_text().splitlines():
+            for line in read_text(p).splitlines():
                 if line.strip():
                     q = Path(line.strip())
                     found.append(q if q.is_absolute() else base / q)

@@ -118,6 +118,10 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     out = Path(out) if out else ckpt_path.with_suffix(".onnx")
+    if out.suffix.lower() != ".onnx":     # an ONNX file named .txt was written, then not recognised by detect
+        raise ExportError(f"--out {out}: an ONNX export is named *.onnx")
+    if out.exists() and not out.is_file():   # /dev/null, a folder, a pipe: never replaced, --exist-ok or not
+        raise ExportError(f"--out {out}: exists and is not a regular file")
     _check_writable(out)
     source_sha = sha256_file(ckpt_path)
     if not exist_ok:

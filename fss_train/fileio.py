@@ -86,6 +86,15 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[BinaryIO], obje
     return path
 
 
+def read_text(path: str | Path) -> str:
+    """A text file we read (lists, data.yaml, classes.txt) as UTF-8 (a BOM allowed); a ValueError naming the file
+    otherwise (a UTF-16 list said only "'utf-8' codec can't decode byte 0xff in position 0")."""
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def is_temp(path: Path) -> bool:
     """One of the writers' own temporary files (``.<name>.<random>.tmp``), perhaps another process's, mid-write: a
     clean-up of stale outputs never removes it (a concurrent run's clean-up deleted one, and that run failed)."""

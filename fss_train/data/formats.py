@@ -27,7 +27,7 @@ from fss_train.data.records import (
     image_size,
     sanitize_box,
 )
-from fss_train.fileio import atomic_write, is_temp, link_or_copy, unique_stems
+from fss_train.fileio import atomic_write, is_temp, link_or_copy, read_text, unique_stems
 
 # in an output folder while a conversion writes it; a dataset holding it is refused by read_dataset
 INCOMPLETE = ".fss-incomplete"
@@ -315,7 +315,7 @@ def yolo_root(data_yaml: Path, path: str | None) -> Path:
 def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
     data_yaml = Path(data_yaml)
     try:
-        cfg = yaml.safe_load(data_yaml.read_text())
+        cfg = yaml.safe_load(read_text(data_yaml))
     except (OSError, yaml.YAMLError, RecursionError) as exc:
         raise ValueError(f"{data_yaml}: not a readable data.yaml: {exc}") from None
     if not isinstance(cfg, dict) or "names" not in cfg:
@@ -335,7 +335,7 @@ def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
         if p.is_dir():
             images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
         elif p.suffix == ".txt" and p.is_file():
-            images += [(base / line.strip()) for line in p.read_text().splitlines() if line.strip()]
+            images += [(base / line.strip()) for line in read_text(p).splitlines() if line.strip()]
         else:
             raise ValueError(f"{data_yaml}: split '{split}' path {p} does not exist")
     problems: list[Problem] = []
@@ -451,7 +451,7 @@ def read_dota(folder: str | Path, classes: list[str] | None = None) -> Dataset:
         raise ValueError(f"{folder}: a DOTA folder needs labelTxt/ (and images/)")
     fixed = classes is not None or (folder / "classes.txt").is_file()
     if classes is None:
-        classes = ([c.strip() for c in (folder / "classes.txt").read_text().splitlines() if c.strip()]
+        classes = ([c.strip() for c in read_text(folder / "classes.txt").splitlines() if c.strip()]
                    if fixed else list(DOTA_CLASSES))
     classes = list(classes)
     problems: list[Problem] = []

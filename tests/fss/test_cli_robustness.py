@@ -184,6 +184,8 @@ def broken(tmp_path_factory):
     (d / "trunc.pt").write_bytes(MODEL.read_bytes()[:1000])
     (d / "bad.onnx").write_text("garbage")
     (d / "model.txt").write_text("x")
+    (d / "u16.txt").write_bytes("a.png\n".encode("utf-16"))
+    (d / "folder.onnx").mkdir()
     return d
 
 
@@ -208,6 +210,9 @@ def broken(tmp_path_factory):
     (["eval", MODEL, "--data", "{b}/missing"], "no such dataset"),
     (["export", "{b}/trunc.pt"], "not a readable torch file"),
     (["export", "{b}/missing.pt"], "no such checkpoint file"),
+    (["export", MODEL, "--out", "{b}/model.txt"], "an ONNX export is named *.onnx"),      # written, then unreadable
+    (["export", MODEL, "--out", "{b}/folder.onnx"], "exists and is not a regular file"),   # /dev/null was offered
+    (["detect", "{b}/u16.txt", "--model", MODEL], "u16.txt: not UTF-8 text"),
     (["export", MODEL, "--imgsz", "100000", "--out", "{out}.onnx"], "Invalid value for '--imgsz'"),   # 5 GB before
     (["eval", MODEL, "--data", DOTA, "--max-dets", "0"], "--max-dets must be at least 1, got 0"),
     (["eval", MODEL, "--data", DOTA, "--max-dets", "-3"], "--max-dets must be at least 1, got -3"),
