@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -139,8 +140,8 @@ def hold_output(out: Path, identity: dict, exist_ok: bool, increment: bool) -> I
 def outside(paths: list[Path], out: Path) -> list[Path]:
     """The inputs that do not lie in the output folder: with --out inside the input folder, a rerun would detect
     its own saved images (4 -> 8 -> 12 inputs)."""
-    root = out.resolve()
-    kept = [p for p in paths if not p.resolve().is_relative_to(root)]
+    root = Path(os.path.realpath(out))
+    kept = [p for p in paths if not Path(os.path.realpath(p)).is_relative_to(root)]   # a link loop: as it is
     if not kept:
         raise FileNotFoundError(f"no images found outside the output folder {out}")
     if len(kept) < len(paths):

@@ -121,6 +121,11 @@ def load_checkpoint(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    names, size = ckpt.get("class_names"), ckpt.get("input_size")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):    # ints named Task2_1.txt …
+        raise CheckpointError(f"{path}: its class_names must be a list of names, got {str(names)[:80]}")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(type(v) is int for v in size)):
+        raise CheckpointError(f"{path}: its input_size must be [height, width] in px, got {str(size)[:80]}")
     return ckpt
 
 

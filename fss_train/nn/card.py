@@ -35,6 +35,13 @@ class ModelCard:
     description: str = ""
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):      # "0.25" as a width was a TypeError, "false" built a depthwise card
+            kind = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(str(f.type).split(" |")[0])
+            value = getattr(self, f.name)
+            if kind and value is not None and (not isinstance(value, kind) or (kind is not bool and
+                                                                             isinstance(value, bool))):
+                raise ValueError(f"card {self.name!r}: {f.name} must be of type {str(f.type).split(' |')[0]}, got "
+                                 f"{value!r}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"card {self.name!r}: backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.num_classes < 1:

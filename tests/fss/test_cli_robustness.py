@@ -103,7 +103,8 @@ def test_decompression_bomb_is_refused_from_the_header(tmp_path):
     assert r.exit_code == 1 and "exceeds the 1,000-pixel limit" in r.output
 
 
-@pytest.mark.parametrize("card", ["depth: 50\nwidth: 40", "width: 0", "num_classes: 0", "input_size: 100000"])
+@pytest.mark.parametrize("card", ["depth: 50\nwidth: 40", "width: 0", "num_classes: 0", "input_size: 100000",
+                                  "width: '0.25'", "num_classes: true", "num_classes: 3.7", "depthwise: 'false'"])
 def test_absurd_model_cards_are_refused(tmp_path, card):
     path = tmp_path / "evil.yaml"
     path.write_text(f"name: evil\nbackbone: cspdarknet\n{card}\n")
