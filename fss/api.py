@@ -18,8 +18,11 @@ from fss_train.config import TrainConfig
 
 
 def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when a CUDA GPU is visible, else "cpu"; anything else unchanged."""
+    """"auto" -> "cuda" when a CUDA GPU is visible, else "cpu"; cpu, cuda and cuda:N unchanged; anything else is
+    refused by name (torch listed its 20 device types for --device gpu)."""
     if device != "auto":
+        if device not in ("cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
         return device
     import torch
 

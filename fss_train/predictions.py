@@ -57,6 +57,8 @@ def _malformed(x: dict) -> str | None:
         return f"has the score {brief(x['score'])}, not a finite number"
     if not isinstance(x["bbox"], list) or len(x["bbox"]) != 4 or not all(_is_number(v) for v in x["bbox"]):
         return "has a bbox that is not 4 finite numbers [x, y, width, height]"
+    if x["bbox"][2] < 0 or x["bbox"][3] < 0:
+        return "has a bbox of negative width or height"
     if type(x["category_id"]) is not int or not isinstance(x["image_id"], (int, str)) or isinstance(x["image_id"],
                                                                                                      bool):
         return "needs an integer category_id and an integer (or file name) image_id"

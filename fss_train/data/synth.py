@@ -41,8 +41,13 @@ class SynthConfig:
     def __post_init__(self):
         if not 64 <= self.size <= 20000:
             raise ValueError(f"size must be within 64…20000 px, got {self.size}")
-        if not 1 <= self.min_size <= self.max_size:
-            raise ValueError(f"need 1 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if not 1 <= self.min_size <= self.max_size <= self.size:       # inf reached numpy (an OverflowError)
+            raise ValueError(f"need 1 <= min_size <= max_size <= size, got {self.min_size}, {self.max_size}")
+        for name in ("occlusion", "truncation"):                      # fractions; NaN fails the test too
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in 0…1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
         if self.objects < 0 or self.num_images < 1:
             raise ValueError("objects must be >= 0 and num_images >= 1")
         room = int((self.size / self.min_size) ** 2)        # objects of min_size px side by side fill the image

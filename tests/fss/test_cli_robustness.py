@@ -235,6 +235,10 @@ def broken(tmp_path_factory):
     (["data", "synth", "{out}", "--num-images", "0"], "num_images >= 1"),
     (["data", "synth", "{out}", "--size", "10"], "size must be within 64"),
     (["data", "synth", "{out}", "--size", "256", "--objects", "100000000"], "at most 1024 objects of 8 px fit"),
+    (["data", "synth", "{out}", "--max-size", "inf"], "need 1 <= min_size <= max_size <= size"),   # numpy's error
+    (["data", "synth", "{out}", "--occlusion", "nan"], "occlusion must lie in 0…1, got nan"),
+    (["data", "synth", "{out}", "--truncation", "2"], "truncation must lie in 0…1, got 2.0"),
+    (["detect", IMAGE, "--model", MODEL, "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N"),
     (["assign", IMAGE, "--model", MODEL, "--gt", "{b}/missing.txt"], "missing.txt"),
 ])
 def test_missing_corrupt_and_unknown_inputs(broken, tmp_path, args, message):

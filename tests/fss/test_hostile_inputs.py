@@ -230,6 +230,7 @@ def test_coco_json_nested_too_deeply_is_named(tmp_path):
     ({"score": None}, "has the score None, not a finite number"),
     ({"score": float("nan")}, "has the score nan, not a finite number"),
     ({"bbox": [0, 0, 10]}, "has a bbox that is not 4 finite numbers"),
+    ({"bbox": [10, 10, -20, 20]}, "has a bbox of negative width or height"),
     ({"bbox": ["1", "2", "3", "4"]}, "has a bbox that is not 4 finite numbers"),
     ({"category_id": [1]}, "needs an integer category_id"),
     ({"image_id": [1]}, "needs an integer category_id and an integer (or file name) image_id"),
