@@ -98,6 +98,12 @@ class Run:
         if not self.train_ds.records:
             raise ValueError(f"{cfg.data}: no training images")
         self.classes = self.train_ds.classes
+        if self.val_ds.records and not set(self.val_ds.classes) & set(self.classes):   # best.pt chosen on AP 0
+            raise ValueError(f"{cfg.val or cfg.data}: the validation set shares no class name with the training "
+                             f"data ({', '.join(self.val_ds.classes[:5])} vs {', '.join(self.classes[:5])})")
+        if self.train_ds.num_objects == 0 and is_main():
+            log(f"warning: {cfg.data}: the training images hold no labelled object (every image is background); "
+                "check the label files")
         self.card = load_card(cfg.model).with_classes(len(self.classes))
         self.model = build_model(self.card)
         self.init = None

@@ -207,6 +207,8 @@ def broken(tmp_path_factory):
     (["train", "--data", DOTA, "--set", "eval_iou=2"], "config eval_iou must be 0…1, got 2.0"),
     (["train", "--data", DOTA, "--set", "scale=.nan"], "config scale must be 0…0.99, got nan"),
     (["train", "--data", DOTA, "--model", "nope"], "no model card 'nope'"),
+    (["train", "--data", DOTA, "--val", ROOT.parent / "shared/data/coco8/annotations/instances_val.json"],
+     "the validation set shares no class name with the training data"),            # trained, best.pt on AP 0
     (["eval", "--predictions", "{b}/missing.json", "--data", DOTA], "missing.json"),
     (["eval", MODEL, "--data", "{b}/missing"], "no such dataset"),
     (["export", "{b}/trunc.pt"], "not a readable torch file"),
