@@ -76,6 +76,18 @@ def saved_train_config(out: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: nothing to resume (no last.pt in {out})")
     saved = dict(load_checkpoint(path).get("train_config") or {})
     saved.pop("init", None)                 # where a fine-tuned run started: recorded, not a setting
+    config = Path(out) / "config.yaml"      # what the run in this folder wrote when it started
+    if config.is_file():
+        import yaml
+
+        try:
+            started = yaml.safe_load(config.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            started = {}
+        if isinstance(started, dict) and started.get("data") not in (None, saved.get("data")):
+            raise ValueError(f"{path} is not this folder's run: it was trained on {saved.get('data')!r}, the run "
+                             f"that wrote {config.name} on {started.get('data')!r}; resume the folder that holds "
+                             "its own last.pt")
     return saved
 
 

@@ -325,3 +325,17 @@ def test_the_stale_file_clean_up_leaves_another_writers_temp_file(tmp_path):
     r = invoke(["detect", image, "--model", model, "--out", tmp_path / "o"])        # the same run, one input less
     assert r.exit_code == 0, r.output
     assert in_flight.exists() and not stale.exists() and (tmp_path / "o/yolo/i.txt").is_file()
+
+
+def test_resume_names_a_last_pt_that_belongs_to_another_run(tmp_path):
+    """A last.pt copied from elsewhere: --resume said only that the other run's data folder did not exist."""
+    import shutil
+
+    from fss_deploy.detect import DEFAULT_MODEL
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: my/data.yaml\nepochs: 3\n")
+    shutil.copy(DEFAULT_MODEL, run / "last.pt")
+    r = invoke(["train", "--resume", "--out", run])
+    assert r.exit_code != 0 and "is not this folder's run" in r.output and "my/data.yaml" in r.output, r.output
