@@ -79,10 +79,13 @@ def resolve_sources(sources: list[str]) -> list[Path]:
             found += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
         elif p.suffix == ".txt" and p.is_file():
             base = p.parent
-            for line in read_text(p).splitlines():
+            for n, line in enumerate(read_text(p).splitlines(), start=1):
                 if line.strip():
                     q = Path(line.strip())
-                    found.append(q if q.is_absolute() else base / q)
+                    q = q if q.is_absolute() else base / q
+                    if q.is_dir() or q.suffix == ".txt":    # expanded once here, again when resolved a second time
+                        raise ValueError(f"{p}:{n}: {q} is a folder or a list; a list names image files only")
+                    found.append(q)
         elif any(ch in s for ch in "*?[") and not p.exists():        # an existing `a[1].png` is a file, not a glob
             found += sorted(Path(q) for q in glob.glob(s, recursive=True)
                             if Path(q).suffix.lower() in IMAGE_SUFFIXES and Path(q).is_file())

@@ -187,6 +187,7 @@ def broken(tmp_path_factory):
     (d / "model.txt").write_text("x")
     (d / "u16.txt").write_bytes("a.png\n".encode("utf-16"))
     (d / "folder.onnx").mkdir()
+    (d / "nested.txt").write_text("u16.txt\n")
     return d
 
 
@@ -216,6 +217,7 @@ def broken(tmp_path_factory):
     (["export", MODEL, "--out", "{b}/model.txt"], "an ONNX export is named *.onnx"),      # written, then unreadable
     (["export", MODEL, "--out", "{b}/folder.onnx"], "exists and is not a regular file"),   # /dev/null was offered
     (["detect", "{b}/u16.txt", "--model", MODEL], "u16.txt: not UTF-8 text"),
+    (["detect", "{b}/nested.txt", "--model", MODEL], "nested.txt:1: "),          # expanded twice, counted wrong
     (["export", MODEL, "--imgsz", "100000", "--out", "{out}.onnx"], "Invalid value for '--imgsz'"),   # 5 GB before
     (["eval", MODEL, "--data", DOTA, "--max-dets", "0"], "--max-dets must be at least 1, got 0"),
     (["eval", MODEL, "--data", DOTA, "--max-dets", "-3"], "--max-dets must be at least 1, got -3"),
