@@ -104,7 +104,8 @@ def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a 
           decode: Annotated[bool, typer.Option(help="decode every image to find corrupt files")] = True,
           as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
           imgsz: Annotated[int | None, typer.Option(help="the training input size: warn when the images are much "
-                                                          "larger (objects shrunk away; tile them first)")] = None):
+                                                          "larger (objects shrunk away; tile them first)", min=32,
+                                                     max=8192)] = None):
     """Report counts per class, object sizes, objects per image and every problem (file and line)."""
     from fss.progress import counter
     from fss_train.config import TrainConfig

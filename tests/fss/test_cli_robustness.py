@@ -187,6 +187,7 @@ def broken(tmp_path_factory):
     (d / "model.txt").write_text("x")
     (d / "u16.txt").write_bytes("a.png\n".encode("utf-16"))
     (d / "folder.onnx").mkdir()
+    (d / "text.pt").write_text("hello text")
     (d / "nested.txt").write_text("u16.txt\n")
     return d
 
@@ -223,6 +224,8 @@ def broken(tmp_path_factory):
     (["eval", MODEL, "--data", DOTA, "--max-dets", "-3"], "--max-dets must be at least 1, got -3"),
     (["info", "{b}/missing.pt"], "no such checkpoint file"),
     (["info", "{b}/trunc.pt"], "not a readable torch file"),
+    (["info", "{b}/text.pt"], "text.pt: not a torch file"),              # was "pickled objects other than tensors"
+    (["data", "check", DOTA, "--imgsz", "-5"], "Invalid value for '--imgsz'"),   # advised --tile -5
     (["info", "{b}/bad.onnx"], "not a readable ONNX model"),
     (["bench", "{b}/missing.pt"], "no such model file"),
     (["data", "convert", "{b}/missing", "--to", "yolo"], "no such dataset"),
