@@ -158,13 +158,19 @@ def model_from_checkpoint(ckpt: dict, weights: str = "ema") -> Detector:
                    else f"{(missing or extra)[0]} is {'missing' if missing else 'unexpected'}")
         raise CheckpointError(f"checkpoint weights do not fit its model card {card.name!r}: {len(wrong)} tensors "
                               f"of another shape, {len(missing)} missing, {len(extra)} unexpected (e.g. {example})")
-    bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
-                and not torch.isfinite(v).all()), None)
-    if bad is not None:             # NaN weights ran, found nothing, and said nothing
-        raise CheckpointError(f"checkpoint weights hold NaN or infinite values (first: {bad}): the training that "
-                              "wrote them diverged; use an earlier checkpoint")
+    check_finite(state, "checkpoint")
     model.load_state_dict(state)
     return model.eval()
+
+
+def check_finite(state: dict, where: str | Path) -> None:
+    """Refuse weights holding NaN or infinity: they ran, found nothing and said nothing (or, as --weights, made the
+    first training step's loss NaN)."""
+    bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{where}: its weights hold NaN or infinite values (first: {bad}): the training that "
+                              "wrote them diverged; use an earlier checkpoint")
 
 
 def load_model(path: str | Path, weights: str = "ema") -> tuple[Detector, dict]:
@@ -189,6 +195,7 @@ def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[st
         raise ValueError(f"weights_parts must be one of {', '.join(INIT_PARTS)}, got {parts!r}")
     ckpt = load_checkpoint(path)
     state = ckpt.get("weights_ema") or ckpt["weights_raw"]
+    check_finite(state, path)
     same_classes = list(ckpt["class_names"]) == list(class_names)
     own = model.state_dict()
     take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape

@@ -301,6 +301,9 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
     save_checkpoint(ckpt, tmp_path / "nan.pt")
     r = invoke(["detect", IMAGE, "--model", tmp_path / "nan.pt", "--out", tmp_path / "o"])
     assert r.exit_code != 0 and "hold NaN or infinite values (first: head.cls_preds.0.bias)" in r.output, r.output
+    r = invoke(["train", "--data", DOTA, "--weights", tmp_path / "nan.pt", "--epochs", "1", "--imgsz", "64",
+                "--out", tmp_path / "t"])                 # was "non-finite loss (nan) at epoch 1", the file unnamed
+    assert r.exit_code != 0 and "nan.pt: its weights hold NaN" in r.output, r.output
 
 
 def test_a_bomb_in_another_format_is_refused_from_its_header(tmp_path):
