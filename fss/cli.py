@@ -28,6 +28,7 @@ from fss.clikit import (
     fail,
     one_line_summaries,
     report_folder,
+    size_option,
     user_errors,
     writable_out,
 )
@@ -115,7 +116,7 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 @app.command()
 def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file, card name (fss-s) or card YAML")],
-         imgsz: Annotated[int | None, typer.Option(help="input size for the FLOPs count", min=32, max=8192)] = None,
+         imgsz: Annotated[int | None, size_option("input size for the FLOPs count")] = None,
          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
     """What a checkpoint, ONNX file or model card describes: architecture, classes, input size, params, FLOPs."""
     from fss_deploy.info import describe, readable
@@ -357,8 +358,7 @@ def assign(image: Annotated[str, typer.Argument(help="image file")],
            exist_ok: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
            assigner: Annotated[str, typer.Option(help="the assigner explained (fss)")] = "fss",
            vs: Annotated[str, typer.Option(help="baseline drawn beside it")] = "simota",
-           imgsz: Annotated[int | None, typer.Option(help="network input size (default: model's)", min=32,
-                                                     max=8192)] = None,
+           imgsz: Annotated[int | None, size_option("network input size (default: model's)")] = None,
            num_gts: Annotated[int, typer.Option(help="ground truths shown, small to large", min=1, max=12)] = 3,
            seed: Annotated[int, typer.Option(help="seed of an untrained card's weights")] = 0):
     """Visualise a label assignment (the paper's Fig. 3): P, Gaussian prior, dynamic k, weights, vs a baseline."""

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fss.clikit import DatasetArg as Dataset
-from fss.clikit import console, fail, user_errors, writable_out
+from fss.clikit import console, fail, size_option, user_errors, writable_out
 from fss.progress import err
 
 data_app = typer.Typer(help="Datasets: convert, split (offline tiling), synth, check.", no_args_is_help=True)
@@ -103,9 +103,8 @@ def synth(out: Annotated[str, typer.Argument(help="output folder")],
 def check(dataset: Dataset, split: Annotated[str, typer.Option(help="split of a data.yaml")] = "train",
           decode: Annotated[bool, typer.Option(help="decode every image to find corrupt files")] = True,
           as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-          imgsz: Annotated[int | None, typer.Option(help="the training input size: warn when the images are much "
-                                                          "larger (objects shrunk away; tile them first)", min=32,
-                                                     max=8192)] = None):
+          imgsz: Annotated[int | None, size_option("the training input size: warn when the images are much larger "
+                                                   "(objects shrunk away; tile them first)")] = None):
     """Report counts per class, object sizes, objects per image and every problem (file and line)."""
     from fss.progress import counter
     from fss_train.config import TrainConfig

@@ -41,8 +41,15 @@ def one_line_summaries(app: typer.Typer) -> None:
 
 
 Device = Annotated[str, typer.Option(help="auto (cuda when a GPU is visible) | cpu | cuda | cuda:N")]
-# 0 meant "the model's" and negative sizes reached numpy: a size is 32…8192 px (MAX_INPUT_SIDE), or left out
-Imgsz = Annotated[int | None, typer.Option(help="input size (default: the model's)", min=32, max=8192)]
+def size_option(help: str):
+    """An input-size option: 32 px … MAX_INPUT_SIDE, or left out (0 meant "the model's" and negative sizes reached
+    numpy)."""
+    from fss_deploy.defaults import MAX_INPUT_SIDE
+
+    return typer.Option(help=help, min=32, max=MAX_INPUT_SIDE)
+
+
+Imgsz = Annotated[int | None, size_option("input size (default: the model's)")]
 Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]
 Threads = Annotated[int, typer.Option(help="CPU threads (0: library default)")]
 Warmup = Annotated[int, typer.Option(help="untimed runs first")]

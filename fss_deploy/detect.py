@@ -165,7 +165,6 @@ class TiledDetector:
     def __post_init__(self):
         size = self.backend.input_size
         checks = [(self.tile is None or self.tile >= 32, f"--tile must be at least 32 px, got {self.tile}"),
-                  (self.overlap >= 0, f"--overlap must be 0 or more px, got {self.overlap}"),
                   (self.batch >= 1, f"--batch must be at least 1, got {self.batch}"),
                   (0.0 <= self.conf <= 1.0, f"--conf must lie in [0, 1], got {self.conf}"),
                   (0.0 <= self.iou <= 1.0, f"--iou must lie in [0, 1], got {self.iou}"),

@@ -29,9 +29,10 @@ NAME_BYTES = 120
 UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')      # separators, control characters, Windows' reserved
 
 
-def _clip(text: str, limit: int = NAME_BYTES) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
-    return text.encode()[:limit].decode(errors="ignore")
+def _safe_chars(text: str, limit: int) -> str:
+    """``text`` with its unsafe characters made ``_``, cut to at most ``limit`` UTF-8 bytes (never inside a
+    character), without leading dots; ``_`` when nothing is left."""
+    return UNSAFE_CHARS.sub("_", text).encode()[:limit].decode(errors="ignore").lstrip(".") or "_"
 
 
 def safe_name(name: str) -> str:
@@ -46,7 +47,7 @@ def safe_name(name: str) -> str:
         return name
     import hashlib
 
-    kept = _clip(UNSAFE_CHARS.sub("_", name), NAME_BYTES - 9).lstrip(".").rstrip(" .") or "_"
+    kept = _safe_chars(name, NAME_BYTES - 9).rstrip(" .") or "_"
     return f"{kept}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"          # at most NAME_BYTES: safe as it is
 
 
@@ -148,7 +149,7 @@ def path_key(path: Path) -> str:
     of its absolute path's SHA-1."""
     import hashlib
 
-    kept = _clip(UNSAFE_CHARS.sub("_", path.stem)).lstrip(".") or "_"
+    kept = _safe_chars(path.stem, NAME_BYTES)
     return f"{kept}-{hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]}"
 
 
