@@ -430,7 +430,9 @@ def read_vector_labels(path: str | Path, georef: Georef | None, class_field: str
 
 
 def _feature_parts(feature) -> tuple[dict, dict]:
-    """(geometry, properties) of one GeoJSON feature; {} for what is not an object (reported per feature)."""
+    """(geometry, properties) of one GeoJSON feature. A feature that is no object gets a stand-in geometry whose
+    type says so (and a placeholder class, so that the geometry check is the one that reports and skips it);
+    properties that are no object count as none."""
     if not isinstance(feature, dict):
         return {"type": f"a {type(feature).__name__}, not a Feature object"}, {"class": "?"}
     geom, props = feature.get("geometry"), feature.get("properties")
