@@ -375,7 +375,7 @@ def benchmark(model: str | Path, *, backend: str | None = None, imgsz: int | Non
     FP32. With ``out``: report.md, report.json and latency.png there. ``progress(done, total)`` per run."""
     from fss_deploy.bench import bench_model
 
-    _check_counts(warmup, iters, batch)
+    _check_counts(warmup, iters, batch, threads)
     report = bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, resolve_device(device),
                          progress=progress)
     return _written(report, out, "latency")
@@ -388,7 +388,7 @@ def benchmark_overhead(a: str | Path, b: str | Path, *, imgsz: int | None = None
     latency of A and B with a bootstrap CI of their ratio."""
     from fss_deploy.bench import bench_overhead
 
-    _check_counts(warmup, iters, 1)
+    _check_counts(warmup, iters, 1, threads)
     report = bench_overhead(str(a), str(b), imgsz, warmup, iters, threads, resolve_device(device), progress)
     return _written(report, out, "overhead")
 
@@ -399,15 +399,21 @@ def benchmark_tiled(image: str | Path, model: str | Path, *, backend: str | None
     """Tiled detection throughput on one large image: s/image, tiles/s, time outside the model."""
     from fss_deploy.bench import bench_tiled
 
-    _check_counts(0, 1, batch)
+    _check_counts(0, 1, batch, threads)
     report = bench_tiled(str(image), str(model), backend, batch, overlap, threads=threads,
                          device=resolve_device(device), progress=progress)
     return _written(report, out, "tiled")
 
 
-def _check_counts(warmup: int, iters: int, batch: int) -> None:
-    if iters < 1 or warmup < 0 or batch < 1:
-        raise ValueError(f"iters and batch must be at least 1 and warmup at least 0, got {iters}, {batch}, {warmup}")
+def _check_counts(warmup: int, iters: int, batch: int, threads: int) -> None:
+    """The bench counts up front: ``iters=10**9`` ran for days, ``threads=-1`` ended in torch's unnamed refusal."""
+    from fss_deploy.defaults import MAX_RUNS
+
+    if not (1 <= iters <= MAX_RUNS and 0 <= warmup <= MAX_RUNS and batch >= 1):
+        raise ValueError(f"iters must be 1 … {MAX_RUNS:,}, warmup 0 … {MAX_RUNS:,} and batch at least 1, got iters "
+                         f"{iters}, warmup {warmup}, batch {batch}")
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (the library default) or more, got {threads}")
 
 
 def _written(report: dict, out: str | Path | None, kind: str) -> dict:

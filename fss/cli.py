@@ -278,7 +278,7 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
     """Tiled high-resolution detection over images and folders (DOTA-style 4000 px aerial images; GeoTIFFs of any
     size read window by window, with GeoJSON on the map)."""
     from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats, image_paths
-    from fss.progress import counter, step_counter
+    from fss.progress import counter, tile_counter
     from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
 
     with user_errors():
@@ -295,7 +295,7 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
         with progress, _disk_errors_resume(Path(out)):
             summary = detector.run(paths, out, formats=fmts, save_images=save_images, exist_ok=exist_ok,
                                    max_pixels=max_pixels, to_wgs84=to_wgs84,
-                                   on_tiles=step_counter(progress, "tiles", min_total=64),
+                                   on_tiles=tile_counter(progress),
                                    on_image=lambda p, d: advance(
                                        f"{p.name}: " + ("failed" if d is None else f"{len(d)} objects")))
     if rank == 0:

@@ -51,9 +51,16 @@ def size_option(help: str):
 
 Imgsz = Annotated[int | None, size_option("input size (default: the model's)")]
 Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]
-Threads = Annotated[int, typer.Option(help="CPU threads (0: library default)")]
-Warmup = Annotated[int, typer.Option(help="untimed runs first")]
-Iters = Annotated[int, typer.Option(help="timed runs")]
+def runs_option(help: str, least: int):
+    """A count of bench runs: ``least`` … MAX_RUNS (``--iters 10**9`` ran for days)."""
+    from fss_deploy.defaults import MAX_RUNS
+
+    return typer.Option(help=help, min=least, max=MAX_RUNS)
+
+
+Threads = Annotated[int, typer.Option(help="CPU threads (0: library default)", min=0)]
+Warmup = Annotated[int, runs_option("untimed runs first", 0)]
+Iters = Annotated[int, runs_option("timed runs", 1)]
 DatasetArg = Annotated[str, typer.Argument(help="COCO json, YOLO data.yaml or DOTA folder")]
 def fail(message: str, code: int = 1) -> None:
     from rich.markup import escape

@@ -94,6 +94,36 @@ def step_counter(progress: Progress, label: str, min_total: int = 0):
     return update
 
 
+LARGE_IMAGE_TILES = 10_000     # an image of this many tiles gets one line with its expected duration
+ESTIMATE_AFTER_S = 10.0        # measured over its first seconds (the bar's time left is not seen in a log file)
+
+
+def tile_counter(progress: Progress, min_total: int = 64, large: int = LARGE_IMAGE_TILES,
+                 after_s: float = ESTIMATE_AFTER_S):
+    """detect's ``on_tiles(done, total)``: the tile bar of :func:`step_counter`, and for an image of ``large`` tiles
+    or more one line, once ``after_s`` seconds of it have run, with its tile count and the time it will take at the
+    rate so far (a sparse 100,000² GeoTIFF is 103,041 tiles of 512 px: hours, and a bar is not shown in a log)."""
+    bar = step_counter(progress, "tiles", min_total)
+    state: dict = {"start": None, "told": False}
+
+    def update(done: int, total: int) -> None:
+        bar(done, total)
+        now = time.perf_counter()
+        if state["start"] is None:
+            state["start"] = (now, done)
+        t0, done0 = state["start"]
+        if total >= large and not state["told"] and now - t0 >= after_s and done > done0:
+            rate = (done - done0) / (now - t0)
+            progress.console.print(f"{total:,} tiles in this image: about {_clock((total - done) / rate)} more at "
+                                   f"{rate:.1f} tiles/s (an interrupted image is detected again from its start)",
+                                   highlight=False, markup=False)
+            state["told"] = True
+        if done >= total:
+            state.update(start=None, told=False)
+
+    return update
+
+
 def work_bar(label: str):
     """(progress, callback(done, total)): a transient bar on stderr for one piece of work (eval, bench, verify)."""
     progress = Progress("[bold]" + label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

@@ -1,4 +1,5 @@
-"""The defaults of tiled detection, in one place (no heavy imports: the CLI reads them at start-up)."""
+"""The defaults and bounds of tiled detection and benchmarking, in one place (no heavy imports: the CLI reads them
+at start-up)."""
 
 OVERLAP = 200          # px between neighbouring tiles
 BATCH = 8              # tiles per backend call
@@ -9,6 +10,7 @@ MAX_DET_AREA = 4000 * 4000   # this many per image (a 30,000² scene: 562,500); 
 FORMATS = ("coco", "dota", "yolo", "geojson")    # geojson: georeferenced images only
 MAX_INPUT_SIDE = 8192  # px: the largest network input (tile, export size); 8192² RGB float32 is 0.8 GB a tile
 MAX_BATCH_BYTES = 2 * 2**30   # one batch of network input (batch × tile² × 3 float32) at most, checked up front
+MAX_RUNS = 100_000     # warmup or timed runs one bench report may ask for (at 20 ms a run: 33 min)
 
 
 def check_input(side: int, batch: int = 1, what: str = "--tile") -> None:

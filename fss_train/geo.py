@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -144,7 +145,9 @@ class Raster:
             raise ImportError(MISSING) from None
         self.path = Path(path)
         try:
-            self._ds = rasterio.open(self.path)
+            with warnings.catch_warnings():     # a plain TIFF (no georeference) is an image, not a mistake
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                self._ds = rasterio.open(self.path)
         except rasterio.errors.RasterioIOError as exc:
             raise ValueError(f"{path}: not a readable raster ({exc})") from None
         ds = self._ds
@@ -256,8 +259,8 @@ class Raster:
         except RasterioError as exc:
             where = kwargs.get("window")
             at = f" in the window at column {where.col_off}, row {where.row_off}" if where is not None else ""
-            raise RasterReadError(f"{self.path}: unreadable raster data{at} ({exc}); the file is truncated or "
-                                  "damaged") from None
+            raise RasterReadError(f"{self.path}: unreadable raster data{at} ({_gdal_reason(exc)}); the file is "
+                                  "truncated or damaged") from None
 
     def has_data(self, x: int, y: int, w: int, h: int) -> bool:
         """False when every pixel of the window is nodata (or masked)."""
@@ -300,13 +303,22 @@ class Raster:
         self.close()
 
 
+def _gdal_reason(exc: Exception) -> str:
+    """GDAL's own words for a failed read: rasterio says only "Read failed. See previous exception for details." and
+    keeps GDAL's error (which band, which block) as the cause."""
+    cause = exc.__cause__ or exc.__context__
+    return str(cause) if cause is not None and str(cause) else str(exc)
+
+
 def raster_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) of a raster from its header; None when unreadable."""
     try:
         import rasterio
 
-        with rasterio.open(path) as ds:
-            return ds.width, ds.height
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return ds.width, ds.height
     except Exception:           # noqa: BLE001 — any failure to open is "unreadable" to the caller
         return None
 

@@ -7,9 +7,19 @@ from collections import Counter
 import numpy as np
 
 from fss_train.data.records import Dataset, Problem
-from fss_train.nn.preprocess import read_image
+from fss_train.nn.preprocess import exif_orientation, read_image
 
 SIZE_BINS = [0, 8, 16, 32, 64, 128, 256, 512, 1e9]      # sqrt(area), px
+
+
+def _size_mismatch(rec, shape: tuple[int, ...]) -> str:
+    """The message for an image whose decoded size is not its annotated one; it names the EXIF turn when that is why."""
+    text = f"decoded size {shape[1]}x{shape[0]} differs from the annotated {rec.width}x{rec.height}"
+    turn = exif_orientation(rec.path)
+    if turn >= 5 and shape[:2] == (rec.width, rec.height):
+        text += (f" because its EXIF orientation ({turn}) turns it upright, as every viewer shows it: labels drawn "
+                 "on the unturned pixels are in the wrong frame")
+    return text
 
 
 def check_dataset(ds: Dataset, decode: bool = True, progress=None) -> dict:
@@ -20,9 +30,7 @@ def check_dataset(ds: Dataset, decode: bool = True, progress=None) -> dict:
             try:
                 img = read_image(rec.path)
                 if img.shape[:2] != (rec.height, rec.width):
-                    problems.append(Problem(str(rec.path), None, f"decoded size {img.shape[1]}x{img.shape[0]} differs "
-                                                                 f"from the annotated {rec.width}x{rec.height}",
-                                            "reported"))
+                    problems.append(Problem(str(rec.path), None, _size_mismatch(rec, img.shape), "reported"))
             except ValueError as exc:
                 problems.append(Problem(str(rec.path), None, str(exc), "image skipped"))
             if progress:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fss_train.geo import is_geotiff, raster_size
-from fss_train.nn.preprocess import IMAGE_SUFFIXES, header_size  # noqa: F401 (re-exported)
+from fss_train.nn.preprocess import IMAGE_SUFFIXES, exif_orientation, header_size, read_image  # noqa: F401 (re-exported)
 
 # DOTA-v1.5 category names, in the devkit's order (v1.0's 15 plus container-crane).
 DOTA_CLASSES = ["plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle",
@@ -96,8 +96,8 @@ class Dataset:
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header (PNG, JPEG; a GeoTIFF's through rasterio), else by decoding; None
-    if unreadable."""
+    """(width, height) as the image is shown (turned by its EXIF orientation, as :func:`read_image` decodes it), from
+    the file header (PNG, JPEG; a GeoTIFF's through rasterio), else by decoding; None if unreadable."""
     if not Path(path).is_file():           # missing, a folder, or a named pipe (open would block)
         return None
     if is_geotiff(path):
@@ -108,11 +108,10 @@ def image_size(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     if size:
-        return size
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
+        return size[::-1] if exif_orientation(path) >= 5 else size
+    try:
+        img = read_image(path)
+    except ValueError:
         return None
     return int(img.shape[1]), int(img.shape[0])
 

@@ -27,6 +27,11 @@ SHAPES = {"small-vehicle": (2.1, 0.40, 0.35), "large-vehicle": (3.2, 0.2, 0.7), 
           "plane": (1.0, 0.1, 1.0), "storage-tank": (1.0, 0.15, 0.8)}
 
 
+# The largest scene side: the ground is drawn in float32, ~29 bytes a pixel at its peak (peak RSS on the dev VM: 8192 px
+# 2.5 GB, 12,000 px 4.2 GB); 20,000 px, the former bound, would need ~11 GB.
+MAX_SIDE = 10_000
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     num_images: int = 8
@@ -39,8 +44,9 @@ class SynthConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not 64 <= self.size <= 20000:
-            raise ValueError(f"size must be within 64…20000 px, got {self.size}")
+        if not 64 <= self.size <= MAX_SIDE:
+            raise ValueError(f"size must be within 64…{MAX_SIDE} px, got {self.size} (a scene is drawn in memory at "
+                             f"about 32 bytes a pixel; larger scenes: fss data split or tile a GeoTIFF)")
         if not 1 <= self.min_size <= self.max_size <= self.size:       # inf reached numpy (an OverflowError)
             raise ValueError(f"need 1 <= min_size <= max_size <= size, got {self.min_size}, {self.max_size}")
         for name in ("occlusion", "truncation"):                      # fractions; NaN fails the test too

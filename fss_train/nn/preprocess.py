@@ -113,6 +113,24 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def exif_orientation(path) -> int:
+    """The EXIF Orientation (1 = upright … 8) of a JPEG, PNG, WebP or TIFF file, read from its header; 1 when it has
+    none. 5–8 swap width and height (:func:`fss_train.data.records.image_size` turns the header size with it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # the header only: ours judges the size
+    try:
+        with Image.open(path) as im:
+            if im.format == "PNG" and "exif" not in im.info:     # getexif() would decode a whole PNG to look further
+                return 1
+            value = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+        return 1
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def _other_header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of any other format Pillow knows (BMP, GIF, TIFF, WebP…) from its header alone: a 1 KB RLE BMP
     named .png declared 30,000² px and was decoded (2.5 GB) because only PNG and JPEG headers were read."""
@@ -131,8 +149,11 @@ def _other_header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def read_image(path, max_pixels: int | None = None) -> np.ndarray:
-    """Decode any image file to BGR uint8 (3 channels). Raises ValueError naming the file if unreadable
-    or larger than ``max_pixels`` (default ``MAX_PIXELS``; checked from the header, before decoding).
+    """Decode any image file to BGR uint8 (3 channels), upright: turned by its EXIF orientation as every viewer,
+    annotation tool, OpenCV's ``imread`` and Ultralytics show it (a phone JPEG with Orientation 6 was detected
+    lying on its side). A TIFF read through rasterio stays as stored, as GDAL and QGIS show it. Raises ValueError
+    naming the file if unreadable or larger than ``max_pixels`` (default ``MAX_PIXELS``; checked from the header,
+    before decoding).
     A GeoTIFF goes through rasterio when it is installed (bands and 8-bit rule of ``fss_train.geo``, the same
     pixels ``fss detect`` tiles)."""
     if Path(path).exists() and not Path(path).is_file():      # a named pipe would block on open, a folder fail
@@ -156,7 +177,7 @@ def read_image(path, max_pixels: int | None = None) -> np.ndarray:
                          f"({size[0] * size[1] * 3 / 2**30:.1f} GB); raise it with --max-pixels if you mean it")
     if is_truncated(data):
         raise ValueError(f"{path}: truncated image file (no end marker)")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None     # turned by its EXIF orientation
     if image is None:
         raise ValueError(f"{path}: not a readable image (corrupt or unknown format)")
     return to_bgr3(image)

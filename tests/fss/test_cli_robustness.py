@@ -1,6 +1,7 @@
 """Bad options and inputs get a one-line error naming the value and a non-zero exit, never a traceback
 (issue #15). Each case runs the real CLI on the bundled model and real images."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,27 @@ def test_detect_rejects_bad_settings(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--iters", "0"], "iters and batch must be at least 1"),
-    (["--batch", "0"], "iters and batch must be at least 1"),
-    (["--warmup", "-1"], "warmup at least 0"),
+    (["--iters", "0"], "Invalid value for '--iters'"),
+    (["--iters", "1000000000"], "Invalid value for '--iters'"),          # ran for days
+    (["--batch", "0"], "batch at least 1"),
+    (["--warmup", "-1"], "Invalid value for '--warmup'"),
+    (["--threads", "-1"], "Invalid value for '--threads'"),              # torch: "expects a positive integer"
 ])
 def test_bench_rejects_bad_counts(tmp_path, args, message):
     r = invoke(["bench", MODEL, "--out", tmp_path / "b", *args])
     assert r.exit_code != 0 and message in r.output
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"iters": 10**9}, "iters must be 1 … 100,000"),
+    ({"warmup": -1}, "warmup 0 … 100,000"),
+    ({"threads": -1}, "threads must be 0 (the library default) or more, got -1"),
+])
+def test_the_bench_api_bounds_its_counts(kwargs, message):
+    import fss
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fss.benchmark(MODEL, **kwargs)
 
 
 @pytest.mark.parametrize("opset", ["5", "99"])
@@ -241,6 +256,7 @@ def broken(tmp_path_factory):
     (["data", "check", "{b}/missing"], "no such dataset"),
     (["data", "synth", "{out}", "--num-images", "0"], "num_images >= 1"),
     (["data", "synth", "{out}", "--size", "10"], "size must be within 64"),
+    (["data", "synth", "{out}", "--size", "20000"], "size must be within 64…10000 px"),     # ~11 GB drawn in memory
     (["data", "synth", "{out}", "--size", "256", "--objects", "100000000"], "at most 1024 objects of 8 px fit"),
     (["data", "synth", "{out}", "--max-size", "inf"], "need 1 <= min_size <= max_size <= size"),   # numpy's error
     (["data", "synth", "{out}", "--occlusion", "nan"], "occlusion must lie in 0…1, got nan"),

@@ -147,6 +147,7 @@ def test_a_truncated_geotiff_is_bad_input_in_every_verb(tmp_path, verb, dtype):
     assert said.get(verb, "unreadable raster data") in r.output and (verb == "train" or "scene.tif" in r.output), \
         r.output
     assert r.exit_code != 0 or verb == "check"                        # check reports it among the problems
+    assert "See previous exception" not in r.output, r.output       # rasterio's words; GDAL's reason is shown
 
 
 # ------------------------------------------------------------------------------------------ vector labels

@@ -46,3 +46,26 @@ def test_tile_counter_shows_only_big_images():
     assert len(progress.tasks) == 1 and progress.tasks[0].completed == 8
     on_tiles(9216, 9216)                                     # done: removed
     assert len(progress.tasks) == 0
+
+
+def test_an_image_of_many_tiles_is_given_its_expected_duration_once():
+    """A 100,000² GeoTIFF is ~100,000 tiles: one line says how many and how long at the rate so far (a bar is not seen
+    in a log file); a smaller image gets no line, and the next big image gets its own."""
+    from rich.progress import Progress
+
+    from fss.progress import tile_counter
+
+    console = Console(file=io.StringIO(), width=200)
+    on_tiles = tile_counter(Progress(console=console, disable=False), large=10_000, after_s=0.01)
+    for done in (8, 16, 24):
+        on_tiles(done, 9_999)
+        time.sleep(0.02)
+    on_tiles(9_999, 9_999)
+    assert "tiles in this image" not in console.file.getvalue()
+    for total in (20_000, 30_000):
+        for done in (8, 16, 24, total):
+            on_tiles(done, total)
+            time.sleep(0.02)
+    lines = [line for line in console.file.getvalue().splitlines() if "tiles in this image" in line]
+    assert [line.split()[0] for line in lines] == ["20,000", "30,000"], lines
+    assert "tiles/s" in lines[0] and "more at" in lines[0]

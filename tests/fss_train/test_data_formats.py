@@ -126,6 +126,73 @@ def test_image_modes_are_converted(tmp_path):
         read_image(tmp_path / "cut.png")
 
 
+def _turned_image(path, orientation: int, shape=(20, 40)) -> np.ndarray:
+    """Save random pixels to ``path`` tagged with this EXIF orientation (lossless where the format allows);
+    the pixels as stored, BGR."""
+    from PIL import Image
+
+    rgb = np.random.default_rng(orientation).integers(0, 255, (*shape, 3)).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    lossless = {".webp": {"lossless": True}, ".jpg": {"quality": 100}}.get(path.suffix, {})
+    im.save(path, exif=exif.tobytes(), **lossless)
+    return rgb[..., ::-1]
+
+
+@pytest.mark.filterwarnings("error")         # a plain TIFF is an image: rasterio's NotGeoreferencedWarning leaked
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
+def test_images_are_read_upright_as_pillow_turns_them(tmp_path, suffix):
+    """Every EXIF orientation 1–8 gives the pixels Pillow's exif_transpose gives (the reference viewers follow): a
+    phone JPEG with Orientation 6 was detected lying on its side; image_size agrees. A TIFF read through rasterio
+    stays as stored, as GDAL (and QGIS) read it."""
+    from PIL import Image, ImageOps
+
+    from fss_train.data.records import image_size
+    from fss_train.geo import is_geotiff
+
+    for orientation in range(1, 9):
+        path = tmp_path / f"o{orientation}{suffix}"
+        stored = _turned_image(path, orientation)
+        with Image.open(path) as im:
+            want = stored if is_geotiff(path) else np.asarray(ImageOps.exif_transpose(im).convert("RGB"))[..., ::-1]
+        got = read_image(path)
+        assert got.shape == want.shape, (orientation, got.shape, want.shape)
+        assert np.abs(got.astype(int) - want).max() <= (8 if suffix == ".jpg" else 0), orientation
+        assert image_size(path) == (want.shape[1], want.shape[0]), orientation
+
+
+def test_yolo_labels_are_read_in_the_upright_frame(tmp_path):
+    """A YOLO label of a turned JPEG is normalised to the upright image (as Ultralytics reads it): its box is placed
+    with the turned width and height, and data check finds no size mismatch."""
+    from fss_train.data.check import check_dataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    _turned_image(tmp_path / "images/a.jpg", 6, shape=(20, 40))        # stored 40 wide, 20 high; shown 20 × 40
+    (tmp_path / "labels/a.txt").write_text("0 0.5 0.25 0.5 0.5\n")
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"path": str(tmp_path), "train": "images", "val": "images",
+                                                        "names": ["x"]}))
+    ds = read_yolo(tmp_path / "data.yaml")
+    rec = ds.records[0]
+    assert (rec.width, rec.height) == (20, 40)
+    np.testing.assert_allclose(rec.boxes[0], [5, 0, 15, 20])
+    assert check_dataset(ds)["problems"] == []
+
+
+def test_a_coco_size_in_the_stored_frame_is_reported_with_its_reason(tmp_path):
+    """COCO files written from the unturned pixels carry the stored width/height: data check says the EXIF turn is
+    why the sizes differ (the labels are then in the wrong frame)."""
+    from fss_train.data.check import check_dataset
+
+    _turned_image(tmp_path / "a.jpg", 6, shape=(20, 40))
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 20}],
+            "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    problems = check_dataset(read_coco(tmp_path / "a.json"))["problems"]
+    assert len(problems) == 1 and "EXIF orientation (6)" in problems[0] and "a.jpg" in problems[0], problems
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_random_label_text_never_crashes(tmp_path_factory, text):
