@@ -47,7 +47,7 @@ demo: $(STAMP)
 # the recipe of the embedded default model (fss_core/models/fss-n-aerial.pt); ~45 min on 2 CPU cores
 default-model: $(STAMP)
 	FSS=$(BIN)/fss ./scripts_default_model.sh
-	$(BIN)/python -m fss_train.checkpoint slim runs/default-model/run/best.pt fss_core/models/fss-n-aerial.pt
+	$(BIN)/python -m fss_core.checkpoint slim runs/default-model/run/best.pt fss_core/models/fss-n-aerial.pt
 
 # SAHI for benchmarks/tiled_vs_sahi.py, without its opencv-python (we use the headless build)
 bench-deps: $(STAMP)

@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from fss_train.fileio import atomic_write  # noqa: E402
-from fss_train.nn.card import MODELS_DIR  # noqa: E402
+from fss_core.fileio import atomic_write  # noqa: E402
+from fss_core.nn.card import MODELS_DIR  # noqa: E402
 
 
 @dataclass(frozen=True)

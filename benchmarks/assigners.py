@@ -36,7 +36,7 @@ PEERS = {(16, 640, 10): (0.053, 0.014), (16, 640, 50): (0.089, 0.097), (16, 640,
 def make_inputs(batch: int, size: int, num_gt: int, seed: int = 0):
     import torch
 
-    from fss_train.nn import make_points
+    from fss_core.nn import make_points
 
     g = torch.Generator().manual_seed(seed)
     points, strides = make_points(size, size, (8, 16, 32))

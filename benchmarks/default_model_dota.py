@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fss.detector import Detector  # noqa: E402
+from fss_core.fileio import atomic_write  # noqa: E402
 from fss_deploy.detect import DEFAULT_MODEL  # noqa: E402
 from fss_train.data import read_dataset  # noqa: E402
-from fss_train.fileio import atomic_write  # noqa: E402
 from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval  # noqa: E402
 
 SHARED = ROOT.parent / "shared/data"

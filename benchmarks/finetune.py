@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ablation import BUDGETS, ensure_data  # noqa: E402
 
+from fss_core.fileio import atomic_write  # noqa: E402
 from fss_deploy.detect import DEFAULT_MODEL  # noqa: E402
-from fss_train.fileio import atomic_write  # noqa: E402
 
 START = {"scratch": None, "synthetic": DEFAULT_MODEL}
 

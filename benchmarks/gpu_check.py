@@ -142,8 +142,8 @@ def assignment_times(cfg: dict, device: str) -> dict:
 
 
 def random_checkpoint(card: str, size: int, folder: Path) -> Path:
-    from fss_train.checkpoint import make_checkpoint, save_checkpoint
-    from fss_train.nn import build_model, load_card
+    from fss_core.checkpoint import make_checkpoint, save_checkpoint
+    from fss_core.nn import build_model, load_card
 
     torch.manual_seed(0)
     model = build_model(load_card(card).with_classes(15))
@@ -257,7 +257,7 @@ def markdown(res: dict) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    from fss_train.fileio import atomic_write
+    from fss_core.fileio import atomic_write
 
     atomic_write(path, text)
 

@@ -29,12 +29,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fss_core.imageio import read_image  # noqa: E402
+from fss_core.nn.postprocess import postprocess  # noqa: E402
+from fss_core.preprocess import to_array  # noqa: E402
 from fss_deploy.backends import OnnxBackend  # noqa: E402
 from fss_deploy.detect import DEFAULT_MODEL, TiledDetector  # noqa: E402
 from fss_deploy.export import export_onnx, match_detections  # noqa: E402
 from fss_deploy.tiling import plan_tiles  # noqa: E402
-from fss_train.nn.postprocess import postprocess  # noqa: E402
-from fss_train.nn.preprocess import read_image, to_array  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

@@ -15,12 +15,8 @@ Names are imported on first use, so ``import fss`` (and the CLI's start-up) stay
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("fss")
-except PackageNotFoundError:          # a source tree that was never installed
-    __version__ = "0+unknown"
+from fss_core import __version__  # noqa: F401 (the package's version, owned there)
 
 _API = {"Detector": "fss.detector", "Result": "fss.detector", "train": "fss.api", "TrainResult": "fss.api",
         "evaluate": "fss.api", "export": "fss.api", "Exported": "fss.api", "compare": "fss.api",

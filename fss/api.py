@@ -69,7 +69,7 @@ class TrainResult:
 
 def saved_train_config(out: str | Path) -> dict:
     """The settings a run in ``out`` was started with (its last.pt), to resume it without repeating them."""
-    from fss_train.checkpoint import load_checkpoint
+    from fss_core.checkpoint import load_checkpoint
 
     path = Path(out) / "last.pt"
     if not path.is_file():
@@ -134,8 +134,8 @@ def train(data: str = "", *, model: str | None = None, assigner: str | None = No
     OUT/last.pt with the run's own settings (``data`` may be left out; a larger ``epochs`` extends it; a setting
     given that the run cannot change — data, model, assigner, imgsz, batch — must match). Under torchrun each
     process calls this; rank 0 writes."""
+    from fss_core.fileio import exclusive
     from fss_train.config import make_config
-    from fss_train.fileio import exclusive
     from fss_train.train import Run
 
     given = {"data": data or None, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
@@ -249,7 +249,7 @@ def _dataset_ids(preds: list[dict], ds) -> list[dict]:
 
 def _write_eval(out: Path, record: dict, gt: dict, preds: list[dict], details: dict | None, conf: float,
                 iou: float, coco_engine: str = "auto") -> Path:
-    from fss_train.fileio import atomic_write
+    from fss_core.fileio import atomic_write
     from fss_train.metrics import coco_eval_details
     from fss_train.valplots import write_val_plots
 
@@ -270,8 +270,8 @@ def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch:
     ids of the images that could not be read (reported as they are met; they get no predictions)."""
     import torch
 
+    from fss_core.checkpoint import load_model
     from fss_train.alignment import task_alignment
-    from fss_train.checkpoint import load_model
     from fss_train.data.loader import DetectionDataset, make_loader
     from fss_train.evaluation import predict
     from fss_train.predictions import map_classes, remap
@@ -320,9 +320,9 @@ def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = 
     the report is attached; a mismatch does not raise — read ``result.verify["within_tolerance"]``.
     ``progress(done, total)`` follows the verification. An existing output file is replaced when it was exported
     from the same checkpoint, otherwise only with ``exist_ok`` (FileExistsError names it)."""
+    from fss_core.fileio import sha256_file
     from fss_deploy.detect import resolve_sources
     from fss_deploy.export import check_replaceable, export_onnx, verify_onnx
-    from fss_train.fileio import sha256_file
 
     if format not in ("onnx", "engine"):
         raise ValueError(f"format must be onnx or engine, got {format!r}")
@@ -359,8 +359,8 @@ def compare(a: str | Path, b: str | Path, imgsz: int | None = None) -> dict:
 
 def sample_images(size: int) -> list[str]:
     """A synthetic aerial scene made on the fly (for verification when no images are given)."""
+    from fss_core.fileio import write_image
     from fss_train.data.synth import SynthConfig, make_scene
-    from fss_train.fileio import write_image
 
     img, *_ = make_scene(SynthConfig(num_images=1, size=size, objects=max(10, size // 16), min_size=max(8, size / 40),
                                      max_size=max(24, size / 6), seed=123), 0)
@@ -407,7 +407,7 @@ def benchmark_tiled(image: str | Path, model: str | Path, *, backend: str | None
 
 def _check_counts(warmup: int, iters: int, batch: int, threads: int) -> None:
     """The bench counts up front: ``iters=10**9`` ran for days, ``threads=-1`` ended in torch's unnamed refusal."""
-    from fss_deploy.defaults import MAX_RUNS
+    from fss_core.defaults import MAX_RUNS
 
     if not (1 <= iters <= MAX_RUNS and 0 <= warmup <= MAX_RUNS and batch >= 1):
         raise ValueError(f"iters must be 1 … {MAX_RUNS:,}, warmup 0 … {MAX_RUNS:,} and batch at least 1, got iters "

@@ -33,8 +33,8 @@ from fss.clikit import (
     writable_out,
 )
 from fss.progress import err
+from fss_core import defaults as DET
 from fss_core.launch import rank_and_world
-from fss_deploy import defaults as DET
 
 
 class T:
@@ -209,7 +209,7 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
     mAP)."""
     from fss.api import evaluate as evaluate_api
     from fss.progress import work_bar
-    from fss_train.fileio import atomic_write
+    from fss_core.fileio import atomic_write
 
     if json_out and Path(json_out).exists() and not exist_ok:     # it may be anything, a ground truth json too
         fail(f"--json {json_out} exists; pass another file, or --exist-ok to replace it")

@@ -44,7 +44,7 @@ Device = Annotated[str, typer.Option(help="auto (cuda when a GPU is visible) | c
 def size_option(help: str):
     """An input-size option: 32 px … MAX_INPUT_SIDE, or left out (0 meant "the model's" and negative sizes reached
     numpy)."""
-    from fss_deploy.defaults import MAX_INPUT_SIDE
+    from fss_core.defaults import MAX_INPUT_SIDE
 
     return typer.Option(help=help, min=32, max=MAX_INPUT_SIDE)
 
@@ -53,7 +53,7 @@ Imgsz = Annotated[int | None, size_option("input size (default: the model's)")]
 Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]
 def runs_option(help: str, least: int):
     """A count of bench runs: ``least`` … MAX_RUNS (``--iters 10**9`` ran for days)."""
-    from fss_deploy.defaults import MAX_RUNS
+    from fss_core.defaults import MAX_RUNS
 
     return typer.Option(help=help, min=least, max=MAX_RUNS)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from fss_train.fileio import atomic_write, save_figure
+from fss_core.fileio import atomic_write, save_figure
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) 
                           "params": onnx["fss"].params, "flops": onnx["fss"].flops}
 
     # 4. tiled detection on the large scene -----------------------------------------------------
+    from fss_core.fileio import write_image
     from fss_train.data import read_dataset
-    from fss_train.fileio import write_image
     from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
 
     scene_ds = read_dataset(out / "data/scene")
@@ -188,10 +188,10 @@ def evaluate_default_model(annotated: Path | None = None, conf: float = 0.001) -
     import numpy as np
 
     from fss.detector import Detector
+    from fss_core.fileio import write_image
     from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
     from fss_train.data.formats import read_labels_for_image
     from fss_train.data.records import Dataset, ImageRecord
-    from fss_train.fileio import write_image
     from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
 
     det = Detector(DEFAULT_MODEL, overlap=0.2, batch=8, conf=conf)

@@ -22,8 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from fss.api import resolve_device
+from fss_core import defaults
+from fss_core.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
+from fss_core.fileio import exclusive
+from fss_core.geojson import feature_collection, geojson_features
+from fss_core.imageio import read_image
 from fss_core.launch import local_rank, rank_and_world
-from fss_deploy import defaults
+from fss_core.nn.card import resolve_model_file
+from fss_core.raster import DEFAULT_STRETCH, Georef, parse_bands, parse_stretch
 from fss_deploy.backends import load_backend
 from fss_deploy.detect import (
     DEFAULT_MODEL,
@@ -39,11 +45,6 @@ from fss_deploy.detect import (
     run_identity,
     write_outputs,
 )
-from fss_train.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
-from fss_train.fileio import exclusive
-from fss_train.geo import DEFAULT_STRETCH, Georef, feature_collection, geojson_features, parse_bands, parse_stretch
-from fss_train.nn.card import resolve_model_file
-from fss_train.nn.preprocess import read_image
 
 log = logging.getLogger("fss")
 DEFAULT_MODEL_NOTICE = (f"no model given: using the bundled {DEFAULT_MODEL.name}, a demonstration model trained on "
@@ -166,7 +167,7 @@ class Detector:
     ``tile`` defaults to the model's input size; ``overlap`` is in pixels, or a fraction of the tile when
     below 1 (SAHI's habit: 0.2); ``conf`` / ``iou`` / ``max_det`` as in ``fss detect``. GeoTIFFs (rasterio
     installed) are read window by window: ``bands`` "3,2,1" picks red, green, blue (1-based), ``stretch`` the
-    percentiles that scale non-8-bit bands to 0–255 (see fss_train.geo); all-nodata tiles are skipped.
+    percentiles that scale non-8-bit bands to 0–255 (see fss_core.raster); all-nodata tiles are skipped.
     The tile merge: ``merge`` "nms" or "nmm" (SAHI's greedy non-maximum merging), ``match`` "iou" or "ios"
     (intersection over the smaller box), ``class_agnostic`` (classes suppress/merge each other) at ``iou``.
     ``classes``: detect only these (names or indices, a list or "small-vehicle,ship"; default every class).

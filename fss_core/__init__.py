@@ -1,5 +1,25 @@
-"""What training and deployment share, importing neither (DESIGN.md, "The shape").
+"""What training and deployment share, importing neither (DESIGN.md, "The shape"):
 
-Today it carries the package data both sides read: ``fss_core/models/`` — the model cards (YAML), the bundled
-default model and its sample scene — so that an installed wheel finds them wherever it runs from.
+    nn/            the network (backbones, neck, head, decode, fuse), model cards, the bundled-model finder
+    preprocess.py  letterbox and arrays (PAD_VALUE): the one preprocessing of training, export and every backend
+    imageio.py     image files: suffixes, header sizes, the pixel limit, the EXIF turn, decoding
+    raster.py      GeoTIFFs window by window: bands, the 8-bit rule, georeference
+    geojson.py     detections as GeoJSON
+    boxes.py       box math, NMS, detections -> COCO/DOTA/YOLO records
+    tiles.py       the tile grid of data split and detect
+    checkpoint.py  the checkpoint schema (loading never executes code)
+    fileio.py      atomic writes, safe names, the folder lock
+    defaults.py    the shared defaults and bounds (thresholds, caps, input sizes)
+    launch.py      the torchrun variables, read once
+    models/        package data: model cards (YAML), the bundled model and its sample scene
+
+``fss`` (API + CLI) -> {``fss_train``, ``fss_deploy``} -> ``fss_core``; the two sides never import each other
+(tests/test_dependency_rule.py).
 """
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("fss")       # the one owner: pyproject's version, as installed
+except PackageNotFoundError:           # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -1,4 +1,2 @@
-"""fss deployment side: export, backends, tiled detection, benchmarks.
-
-Imports nothing of ``fss_train`` but the graph (``fss_train.nn``), the checkpoint module and box ops.
-"""
+"""fss deployment side: export, backends, tiled detection, benchmarks. Imports ``fss_core`` and never ``fss_train``
+(tests/test_dependency_rule.py)."""

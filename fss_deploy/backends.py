@@ -1,6 +1,6 @@
 """torch / onnxruntime / TensorRT behind one interface: ``infer(batch) -> detections``.
 
-batch: (B, 3, S, S) float32 RGB in [0, 1] (``fss_train.nn.preprocess``); detections: (B, A, 4 + C)
+batch: (B, 3, S, S) float32 RGB in [0, 1] (``fss_core.preprocess``); detections: (B, A, 4 + C)
 float32 numpy — xyxy input pixels, then per-class scores. Every backend describes its model:
 ``class_names``, ``input_size``, ``fixed_batch`` (None when any batch works).
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fss_core.checkpoint import load_model
+from fss_core.nn.card import resolve_model_file
 from fss_deploy.export import INPUT_NAME, OUTPUT_NAME, ExportError, deployed_facts, read_onnx
 from fss_deploy.graph import InferenceGraph
-from fss_train.checkpoint import load_model
-from fss_train.nn.card import resolve_model_file
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fss_core.fileio import atomic_write, save_figure
+from fss_core.imageio import read_image
+from fss_core.nn.postprocess import postprocess
+from fss_core.preprocess import letterbox, to_array
 from fss_deploy.backends import Backend, backend_threads, load_backend
-from fss_train.fileio import atomic_write, save_figure
-from fss_train.nn.postprocess import postprocess
-from fss_train.nn.preprocess import letterbox, read_image, to_array
 
 
 def cpu_name() -> str:

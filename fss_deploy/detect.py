@@ -26,19 +26,9 @@ import cv2
 import numpy as np
 import torch
 
-from fss_deploy import defaults
-from fss_deploy.backends import Backend, backend_threads
-from fss_deploy.tiling import (
-    MATCH_METRICS,
-    MERGE_MODES,
-    cut_by_interior_edge,
-    merge,
-    plan_tiles,
-    tile_batch,
-    to_image_coords,
-)
-from fss_train.boxes import check_overlap, detections_to_coco, detections_to_dota, detections_to_yolo
-from fss_train.fileio import (
+from fss_core import defaults
+from fss_core.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
+from fss_core.fileio import (
     LOCK_NAME,
     atomic_write,
     input_fingerprint,
@@ -49,21 +39,32 @@ from fss_train.fileio import (
     sha256_file,
     unique_stems,
 )
-from fss_train.geo import (
+from fss_core.geojson import collection_json, features_json
+from fss_core.imageio import IMAGE_SUFFIXES, read_image
+from fss_core.nn.card import MODELS_DIR
+from fss_core.nn.postprocess import postprocess
+from fss_core.preprocess import letterbox, to_array
+from fss_core.raster import (
     DEFAULT_STRETCH,
     GEO_SUFFIXES,
     MISSING,
     Georef,
     Raster,
     RasterReadError,
-    collection_json,
-    features_json,
     is_geotiff,
     raster_errors,
 )
-from fss_train.nn.card import MODELS_DIR
-from fss_train.nn.postprocess import postprocess
-from fss_train.nn.preprocess import IMAGE_SUFFIXES, letterbox, read_image, to_array
+from fss_core.tiles import check_overlap
+from fss_deploy.backends import Backend, backend_threads
+from fss_deploy.tiling import (
+    MATCH_METRICS,
+    MERGE_MODES,
+    cut_by_interior_edge,
+    merge,
+    plan_tiles,
+    tile_batch,
+    to_image_coords,
+)
 
 FORMATS = defaults.FORMATS
 DEFAULT_MODEL = MODELS_DIR / "fss-n-aerial.pt"
@@ -221,7 +222,7 @@ class TiledDetector:
             yield group, tile_batch(image, group, self.tile, pad)
 
     def _detect(self, image) -> np.ndarray:
-        """``image``: an (H, W, 3) uint8 BGR array, or a :class:`fss_train.geo.Raster` read window by window."""
+        """``image``: an (H, W, 3) uint8 BGR array, or a :class:`fss_core.raster.Raster` read window by window."""
         h, w = image.shape[:2]
         tiles = plan_tiles(w, h, self.tile, self.overlap)
         pad = self.batch if self.backend.fixed_batch else None

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fss_deploy.defaults import check_input
+from fss_core.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from fss_core.defaults import check_input
+from fss_core.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported for tensorrt.py)
+from fss_core.imageio import read_image
+from fss_core.nn import count_flops, count_params
+from fss_core.preprocess import MEAN, STD, letterbox, to_tensor
 from fss_deploy.graph import InferenceGraph
-from fss_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from fss_train.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported for tensorrt.py)
-from fss_train.nn import count_flops, count_params
-from fss_train.nn.preprocess import MEAN, STD, letterbox, read_image, to_tensor
 
 ONNX_FORMAT = "fss-onnx/1"
 INPUT_NAME, OUTPUT_NAME = "images", "detections"
@@ -247,7 +248,7 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
     ``progress(done, total)`` after every image."""
     import onnxruntime as ort
 
-    from fss_train.nn.postprocess import postprocess
+    from fss_core.nn.postprocess import postprocess
 
     proto, meta = read_onnx(onnx_path)
     size = json.loads(meta["input_size"])[0]
@@ -291,7 +292,7 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
 def match_detections(a: torch.Tensor, b: torch.Tensor, iou: float = 0.5, px: float = 0.01) -> torch.Tensor:
     """(Ka,) bool: a detection of ``a`` has a same-class partner in ``b`` at IoU ≥ ``iou``, or with
     every coordinate within ``px`` pixels (IoU is meaningless for near-degenerate boxes)."""
-    from fss_train.boxes import box_iou
+    from fss_core.boxes import box_iou
 
     same = a[:, 5:6] == b[:, 5][None]                                           # (Ka, Kb)
     close = (a[:, None, :4] - b[None, :, :4]).abs().amax(-1) <= px

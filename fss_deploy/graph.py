@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fss_train.nn import decode_for_inference, fuse_conv_bn
-from fss_train.nn.detector import Detector
+from fss_core.nn import decode_for_inference, fuse_conv_bn
+from fss_core.nn.detector import Detector
 
 
 class InferenceGraph(nn.Module):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fss_train.checkpoint import card_of, load_checkpoint, model_from_checkpoint
-from fss_train.nn import ModelCard, build_model, count_flops, count_params, load_card
+from fss_core.checkpoint import card_of, load_checkpoint, model_from_checkpoint
+from fss_core.nn import ModelCard, build_model, count_flops, count_params, load_card
 
 
 def describe(target: str, imgsz: int | None = None) -> dict:

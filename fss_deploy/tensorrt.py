@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fss_core.fileio import atomic_write
 from fss_deploy.export import INPUT_NAME, ExportError, read_onnx, sha256_file
-from fss_train.fileio import atomic_write
 
 SIDECAR_FORMAT = "fss-engine/1"
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fss_train.boxes import batched_nms, tile_origins
-from fss_train.nn.preprocess import PAD_VALUE, to_array
+from fss_core.boxes import batched_nms
+from fss_core.preprocess import PAD_VALUE, to_array
+from fss_core.tiles import tile_origins
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,2 @@
-"""fss training side: everything that exists only at training time, plus the inference graph (``nn``)."""
-
-__version__ = "0.1.0"
+"""fss training side: what exists only at training time (data, assigners, losses, the training loop,
+evaluation). The graph, checkpoints and image/raster I/O it shares with deployment are in ``fss_core``."""

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from fss_train.boxes import box_iou
-from fss_train.nn import decode
+from fss_core.boxes import box_iou
+from fss_core.nn import decode
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> float | None:

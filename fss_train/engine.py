@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fss_core.nn import decode
 from fss_train.alignment import spearman
 from fss_train.assigners.base import AssignResult
 from fss_train.evaluation import model_points
 from fss_train.losses import criterion
-from fss_train.nn import decode
 
 
 class NonFiniteLoss(RuntimeError):
@@ -59,7 +59,7 @@ def rank_consistency(scores: torch.Tensor, ious: torch.Tensor, seg: torch.Tensor
 
 
 def diagnostics(res: AssignResult, pred_boxes, cls_prob, obj_prob, gt_mask, stats: StepStats) -> None:
-    from fss_train.boxes import box_iou_aligned
+    from fss_core.boxes import box_iou_aligned
 
     fg = res.fg_mask
     stats.num_gt += int(gt_mask.sum())

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fss_train.boxes import detections_to_coco
+from fss_core.boxes import detections_to_coco
+from fss_core.nn import decode_for_inference
+from fss_core.nn.postprocess import postprocess
 from fss_train.data.records import Dataset
 from fss_train.metrics import coco_eval_details, coco_gt_from_dataset, dota_eval
-from fss_train.nn import decode_for_inference
-from fss_train.nn.postprocess import postprocess
 from fss_train.valplots import write_val_plots
 
 

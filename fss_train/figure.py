@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fss_core.checkpoint import load_model
+from fss_core.fileio import save_figure
+from fss_core.imageio import read_image
+from fss_core.nn import build_model, decode, load_card
+from fss_core.preprocess import letterbox, to_tensor
 from fss_train.assigners import ASSIGNERS, FSSAssigner
 from fss_train.assigners.base import prepare_inputs
-from fss_train.checkpoint import load_model
 from fss_train.data.formats import read_labels_for_image
-from fss_train.fileio import save_figure
-from fss_train.nn import build_model, decode, load_card
-from fss_train.nn.preprocess import letterbox, read_image, to_tensor
 
 
 def predictions_for(image_path: str | Path, model_source: str, labels: str | Path, imgsz: int | None, seed: int = 0):

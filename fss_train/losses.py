@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from fss_core.boxes import box_iou_aligned
 from fss_train.assigners.base import AssignResult
-from fss_train.boxes import box_iou_aligned
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "iou2") -> torch.Tensor:

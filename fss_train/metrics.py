@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fss_train.boxes import box_iou
+from fss_core.boxes import box_iou
+from fss_core.fileio import safe_name
 from fss_train.data.records import Dataset
-from fss_train.fileio import safe_name
 
 COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 

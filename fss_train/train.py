@@ -18,15 +18,17 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from fss_core.launch import local_rank, rank_and_world
-from fss_train.assigners import build_assigner
-from fss_train.checkpoint import (
+from fss_core.checkpoint import (
     CheckpointError,
     init_from_checkpoint,
     load_checkpoint,
     make_checkpoint,
     save_checkpoint,
 )
+from fss_core.fileio import atomic_write, save_figure
+from fss_core.launch import local_rank, rank_and_world
+from fss_core.nn import build_model, load_card
+from fss_train.assigners import build_assigner
 from fss_train.config import TrainConfig
 from fss_train.data import read_dataset, read_val_split
 from fss_train.data.check import input_scale_advice
@@ -34,9 +36,7 @@ from fss_train.data.loader import DetectionDataset, make_loader
 from fss_train.data.transforms import AugmentConfig
 from fss_train.engine import seed_everything, train_one_epoch
 from fss_train.evaluation import evaluate, recalibrate_bn
-from fss_train.fileio import atomic_write, save_figure
 from fss_train.metrics import coco_gt_from_dataset, detection_cap_advice
-from fss_train.nn import build_model, load_card
 from fss_train.optim import LRSchedule, ModelEMA, param_groups
 
 CSV_FIELDS = ["epoch", "loss", "cls", "box", "obj", "pos_per_gt", "rank_consistency", "images_per_s", "lr",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fss_train.fileio import save_figure
+from fss_core.fileio import save_figure
 
 
 def pr_curve_png(path: str | Path, recall: list[float], pr: dict[str, list[float]], ap50: dict[str, float]) -> Path:
@@ -66,7 +66,7 @@ def write_val_plots(out: str | Path, gt: dict, preds: list[dict], details: dict,
     (the eval folder, or a training run's folder after its last epoch)."""
     import json
 
-    from fss_train.fileio import atomic_write
+    from fss_core.fileio import atomic_write
     from fss_train.metrics import confusion_matrix
 
     out = Path(out)

@@ -44,9 +44,9 @@ def grid_checkpoint(path: Path, size: int = 256, classes: tuple[str, str] = tupl
     """
     import math
 
-    from fss_train.checkpoint import make_checkpoint, save_checkpoint
-    from fss_train.nn.card import ModelCard
-    from fss_train.nn.detector import build_model
+    from fss_core.checkpoint import make_checkpoint, save_checkpoint
+    from fss_core.nn.card import ModelCard
+    from fss_core.nn.detector import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelCard.from_dict({**PICO_CARD, "num_classes": len(classes),

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from fss_core.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
+from fss_core.nn import build_model, load_card
 from fss_deploy.backends import load_backend
 from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE, TiledDetector
-from fss_train.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
 from fss_train.config import make_config
 from fss_train.data.synth import SynthConfig, synthesize
-from fss_train.nn import build_model, load_card
 
 ROOT = Path(__file__).resolve().parents[1]
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from fss_core.boxes import box_iou_aligned
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result, rescue_orphans, resolve_conflicts
 from fss_train.assigners.pairs import centre_window, enumerate_pairs, pair_ious
 from fss_train.assigners.segments import seg_count, seg_rank, seg_sum
-from fss_train.boxes import box_iou_aligned
 
 
 def prior_boxes(points: torch.Tensor, strides: torch.Tensor, scale: float) -> torch.Tensor:

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
+from fss_core.boxes import box_iou_aligned
 from fss_train.assigners.atss import prior_boxes
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result
 from fss_train.assigners.pairs import enumerate_pairs, pair_ious, prior_overlaps
 from fss_train.assigners.segments import seg_argmax, seg_max
-from fss_train.boxes import box_iou_aligned
 
 
 @dataclass(frozen=True)

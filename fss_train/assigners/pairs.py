@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fss_core.boxes import box_iou_aligned
 from fss_train.assigners.base import Inputs
-from fss_train.boxes import box_iou_aligned
 
 # Elements of one boolean (m, A) candidate test; bounds the transient memory of enumeration.
 ENUM_CHUNK_ELEMS = 1 << 22

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
+from fss_core.boxes import box_iou_exact
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result
 from fss_train.assigners.pairs import Pairs
-from fss_train.boxes import box_iou_exact
 
 LOG_CLAMP = -100.0  # torch's BCE clamps log() at -100; so does the cost here
 REGIONS = ("box_or_centre", "centre")

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
+from fss_core.boxes import box_ciou_aligned, box_iou_aligned
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result, rescue_orphans
 from fss_train.assigners.pairs import Condition, Pairs, enumerate_pairs, pair_class_prob
 from fss_train.assigners.segments import seg_argmax, seg_count, seg_max, seg_rank
-from fss_train.boxes import box_ciou_aligned, box_iou_aligned
 
 OVERLAPS = ("ciou", "iou")
 

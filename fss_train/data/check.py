@@ -6,8 +6,8 @@ from collections import Counter
 
 import numpy as np
 
+from fss_core.imageio import exif_orientation, read_image
 from fss_train.data.records import Dataset, Problem
-from fss_train.nn.preprocess import exif_orientation, read_image
 
 SIZE_BINS = [0, 8, 16, 32, 64, 128, 256, 512, 1e9]      # sqrt(area), px
 

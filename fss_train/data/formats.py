@@ -15,19 +15,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from fss_core.fileio import atomic_write, is_temp, link_or_copy, read_text, unique_stems
+from fss_core.imageio import IMAGE_SUFFIXES, image_size
 from fss_train.data.geodata import is_geo_dataset, read_geo
-from fss_train.data.records import (
-    DOTA_CLASSES,
-    IMAGE_SUFFIXES,
-    Dataset,
-    ImageRecord,
-    Problem,
-    brief,
-    checked_class_names,
-    image_size,
-    sanitize_box,
-)
-from fss_train.fileio import atomic_write, is_temp, link_or_copy, read_text, unique_stems
+from fss_train.data.records import DOTA_CLASSES, Dataset, ImageRecord, Problem, brief, checked_class_names, sanitize_box
 
 # in an output folder while a conversion writes it; a dataset holding it is refused by read_dataset
 INCOMPLETE = ".fss-incomplete"

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fss_core.raster import GEO_SUFFIXES, Raster
 from fss_train.data.records import Dataset, ImageRecord, Problem, sanitize_box
-from fss_train.geo import GEO_SUFFIXES, Raster, polygon_box, read_vector_labels
+from fss_train.data.vectors import polygon_box, read_vector_labels
 
 LABEL_SUFFIXES = (".geojson", ".shp")
 

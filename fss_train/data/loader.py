@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from fss_core.imageio import read_image
+from fss_core.preprocess import to_tensor
 from fss_train.data.records import Dataset, ImageRecord
 from fss_train.data.transforms import (
     AugmentConfig,
@@ -18,7 +20,6 @@ from fss_train.data.transforms import (
     random_affine,
     random_flip,
 )
-from fss_train.nn.preprocess import read_image, to_tensor
 
 log = logging.getLogger("fss.data")
 

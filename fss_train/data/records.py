@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fss_train.geo import is_geotiff, raster_size
-from fss_train.nn.preprocess import IMAGE_SUFFIXES, exif_orientation, header_size, read_image  # noqa: F401 (re-exported)
-
 # DOTA-v1.5 category names, in the devkit's order (v1.0's 15 plus container-crane).
 DOTA_CLASSES = ["plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle",
                 "ship", "tennis-court", "basketball-court", "storage-tank", "soccer-ball-field", "roundabout",
@@ -93,27 +90,6 @@ class Dataset:
         if not drop:
             return self
         return replace(self, records=[r for r in self.records if r.image_id not in drop])
-
-
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) as the image is shown (turned by its EXIF orientation, as :func:`read_image` decodes it), from
-    the file header (PNG, JPEG; a GeoTIFF's through rasterio), else by decoding; None if unreadable."""
-    if not Path(path).is_file():           # missing, a folder, or a named pipe (open would block)
-        return None
-    if is_geotiff(path):
-        return raster_size(path)
-    try:
-        with open(path, "rb") as f:
-            size = header_size(f.read(1 << 18))
-    except OSError:
-        return None
-    if size:
-        return size[::-1] if exif_orientation(path) >= 5 else size
-    try:
-        img = read_image(path)
-    except ValueError:
-        return None
-    return int(img.shape[1]), int(img.shape[0])
 
 
 def sanitize_box(box: list[float], width: int, height: int, file: str, line: int | None,

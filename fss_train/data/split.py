@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fss_train.boxes import check_overlap, tile_grid, tile_origins  # noqa: F401  (tile_origins re-exported)
+from fss_core.fileio import atomic_write, input_fingerprint, write_image
+from fss_core.imageio import read_image
+from fss_core.raster import Raster, is_geotiff
+from fss_core.tiles import check_overlap, tile_grid
 from fss_train.data.formats import output_stems, write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
-from fss_train.fileio import atomic_write, input_fingerprint, write_image
-from fss_train.geo import Raster, is_geotiff
-from fss_train.nn.preprocess import read_image
 
 DIFFICULT_TRUNCATED = 2
 

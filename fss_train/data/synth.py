@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fss_core.fileio import atomic_write, write_image
 from fss_train.data.formats import dota_label_text, write_coco
 from fss_train.data.records import Dataset, ImageRecord
-from fss_train.fileio import atomic_write, write_image
 
 SYNTH_CLASSES = ["small-vehicle", "large-vehicle", "ship", "plane", "storage-tank"]
 # (aspect = length / width, relative frequency, relative size)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fss_train.nn.preprocess import PAD_VALUE, letterbox
+from fss_core.preprocess import PAD_VALUE, letterbox
 
 
 @dataclass(frozen=True)

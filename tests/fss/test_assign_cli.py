@@ -2,9 +2,9 @@ import cv2
 from typer.testing import CliRunner
 
 from fss.cli import app
-from fss_train.checkpoint import make_checkpoint, save_checkpoint
+from fss_core.checkpoint import make_checkpoint, save_checkpoint
+from fss_core.nn import build_model, load_card
 from fss_train.data import DOTA_CLASSES
-from fss_train.nn import build_model, load_card
 
 runner = CliRunner()
 

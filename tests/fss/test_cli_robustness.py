@@ -179,7 +179,7 @@ def test_an_exported_onnx_file_detects(tmp_path, onnx_file):
 def test_checkpoint_whose_weights_do_not_fit_its_card(tmp_path):
     import torch
 
-    from fss_train.nn import load_card
+    from fss_core.nn import load_card
 
     ckpt = torch.load(MODEL, weights_only=True)
     ckpt["card"] = load_card("fss-s").with_classes(len(ckpt["class_names"])).to_dict()
@@ -308,7 +308,7 @@ def test_stray_launch_variables_are_named(tmp_path, monkeypatch, env, message):
 def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
     import torch
 
-    from fss_train.checkpoint import load_checkpoint, save_checkpoint
+    from fss_core.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(MODEL)
     for state in (ckpt["weights_raw"], ckpt["weights_ema"]):

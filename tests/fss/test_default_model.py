@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fss.cli import app
+from fss_core.checkpoint import load_checkpoint
 from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
-from fss_train.checkpoint import load_checkpoint
 
 runner = CliRunner()
 
@@ -40,7 +40,7 @@ def test_default_model_accuracy_on_the_sample_scene():
 def test_a_bundled_model_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
     """`--model fss-n-aerial.pt` (or `fss-n-aerial`) is the bundled file wherever fss runs; a file of that name in
     the working folder comes first, and a path with a folder is never redirected."""
-    from fss_train.nn.card import resolve_model_file
+    from fss_core.nn.card import resolve_model_file
 
     monkeypatch.chdir(tmp_path)
     assert resolve_model_file("fss-n-aerial.pt") == DEFAULT_MODEL == resolve_model_file("fss-n-aerial")

@@ -341,7 +341,7 @@ def test_a_degenerate_transform_is_not_a_georeference(tmp_path, caplog):
     """A transform whose determinant is 0 put every polygon on one point, without a word."""
     from rasterio.transform import Affine
 
-    from fss_train.geo import Raster
+    from fss_core.raster import Raster
 
     path = _tif(tmp_path / "flat.tif", "EPSG:32633", Affine(0.0, 1.0, 5.0, 0.0, 1.0, 7.0))
     with caplog.at_level("WARNING", logger="fss"), Raster(path) as raster:

@@ -12,8 +12,8 @@ from conftest import grid_checkpoint
 from typer.testing import CliRunner
 
 from fss.cli import app
+from fss_core.fileio import PathEscapeError, atomic_write, safe_name
 from fss_deploy.export import export_onnx
-from fss_train.fileio import PathEscapeError, atomic_write, safe_name
 
 runner = CliRunner()
 HOSTILE_CLASSES = ("../../../../victim", "a/b\nc")
@@ -189,10 +189,10 @@ def test_a_second_process_writing_into_a_held_folder_is_refused(tmp_path):
     import subprocess
     import sys
 
-    from fss_train.fileio import FolderBusy, exclusive
+    from fss_core.fileio import FolderBusy, exclusive
 
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fss_train.fileio import exclusive\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fss_core.fileio import exclusive\n"
                                f"with exclusive({str(out)!r}, 'fss train'):\n print('held', flush=True)\n"
                                " sys.stdin.readline()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[2])
@@ -217,7 +217,7 @@ def test_a_second_process_writing_into_a_held_folder_is_refused(tmp_path):
 
 def test_train_refuses_a_folder_another_training_holds(tmp_path, monkeypatch):
     import fss.api
-    from fss_train.fileio import exclusive
+    from fss_core.fileio import exclusive
 
     with exclusive(tmp_path / "run", "fss train"):
         # within one process the advisory lock is per open file: a second open sees it held as well

@@ -304,7 +304,7 @@ def test_max_det_caps_and_warns(model, tmp_path):
 def test_default_cap_scales_with_the_image_area(model, tmp_path, monkeypatch):
     """By default a large scene keeps as many detections per pixel as a small one (10,000 per 4000² px, at least
     10,000): a fixed 10,000 silently cut a dense 12,000² scene of 13,500 objects. An explicit --max-det is absolute."""
-    from fss_deploy import defaults
+    from fss_core import defaults
 
     assert defaults.max_det_for(4000, 4000) == 10_000 and defaults.max_det_for(100, 50) == 10_000
     assert defaults.max_det_for(30_000, 30_000) == 562_500 and defaults.max_det_for(4001, 4000) == 10_003
@@ -416,8 +416,8 @@ def test_classes_filter(model, tmp_path):
     class), before NMS and the cap; names or indices; run.json records it, so a rerun without it is refused."""
     import torch
 
+    from fss_core.nn.postprocess import postprocess
     from fss_deploy.detect import resolve_classes
-    from fss_train.nn.postprocess import postprocess
 
     raw = torch.tensor([[[0, 0, 10, 10, 0.9, 0.8, 0.0], [20, 20, 30, 30, 0.1, 0.0, 0.7],
                          [40, 40, 50, 50, 0.0, 0.6, 0.0]]])          # (1, 3, 4 + 3): best classes 0, 2, 1
@@ -454,7 +454,7 @@ def test_the_tile_plan_is_lazy_and_equals_the_grid():
     tile ran. The plan is now two lists of origins; its tiles, made on demand, are the grid's."""
     import tracemalloc
 
-    from fss_train.boxes import tile_grid
+    from fss_core.tiles import tile_grid
 
     plan = plan_tiles(1800, 1100, 512, 100)
     assert [(t.x, t.y) for t in plan] == tile_grid(1800, 1100, 512, 100) and len(plan) == len(list(plan))

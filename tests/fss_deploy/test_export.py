@@ -9,12 +9,12 @@ from typer.testing import CliRunner
 
 import fss
 from fss.cli import app
+from fss_core.checkpoint import make_checkpoint, save_checkpoint
+from fss_core.fileio import sha256_file
+from fss_core.nn import build_model, load_card
 from fss_deploy.export import ExportError, compare, export_onnx, fingerprint_model, read_onnx, undecode, verify_onnx
 from fss_deploy.graph import InferenceGraph
 from fss_deploy.tensorrt import check_sidecar, rebuild_command
-from fss_train.checkpoint import make_checkpoint, save_checkpoint
-from fss_train.fileio import sha256_file
-from fss_train.nn import build_model, load_card
 
 runner = CliRunner()
 
@@ -41,7 +41,7 @@ def test_onnxruntime_matches_torch(tmp_path, card, size, dynamic):
     batch = 3 if dynamic else 2
     x = torch.rand(batch, 3, size, size)
     got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
-    from fss_train.checkpoint import load_model
+    from fss_core.checkpoint import load_model
     graph = InferenceGraph(load_model(ckpt)[0], size, size).eval()
     with torch.no_grad():
         ref = graph(x)

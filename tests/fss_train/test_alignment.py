@@ -4,11 +4,11 @@ import torch
 from typer.testing import CliRunner
 
 from fss.cli import app
+from fss_core.checkpoint import make_checkpoint, save_checkpoint
+from fss_core.nn import build_model, load_card
 from fss_train.alignment import candidates, per_gt
-from fss_train.checkpoint import make_checkpoint, save_checkpoint
 from fss_train.data import read_dataset
 from fss_train.data.synth import SynthConfig, synthesize
-from fss_train.nn import build_model, load_card
 
 runner = CliRunner()
 

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 import fss_train.assigners.pairs as sparse
 import fss_train.assigners.segments as segments
+from fss_core.nn import make_points
 from fss_train.assigners import ASSIGNERS, FSSAssigner, SimOTAAssigner
 from fss_train.assigners.base import prepare_inputs
-from fss_train.nn import make_points
 
 C = 3
 

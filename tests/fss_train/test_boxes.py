@@ -2,7 +2,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fss_train.boxes import batched_nms, box_iou, box_iou_aligned, nms
+from fss_core.boxes import batched_nms, box_iou, box_iou_aligned, nms
 
 
 def test_iou_by_hand():

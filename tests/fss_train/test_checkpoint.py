@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fss_train.checkpoint import (
+from fss_core.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
@@ -12,7 +12,7 @@ from fss_train.checkpoint import (
     make_checkpoint,
     save_checkpoint,
 )
-from fss_train.nn import build_model, load_card
+from fss_core.nn import build_model, load_card
 
 
 @pytest.fixture()
@@ -124,7 +124,7 @@ def test_non_plain_values_are_refused_at_save(tmp_path):
 def test_init_parts_copy_only_the_body_asked_for(tiny_ckpt):
     """weights_parts: "backbone+neck" takes the pretrained body and leaves the whole head freshly initialised
     (the assignment study's DOTA arm: every assigner starts from the same body, none from a trained head)."""
-    from fss_train.checkpoint import init_from_checkpoint
+    from fss_core.checkpoint import init_from_checkpoint
 
     _, ema, path = tiny_ckpt
     for parts, prefixes in (("backbone", ("backbone.",)), ("backbone+neck", ("backbone.", "neck.")),

@@ -6,9 +6,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fss_core.imageio import read_image
 from fss_train.data import read_coco, read_dataset, read_dota, read_yolo, write_coco, write_dota, write_yolo
 from fss_train.data.formats import _read_dota_lines, _read_yolo_lines
-from fss_train.nn.preprocess import read_image
 
 
 def test_dota_devkit_example_counts(shared_data):
@@ -148,8 +148,8 @@ def test_images_are_read_upright_as_pillow_turns_them(tmp_path, suffix):
     stays as stored, as GDAL (and QGIS) read it."""
     from PIL import Image, ImageOps
 
-    from fss_train.data.records import image_size
-    from fss_train.geo import is_geotiff
+    from fss_core.imageio import image_size
+    from fss_core.raster import is_geotiff
 
     for orientation in range(1, 9):
         path = tmp_path / f"o{orientation}{suffix}"

@@ -11,10 +11,11 @@ import torch
 from typer.testing import CliRunner
 
 from fss.cli import app
+from fss_core.tiles import tile_grid, tile_origins
 from fss_train.data import read_dataset
 from fss_train.data.loader import DetectionDataset, collate
 from fss_train.data.records import Dataset, ImageRecord
-from fss_train.data.split import split_dataset, tile_grid, tile_origins
+from fss_train.data.split import split_dataset
 from fss_train.data.synth import SynthConfig, synthesize
 from fss_train.data.transforms import AugmentConfig, mosaic4, random_affine, random_flip
 

@@ -1,4 +1,5 @@
-"""GeoTIFF windows, band handling, the 8-bit rule, georeference and vector labels (fss_train/geo.py, geodata.py)."""
+"""GeoTIFF windows, bands, the 8-bit rule and georeference (fss_core/raster.py), GeoJSON (fss_core/geojson.py) and
+vector labels (fss_train/data/vectors.py, geodata.py)."""
 
 import json
 import subprocess
@@ -11,19 +12,12 @@ import pytest
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import Affine  # noqa: E402
 
+from fss_core.geojson import box_rings, feature_collection, geojson_features  # noqa: E402
+from fss_core.imageio import read_image  # noqa: E402
+from fss_core.raster import Georef, Raster, parse_bands, parse_stretch  # noqa: E402
 from fss_train.data import read_dataset  # noqa: E402
 from fss_train.data.split import split_dataset  # noqa: E402
-from fss_train.geo import (  # noqa: E402
-    Georef,
-    Raster,
-    box_rings,
-    feature_collection,
-    geojson_features,
-    parse_bands,
-    parse_stretch,
-    read_vector_labels,
-)
-from fss_train.nn.preprocess import read_image  # noqa: E402
+from fss_train.data.vectors import read_vector_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 UTM = "EPSG:32633"
@@ -239,9 +233,9 @@ def test_without_rasterio_tifs_are_decoded_by_opencv_and_geo_says_what_to_instal
 
     cv2.imwrite(str(tmp_path / "plain.tif"), np.full((40, 30, 3), 60, np.uint8))
     code = ("import sys; sys.modules['rasterio'] = None\n"
-            "from fss_train.nn.preprocess import read_image\n"
+            "from fss_core.imageio import read_image\n"
             f"print(read_image({str(tmp_path / 'plain.tif')!r}).shape)\n"
-            "from fss_train.geo import Raster\n"
+            "from fss_core.raster import Raster\n"
             f"try:\n    Raster({str(tmp_path / 'plain.tif')!r})\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "(40, 30, 3)" in out and "pip install 'fss[geo]'" in out

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fss_train.nn import (
+from fss_core.nn import (
     available_cards,
     build_model,
     count_flops,
@@ -12,7 +12,7 @@ from fss_train.nn import (
     load_card,
     make_points,
 )
-from fss_train.nn.card import ModelCard
+from fss_core.nn.card import ModelCard
 
 ALL_CARDS = ["fss-n", "fss-s", "fss-m", "fss-l", "fss-x", "fss-r50", "fss-r101"]
 

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from fss.cli import app
-from fss_train.checkpoint import load_checkpoint
+from fss_core.checkpoint import load_checkpoint
 from fss_train.data.synth import SynthConfig, synthesize
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fss_train.nn.blocks import ConvBNAct
+from fss_core.nn.blocks import ConvBNAct
 
 RESNET_LAYERS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fss_train.fileio import atomic_write, default_file_mode, sha256_file  # noqa: F401 (re-exported)
-from fss_train.nn.card import ModelCard
-from fss_train.nn.detector import Detector
+from fss_core.fileio import atomic_write, default_file_mode, sha256_file  # noqa: F401 (re-exported)
+from fss_core.nn.card import ModelCard
+from fss_core.nn.detector import Detector
 
 FORMAT_VERSION = 1
 KIND = "fss-checkpoint"
@@ -42,7 +42,7 @@ class CheckpointError(ValueError):
 
 
 def library_versions() -> dict:
-    from fss_train import __version__
+    from fss_core import __version__
     return {"fss": str(__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
             "python": platform.python_version()}
 
@@ -216,7 +216,7 @@ def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[st
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """A copy of a training checkpoint with only what inference needs (no optimiser state, no per-epoch
-    rows), for shipping: ``python -m fss_train.checkpoint slim SRC.pt DST.pt``."""
+    rows), for shipping: ``python -m fss_core.checkpoint slim SRC.pt DST.pt``."""
     ckpt = load_checkpoint(src)
     ckpt["optimizer"] = None
     sched = dict(ckpt.get("scheduler") or {})
@@ -229,5 +229,5 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 4 or sys.argv[1] != "slim":
-        sys.exit("usage: python -m fss_train.checkpoint slim SRC.pt DST.pt")
+        sys.exit("usage: python -m fss_core.checkpoint slim SRC.pt DST.pt")
     slim_checkpoint(sys.argv[2], sys.argv[3])

@@ -5,18 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fss_train.nn.card import ModelCard
-from fss_train.nn.darknet import PAFPN, CSPDarknet
-from fss_train.nn.decode import make_points
-from fss_train.nn.head import DecoupledHead
-from fss_train.nn.resnet import FPN, ResNet
+from fss_core.nn.card import ModelCard
+from fss_core.nn.darknet import PAFPN, CSPDarknet
+from fss_core.nn.decode import make_points
+from fss_core.nn.head import DecoupledHead
+from fss_core.nn.resnet import FPN, ResNet
 
 
 class Detector(nn.Module):
     """images (B, 3, H, W) float in [0, 1], RGB -> raw predictions (B, A, 5 + C).
 
     H and W must be multiples of 32. The return value is the same in train and eval mode;
-    :func:`fss_train.nn.decode.decode` interprets it, with :meth:`points` for the grid.
+    :func:`fss_core.nn.decode.decode` interprets it, with :meth:`points` for the grid.
     """
 
     def __init__(self, card: ModelCard):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from fss_train.nn.blocks import ConvBNAct, conv3x3
+from fss_core.nn.blocks import ConvBNAct, conv3x3
 
 PRIOR_PROB = 0.01  # initial foreground probability of class and objectness logits (RetinaNet)
 
@@ -16,7 +16,7 @@ class DecoupledHead(nn.Module):
     """Maps each level's feature map to raw predictions.
 
     Output: (B, A, 5 + C) float — per point ``[tx, ty, tw, th, obj_logit, cls_logits…]`` with
-    points ordered level by level, row-major within a level. :func:`fss_train.nn.decode.decode`
+    points ordered level by level, row-major within a level. :func:`fss_core.nn.decode.decode`
     turns this into boxes and probabilities. The output is the same in train and eval mode.
     """
 

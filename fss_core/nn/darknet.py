@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fss_train.nn.blocks import ConvBNAct, CSPLayer, Focus, SPPBottleneck, conv3x3
+from fss_core.nn.blocks import ConvBNAct, CSPLayer, Focus, SPPBottleneck, conv3x3
 
 
 class CSPDarknet(nn.Module):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fss_train.boxes import batched_nms
+from fss_core.boxes import batched_nms
 
 
 def postprocess(out: torch.Tensor, conf: float = 0.25, iou: float = 0.5, max_det: int = 300,

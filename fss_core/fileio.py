@@ -1,7 +1,7 @@
 """The one way fss writes a file: atomically (temp file in the same folder, fsync, rename).
 
 A reader never sees half a file, and a crash or a full disk leaves the previous version intact.
-Training and deployment code both use it (the dependency rule allows ``fss_train.fileio``: it holds
+Training and deployment code both use it (the dependency rule allows ``fss_core.fileio``: it holds
 no training logic).
 """
 

@@ -1,7 +1,7 @@
 """Building blocks of the inference graph: conv-BN-activation units and CSP layers.
 
 Every convolution that is followed by batch norm lives in :class:`ConvBNAct`, so one
-function (:func:`fss_train.nn.fuse.fuse_conv_bn`) can fold all of them for inference.
+function (:func:`fss_core.nn.fuse.fuse_conv_bn`) can fold all of them for inference.
 """
 
 from __future__ import annotations

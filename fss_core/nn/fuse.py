@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from fss_train.nn.blocks import ConvBNAct
+from fss_core.nn.blocks import ConvBNAct
 
 
 def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
