@@ -13,6 +13,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fss_core.defaults import CONF, IOU
+from fss_core.fileio import first_free
 from fss_core.launch import rank_and_world
 from fss_train.config import TrainConfig
 
@@ -93,32 +95,17 @@ def saved_train_config(out: str | Path) -> dict:
 
 def free_folder(out: str | Path) -> Path:
     """``out``, or out2, out3, … — the first that does not exist or is empty (default output folders)."""
-    out, n = Path(out), 2
-    candidate = out
-    while candidate.is_dir() and any(candidate.iterdir()):
-        candidate = out.with_name(f"{out.name}{n}")
-        n += 1
-    return candidate
+    return first_free(out, lambda c: not (c.is_dir() and any(c.iterdir())))
 
 
 def free_file(path: str | Path) -> Path:
     """``path``, or stem-2, stem-3, … with its suffix — the first that does not exist (default output files)."""
-    path, n = Path(path), 2
-    candidate = path
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-        n += 1
-    return candidate
+    return first_free(path, lambda c: not c.exists(), file=True)
 
 
 def next_free_run(out: str | Path) -> Path:
-    """``out``, or out2, out3, … — the first that holds no run (Ultralytics' habit for default folders)."""
-    out, n = Path(out), 2
-    if not (out / "last.pt").is_file():
-        return out
-    while (out.with_name(f"{out.name}{n}") / "last.pt").is_file():
-        n += 1
-    return out.with_name(f"{out.name}{n}")
+    """``out``, or out2, out3, … — the first that holds no run (its own last.pt)."""
+    return first_free(out, lambda c: not (c / "last.pt").is_file())
 
 
 def train(data: str = "", *, model: str | None = None, assigner: str | None = None, epochs: int | None = None,
@@ -167,7 +154,7 @@ def train(data: str = "", *, model: str | None = None, assigner: str | None = No
 def evaluate(model: str | Path | None = None, data: str = "", *, predictions: str | Path | None = None,
              metric: str = "coco", split: str = "val", imgsz: int | None = None, batch: int = 8,
              device: str = "auto", max_dets: int = 100, alignment: bool = False, out: str | Path | None = None,
-             conf: float = 0.25, iou: float = 0.5, coco_engine: str = "auto", progress=None) -> dict:
+             conf: float = CONF, iou: float = IOU, coco_engine: str = "auto", progress=None) -> dict:
     """COCO metrics (pycocotools' COCOeval) or the DOTA devkit's VOC07 mAP50 of a checkpoint, or of saved predictions
     (``fss detect``'s output folder or predictions.json, a COCO results json, a DOTA Task2 folder), on
     ``data``. Images are matched by file and classes by name (fss_train/predictions.py): a class on one side

@@ -273,8 +273,9 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
            iou: D.Iou = DET.IOU, full_image: D.FullImage = False, out: D.Out = "runs/detect",
            exist_ok: D.ExistOk = False, max_det: D.MaxDet = None, max_pixels: D.MaxPixels = None,
            save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0,
-           bands: D.Bands = None, stretch: D.Stretch = "2,98", to_wgs84: D.ToWgs84 = False, merge: D.Merge = "nms",
-           match: D.Match = "iou", agnostic: D.Agnostic = False, classes: D.Classes = None):
+           bands: D.Bands = None, stretch: D.Stretch = ",".join(f"{v:g}" for v in DET.DEFAULT_STRETCH),
+           to_wgs84: D.ToWgs84 = False, merge: D.Merge = DET.MERGE, match: D.Match = DET.MATCH,
+           agnostic: D.Agnostic = False, classes: D.Classes = None):
     """Tiled high-resolution detection over images and folders (DOTA-style 4000 px aerial images; GeoTIFFs of any
     size read window by window, with GeoJSON on the map)."""
     from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats, image_paths

@@ -29,7 +29,7 @@ from fss_core.geojson import feature_collection, geojson_features
 from fss_core.imageio import read_image
 from fss_core.launch import local_rank, rank_and_world
 from fss_core.nn.card import resolve_model_file
-from fss_core.raster import DEFAULT_STRETCH, Georef, parse_bands, parse_stretch
+from fss_core.raster import Georef, parse_bands, parse_stretch
 from fss_deploy.backends import load_backend
 from fss_deploy.detect import (
     DEFAULT_MODEL,
@@ -177,8 +177,9 @@ class Detector:
                  tile: int | None = None, overlap: float = defaults.OVERLAP, batch: int = defaults.BATCH,
                  conf: float = defaults.CONF, iou: float = defaults.IOU, full_image: bool = False,
                  max_det: int | None = None, threads: int = 0, bands: str | tuple[int, ...] | None = None,
-                 stretch: str | tuple[float, float] = DEFAULT_STRETCH, merge: str = "nms", match: str = "iou",
-                 class_agnostic: bool = False, classes: str | Iterable[str | int] | None = None):
+                 stretch: str | tuple[float, float] = defaults.DEFAULT_STRETCH, merge: str = defaults.MERGE,
+                 match: str = defaults.MATCH, class_agnostic: bool = False,
+                 classes: str | Iterable[str | int] | None = None):
         self.model = resolve_model_file(model) if model else DEFAULT_MODEL
         device = resolve_device(device)
         if device == "cuda" and rank_and_world()[1] > 1:                      # torchrun: this rank's GPU

@@ -162,6 +162,17 @@ def unique_stems(paths: list[Path]) -> list[str]:
     return [safe_name(Path(p).stem) if count[Path(p).stem.lower()] == 1 else path_key(Path(p)) for p in paths]
 
 
+def first_free(path: str | Path, usable: Callable[[Path], bool], file: bool = False) -> Path:
+    """``path``, else the first of path2, path3, … (``file``: stem-2, stem-3, … before the suffix) that ``usable``
+    accepts — the one "next free output" rule behind every verb's default folder or file (Ultralytics' habit:
+    runs/train, runs/train2, …)."""
+    path, n, candidate = Path(path), 2, Path(path)
+    while not usable(candidate):
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}" if file else f"{path.name}{n}")
+        n += 1
+    return candidate
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
     import hashlib

@@ -59,7 +59,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 
 def exif_orientation(path) -> int:
     """The EXIF Orientation (1 = upright … 8) of a JPEG, PNG, WebP or TIFF file, read from its header; 1 when it has
-    none. 5–8 swap width and height (:func:`fss_train.data.records.image_size` turns the header size with it)."""
+    none. 5–8 swap width and height (:func:`image_size` turns the header size with it)."""
     from PIL import Image, UnidentifiedImageError
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # the header only: ours judges the size

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fss_core.defaults import DEFAULT_STRETCH
 from fss_core.preprocess import PAD_VALUE
 
 GEO_SUFFIXES = (".tif", ".tiff")
-DEFAULT_STRETCH = (2.0, 98.0)           # percentiles per band -> 0 and 255 (non-uint8 rasters)
 SAMPLE_GRID = 8                          # stretch statistics without overviews: SAMPLE_GRID² windows …
 SAMPLE_WINDOW = 64                       # … of this many pixels a side
 OVERVIEW_MIN_SIDE = 256                  # smallest overview side used for the statistics

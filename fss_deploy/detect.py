@@ -31,6 +31,7 @@ from fss_core.boxes import detections_to_coco, detections_to_dota, detections_to
 from fss_core.fileio import (
     LOCK_NAME,
     atomic_write,
+    first_free,
     input_fingerprint,
     is_temp,
     path_key,
@@ -45,7 +46,6 @@ from fss_core.nn.card import MODELS_DIR
 from fss_core.nn.postprocess import postprocess
 from fss_core.preprocess import letterbox, to_array
 from fss_core.raster import (
-    DEFAULT_STRETCH,
     GEO_SUFFIXES,
     MISSING,
     Georef,
@@ -138,14 +138,14 @@ class TiledDetector:
     full_image: bool = False
     max_det: int | None = None         # detections kept per image; None: defaults.max_det_for (scales with area)
     border_rule: bool = True           # drop boxes cut by an interior tile edge when a neighbour saw them whole
-    merge: str = "nms"                 # tile merge: "nms" (suppress) or "nmm" (merge into the kept box, SAHI's NMM)
-    match: str = "iou"                 # overlap measure of the merge: "iou" or "ios" (over the smaller box)
+    merge: str = defaults.MERGE        # tile merge: "nms" (suppress) or "nmm" (merge into the kept box, SAHI's NMM)
+    match: str = defaults.MATCH        # overlap measure of the merge: "iou" or "ios" (over the smaller box)
     class_agnostic: bool = False       # boxes of different classes suppress / merge each other too
     classes: tuple[int, ...] | None = None   # only these class indices are detected (None: every class)
     prefetch: bool | None = None       # build batch i+1 on a thread while batch i runs (default: GPU backends only;
                                        # on CPU the backend already uses every core and a second thread competes)
     bands: tuple[int, ...] | None = None   # GeoTIFFs: bands read as red, green, blue (1-based; None: the first three)
-    stretch: tuple[float, float] = DEFAULT_STRETCH   # GeoTIFFs that are not 8 bit: percentiles -> 0 and 255
+    stretch: tuple[float, float] = defaults.DEFAULT_STRETCH   # GeoTIFFs that are not 8 bit: percentiles -> 0 and 255
     on_tiles: Callable[[int, int], None] | None = None    # (tiles done, tiles of the image) after every batch
     stats: dict = field(default_factory=lambda: TiledDetector.fresh_stats())
 
@@ -330,12 +330,8 @@ def prepare_output(out: Path, identity: dict, exist_ok: bool = False, increment:
         atomic_write(record, json.dumps(identity, indent=1))
         return out
     if increment:
-        n = 2
-        while True:
-            candidate = out.with_name(f"{out.name}{n}")
-            if not candidate.exists() or _recorded(candidate / "run.json") == identity:
-                return prepare_output(candidate, identity)
-            n += 1
+        return prepare_output(first_free(out, lambda c: c != out and (not c.exists() or
+                                                                      _recorded(c / "run.json") == identity)), identity)
     raise OutputConflict(f"{out} holds the results of another run ({'; '.join(diff)}); pass another --out, or "
                          "--exist-ok to replace them")
 
@@ -358,12 +354,6 @@ def finished(record: Path, path: Path) -> bool:
         return False           # missing, truncated (e.g. disk full) or from another file: redo it
 
 
-def output_names(paths: list[Path]) -> dict[Path, str]:
-    """A unique output name per input: the stem, or stem-<8 hex of the path> where stems collide
-    (``a/x.png``, ``b/x.png`` and ``x.jpg`` in one run never share ``yolo/x.txt`` or a DOTA image id)."""
-    return dict(zip(paths, unique_stems(paths)))
-
-
 def check_output_dir(out: Path) -> None:
     """Fail before any work when the output folder cannot be written (or is a file)."""
     if out.exists() and not out.is_dir():
@@ -376,7 +366,7 @@ def check_output_dir(out: Path) -> None:
 
 
 def open_image(path: Path, max_pixels: int | None = None, bands: tuple[int, ...] | None = None,
-               stretch: tuple[float, float] = DEFAULT_STRETCH):
+               stretch: tuple[float, float] = defaults.DEFAULT_STRETCH):
     """A GeoTIFF opened for window reads (rasterio installed: nothing decoded yet), else the decoded BGR array.
     Raises ValueError naming the file when it cannot be read."""
     if is_geotiff(path):
@@ -388,7 +378,7 @@ def open_image(path: Path, max_pixels: int | None = None, bands: tuple[int, ...]
 
 
 def _decoder(paths: list[Path], q: queue.Queue, stop: threading.Event, max_pixels: int | None = None,
-             bands=None, stretch=DEFAULT_STRETCH) -> None:
+             bands=None, stretch=defaults.DEFAULT_STRETCH) -> None:
     for i, p in enumerate(paths):
         if stop.is_set():
             break
@@ -419,7 +409,7 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
     per_image = out / ".per_image"
     per_image.mkdir(parents=True, exist_ok=True)
     mine = [p for i, p in enumerate(paths) if i % world == rank]
-    names = output_names(paths)
+    names = dict(zip(paths, unique_stems(paths)))      # a unique output name per input
     todo = [p for p in mine if not finished(per_image / f"{image_key(p)}.json", p)]
     skipped = len(mine) - len(todo)
     q: queue.Queue = queue.Queue(maxsize=2)                       # bounded: at most 2 decoded images ahead
@@ -490,7 +480,7 @@ def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats:
     written: dict[str, set[str]] = {"yolo": set(), "geojson": set()}    # per-image files of this run
     dota: dict[str, list[str]] = {c: [] for c in class_names}
     total = 0
-    names = output_names(paths)
+    names = dict(zip(paths, unique_stems(paths)))      # a unique output name per input
     for image_id, path in enumerate(paths, start=1):
         rec_path = out / ".per_image" / f"{image_key(path)}.json"
         if not rec_path.is_file():

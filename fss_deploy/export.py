@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from fss_core.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from fss_core.defaults import check_input
+from fss_core.defaults import CONF, IOU, check_input
 from fss_core.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported for tensorrt.py)
 from fss_core.imageio import read_image
 from fss_core.nn import count_flops, count_params
-from fss_core.preprocess import MEAN, STD, letterbox, to_tensor
+from fss_core.preprocess import MEAN, PAD_VALUE, STD, letterbox, to_tensor
 from fss_deploy.graph import InferenceGraph
 
 ONNX_FORMAT = "fss-onnx/1"
@@ -147,7 +147,7 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
         "class_names": json.dumps(ckpt["class_names"]), "num_classes": str(len(ckpt["class_names"])),
         "strides": json.dumps(list(model.card.strides)), "input_size": json.dumps([size, size]),
         "input": f"{INPUT_NAME}: (batch, 3, {size}, {size}) float{'16' if half else '32'} RGB in [0, 1], "
-                 "letterboxed (top-left, pad 114)",
+                 f"letterboxed (top-left, pad {PAD_VALUE})",
         "mean": json.dumps(list(MEAN)), "std": json.dumps(list(STD)),
         "output_layout": f"{OUTPUT_NAME}: (batch, anchors, 4 + num_classes): x1 y1 x2 y2 (input pixels), "
                          "then per-class score = sigmoid(cls) * sigmoid(obj)",
@@ -242,7 +242,7 @@ def deployed_facts(meta: dict, where: str | Path) -> tuple[list[str], int]:
 
 # ---------------------------------------------------------------------------------- verify
 def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str | Path], weights: str = "ema",
-                atol: float = 1e-4, conf: float = 0.25, iou: float = 0.5, rtol: float = 1e-3, progress=None) -> dict:
+                atol: float = 1e-4, conf: float = CONF, iou: float = IOU, rtol: float = 1e-3, progress=None) -> dict:
     """onnxruntime vs torch on real images: max abs difference of the raw outputs (the decode
     inverted on both sides), and agreement of the final detections (IoU ≥ 0.5, same class).
     ``progress(done, total)`` after every image."""

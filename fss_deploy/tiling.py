@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fss_core.boxes import batched_nms
+from fss_core.defaults import IOU, MATCH, MERGE
 from fss_core.preprocess import PAD_VALUE, to_array
 from fss_core.tiles import tile_origins
 
@@ -100,8 +101,8 @@ MERGE_MODES = ("nms", "nmm")       # suppress the lower-scoring box, or merge it
 MATCH_METRICS = ("iou", "ios")     # intersection over union, or over the smaller box (SAHI's IOS)
 
 
-def merge(dets: np.ndarray, cut: np.ndarray, source: np.ndarray, iou: float = 0.5, contain: float = 0.6,
-          max_det: int = 10000, mode: str = "nms", metric: str = "iou", class_agnostic: bool = False) -> np.ndarray:
+def merge(dets: np.ndarray, cut: np.ndarray, source: np.ndarray, iou: float = IOU, contain: float = 0.6,
+          max_det: int = 10000, mode: str = MERGE, metric: str = MATCH, class_agnostic: bool = False) -> np.ndarray:
     """Merge tile detections into image detections.
 
     Border rule first: a box cut by an interior tile edge is dropped when a box of the same class

@@ -74,12 +74,18 @@ def diagnostics(res: AssignResult, pred_boxes, cls_prob, obj_prob, gt_mask, stat
         stats.spearman_n += n
 
 
+def frozen_parts(net: torch.nn.Module, freeze: str) -> list[torch.nn.Module]:
+    """The parts ``freeze`` names ("backbone" or "backbone+neck"; "" none): not trained (the run) and their BatchNorms
+    kept in eval mode (every epoch)."""
+    return [getattr(net, p) for p in freeze.split("+")] if freeze else []
+
+
 def train_one_epoch(model, loader, assigner, optimizer, lr_at, ema, epoch: int, cfg, device, recipe: str,
                     scaler=None, on_step=None, start_step: int = 0) -> dict:
     """One pass over ``loader``. ``lr_at(step)`` gives the learning rates of the global step."""
     model.train()
     net = model.module if hasattr(model, "module") else model
-    frozen = [net] if cfg.freeze_bn else [getattr(net, p) for p in cfg.freeze.split("+")] if cfg.freeze else []
+    frozen = [net] if cfg.freeze_bn else frozen_parts(net, cfg.freeze)
     for part in frozen:                          # frozen parts keep their BatchNorm statistics
         for m in part.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fss_core.boxes import box_iou
+from fss_core.defaults import CONF, IOU
 from fss_core.fileio import safe_name
 from fss_train.data.records import Dataset
 
@@ -150,7 +151,7 @@ def _per_class(ev, coco_gt) -> dict:
     return {"per_class": per_class, "pr": pr, "recall": [round(float(r), 2) for r in ev.params.recThrs]}
 
 
-def confusion_matrix(gt: dict, predictions: list[dict], conf: float = 0.25, iou: float = 0.5) -> tuple[np.ndarray,
+def confusion_matrix(gt: dict, predictions: list[dict], conf: float = CONF, iou: float = IOU) -> tuple[np.ndarray,
                                                                                                           list[str]]:
     """(C+1, C+1) counts, rows = predicted class, columns = true class, the last row/column "background"
     (as Ultralytics' val): detections scoring at least ``conf`` matched one to one to ground truths at IoU

@@ -34,7 +34,7 @@ from fss_train.data import read_dataset, read_val_split
 from fss_train.data.check import input_scale_advice
 from fss_train.data.loader import DetectionDataset, make_loader
 from fss_train.data.transforms import AugmentConfig
-from fss_train.engine import seed_everything, train_one_epoch
+from fss_train.engine import frozen_parts, seed_everything, train_one_epoch
 from fss_train.evaluation import evaluate, recalibrate_bn
 from fss_train.metrics import coco_gt_from_dataset, detection_cap_advice
 from fss_train.optim import LRSchedule, ModelEMA, param_groups
@@ -159,7 +159,7 @@ class Run:
     # ------------------------------------------------------------------------------ checkpoints
     def _freeze(self, what: str) -> None:
         """Freeze the backbone (and neck): no gradient, and their BatchNorms keep their statistics."""
-        parts = [getattr(self.model, p) for p in what.split("+")] if what else []
+        parts = frozen_parts(self.model, what)
         for part in parts:
             for p in part.parameters():
                 p.requires_grad_(False)

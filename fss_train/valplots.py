@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fss_core.defaults import CONF, IOU
 from fss_core.fileio import save_figure
 
 
@@ -60,8 +61,8 @@ def confusion_png(path: str | Path, matrix: np.ndarray, names: list[str], conf: 
     return save_figure(fig, path, dpi=100)
 
 
-def write_val_plots(out: str | Path, gt: dict, preds: list[dict], details: dict, conf: float = 0.25,
-                    iou: float = 0.5) -> None:
+def write_val_plots(out: str | Path, gt: dict, preds: list[dict], details: dict, conf: float = CONF,
+                    iou: float = IOU) -> None:
     """PR_curve.png (from ``details`` of metrics.coco_eval_details), confusion_matrix.png and .json into ``out``
     (the eval folder, or a training run's folder after its last epoch)."""
     import json

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 
 from fss_core.boxes import batched_nms
+from fss_core.defaults import CONF, IOU
 
 
-def postprocess(out: torch.Tensor, conf: float = 0.25, iou: float = 0.5, max_det: int = 300,
+def postprocess(out: torch.Tensor, conf: float = CONF, iou: float = IOU, max_det: int = 300,
                 pre_nms: int = 30000, classes: Sequence[int] | None = None) -> list[torch.Tensor]:
     """out (B, A, 4 + C): xyxy px then per-class scores. Returns per image (K, 6):
     x1, y1, x2, y2, score, class — sorted by score, at most ``max_det``. ``classes``: keep only points whose

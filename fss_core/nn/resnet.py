@@ -1,6 +1,7 @@
 """ResNet-50/101 backbone and FPN neck (the paper's second instantiation: ResNet + FPN + decoupled head).
 
-No pretrained weights are downloaded; ``fss train --set model.init=FILE`` can load a state dict.
+No pretrained weights are downloaded; ``fss train --weights CKPT`` starts from an fss checkpoint (reading ImageNet or
+YOLOX weight files is not built yet).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """FSS — Focusing on Suboptimal Samples — exactly as ../shared/FSS-SPEC.md, steps 1–8.
 
-Per GT g and candidate point i (sparse pairs, see ``sparse.py``):
+Per GT g and candidate point i (sparse pairs, see ``pairs.py``):
   1. t = s^alpha · u^beta,  s = sqrt(p[c_g] · o),  u = IoU(pred, gt)
   2. candidates: inside the box or within ``center_radius`` strides of its centre
   3. P = (t + eps) / Σ_candidates (t + eps)                       (option prob)
@@ -20,7 +20,7 @@ import torch
 
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result, rescue_orphans, resolve_conflicts
-from fss_train.assigners.pairs import Pairs, enumerate_pairs, gt_sizes, in_box_or_centre, pair_class_prob, pair_ious
+from fss_train.assigners.pairs import InBoxOrCentre, Pairs, enumerate_pairs, gt_sizes, pair_class_prob, pair_ious
 from fss_train.assigners.segments import seg_argmax, seg_count, seg_max, seg_min, seg_rank, seg_sum, seg_topk_sum
 
 PROB_MODES = ("sum", "softmax", "minmax")
@@ -65,7 +65,7 @@ class FSSAssigner(Assigner):
         return build_result(inp, pairs, steps["pos"], steps["u"], steps["w"])
 
     def candidates(self, inp) -> Pairs:
-        return enumerate_pairs(inp, in_box_or_centre(self.center_radius))
+        return enumerate_pairs(inp, InBoxOrCentre(self.center_radius))
 
     def steps(self, inp, pairs: Pairs) -> dict:
         """Every intermediate quantity of the spec, per pair (N,) or per GT segment (B*M,)."""

@@ -134,7 +134,6 @@ class PriorOverlaps(Condition):
 
 # backwards-readable names used by the assigners
 in_box = InBox()
-in_box_or_centre = InBoxOrCentre
 centre_window = CentreWindow
 prior_overlaps = PriorOverlaps
 

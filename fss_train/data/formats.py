@@ -39,7 +39,7 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
     images, labels = {"coco": (out / "images", None), "yolo": (out / "images" / split, out / "labels" / split),
                       "dota": (out / "images", out / "labelTxt")}[to]
     own_files = {"coco": [out / "annotations.json"], "yolo": [], "dota": [out / "classes.txt"]}[to]
-    names = output_stems(ds.records)
+    names = unique_stems([r.path for r in ds.records])
     planned = {images / f"{n}{r.path.suffix}" for r, n in zip(ds.records, names)} | set(own_files)
     if labels is not None:
         planned |= {labels / f"{n}.txt" for n in names}
@@ -410,18 +410,6 @@ def _read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, probl
     return rows
 
 
-def output_stems(records: list[ImageRecord]) -> list[str]:
-    """One output name per record: its stem, or ``stem-<8 hex of its path>`` where stems collide (two
-    ``x.png`` from different folders, or ``x.png`` and ``x.jpg``, never overwrite each other)."""
-    return unique_stems([r.path for r in records])
-
-
-def write_yolo(ds: Dataset, out_dir: str | Path, split: str = "train", exist_ok: bool = False) -> Path:
-    """``out_dir/images/<split>/`` (hard links or copies), ``labels/<split>/*.txt`` and ``data.yaml``
-    (see convert_dataset for what an existing folder may hold)."""
-    return convert_dataset(ds, "yolo", out_dir, split, exist_ok)
-
-
 def yolo_label_text(rec: ImageRecord) -> str:
     lines = []
     for k in range(len(rec.labels)):
@@ -524,11 +512,6 @@ def _read_dota_lines(label: Path, size: tuple[int, int], classes: list[str], fix
         if box is not None:
             rows.append((box, classes.index(name), difficult, poly))
     return rows
-
-
-def write_dota(ds: Dataset, out_dir: str | Path, exist_ok: bool = False) -> Path:
-    """``out_dir/images/`` (hard links or copies), ``labelTxt/*.txt`` and ``classes.txt``."""
-    return convert_dataset(ds, "dota", out_dir, exist_ok=exist_ok)
 
 
 def dota_class_tokens(classes: list[str]) -> dict[str, str]:

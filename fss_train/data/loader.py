@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fss_core.imageio import read_image
-from fss_core.preprocess import to_tensor
+from fss_core.preprocess import PAD_VALUE, to_tensor
 from fss_train.data.records import Dataset, ImageRecord
 from fss_train.data.transforms import (
     AugmentConfig,
@@ -109,7 +109,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         rec = self.records[index]
         meta = {"index": index, "image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": 1.0}
         if image is None:                      # evaluation: a grey stand-in (the letterbox's colour), left out
-            image, boxes, labels = np.full((self.imgsz, self.imgsz, 3), 114, np.uint8), boxes[:0], labels[:0]
+            image, boxes, labels = np.full((self.imgsz, self.imgsz, 3), PAD_VALUE, np.uint8), boxes[:0], labels[:0]
             meta.update(unreadable=True, scale=self.imgsz / max(rec.height, rec.width))
         elif not self.augment:
             image, boxes, scale = letterbox_sample(image, boxes, self.imgsz)

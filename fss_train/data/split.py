@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fss_core.fileio import atomic_write, input_fingerprint, write_image
+from fss_core.fileio import atomic_write, input_fingerprint, unique_stems, write_image
 from fss_core.imageio import read_image
 from fss_core.raster import Raster, is_geotiff
 from fss_core.tiles import check_overlap, tile_grid
-from fss_train.data.formats import output_stems, write_coco
+from fss_train.data.formats import write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
 
 DIFFICULT_TRUNCATED = 2
@@ -130,7 +130,7 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
     done_dir.mkdir(exist_ok=True)
     atomic_write(record, json.dumps(settings))
     problems: list[Problem] = []
-    stems = dict(zip((id(r) for r in ds.records), output_stems(ds.records)))
+    stems = dict(zip((id(r) for r in ds.records), unique_stems([r.path for r in ds.records])))
 
     def work(rec: ImageRecord):
         marker = done_dir / f"{stems[id(rec)]}.json"

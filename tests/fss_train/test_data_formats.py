@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fss_core.imageio import read_image
-from fss_train.data import read_coco, read_dataset, read_dota, read_yolo, write_coco, write_dota, write_yolo
+from fss_train.data import convert_dataset, read_coco, read_dataset, read_dota, read_yolo, write_coco
 from fss_train.data.formats import _read_dota_lines, _read_yolo_lines
 
 
@@ -63,8 +63,8 @@ def test_round_trip_through_every_writer(shared_data, tmp_path):
     ds = read_dataset(shared_data / "dota_devkit_example")
     coco = read_coco(write_coco(ds, tmp_path / "coco/annotations.json", image_root=shared_data / "dota_devkit_example"),
                      image_root=shared_data / "dota_devkit_example")
-    yolo = read_yolo(write_yolo(ds, tmp_path / "yolo"), "train")
-    dota = read_dota(write_dota(ds, tmp_path / "dota"))
+    yolo = read_yolo(convert_dataset(ds, "yolo", tmp_path / "yolo"), "train")
+    dota = read_dota(convert_dataset(ds, "dota", tmp_path / "dota"))
     for other in (coco, yolo, dota):
         assert other.classes == ds.classes and other.num_objects == ds.num_objects
         for a, b in zip(ds.records, other.records):
@@ -265,9 +265,8 @@ def test_coco_images_sharing_a_basename_convert_without_loss(tmp_path):
     ds = read_coco(_coco(tmp_path, [{"id": 1, "file_name": "a/x.png", "width": 64, "height": 48},
                                     {"id": 2, "file_name": "b/x.png", "width": 64, "height": 48}], anns), tmp_path)
     assert sum(len(r.boxes) for r in ds.records) == 40
-    for write, reread in ((write_yolo, lambda o: read_yolo(o)), (write_dota, lambda o: read_dota(o))):
-        out = write(ds, tmp_path / write.__name__)
-        back = reread(out)
+    for fmt, reread in (("yolo", read_yolo), ("dota", read_dota)):
+        back = reread(convert_dataset(ds, fmt, tmp_path / fmt))
         assert len(back.records) == 2 and sum(len(r.boxes) for r in back.records) == 40
 
 
