@@ -171,9 +171,12 @@ def plan(b: Budget, out: Path, studies: set[str], datasets: set[str]) -> list[Sp
                     init = "" if ds == "synthetic" else ":".join(DOTA_INIT)
                     specs += [Spec(f"{prefix}-{v}-s{seed}", ds, v, *VARIANTS[v], seed=seed, epochs=epochs,
                                    init=init) for v in ORDER]
-        if "table3" in studies:               # every seed: the paired steps need them
+        if "table3" in studies:               # every seed of both arms: the paired steps need them
             specs.append(Spec(f"t3-fss-gamma0-s{seed}", "synthetic", "fss-gamma0", "fss", {"gamma": 0.0}, seed,
                               b.epochs))
+            if "dota" in datasets:
+                specs.append(Spec(f"t3dota-fss-gamma0-s{seed}", "dota", "fss-gamma0", "fss", {"gamma": 0.0}, seed,
+                                  dota_epochs(b, out), init=":".join(DOTA_INIT)))
         if seed == b.seeds[0] and "sens" in studies:
             specs += [Spec(f"sens-{p}={v}-s{seed}", "synthetic", f"fss-{p}={v}", "fss", {p: v}, seed, b.epochs)
                       for p, values in SENSITIVITY.items() for v in values]
@@ -483,14 +486,23 @@ def _late_section(runs: dict, arms: list[tuple[str, str]], seeds: tuple[int, ...
     return lines
 
 
+TABLE3_ARMS = (("synthetic", "main", "t3"), ("DOTA tiles, fine-tuned", "dotaft", "t3dota"))
+
+
 def _table3(runs: dict, seeds: tuple[int, ...]) -> list[str]:
-    """The paper's Table 3 steps on the synthetic arm: Max-IoU -> + suboptimal selection (FSS with uniform
-    weights, γ = 0) -> + transformation (full FSS), mean ± std over seeds and each step paired by seed."""
-    steps = [("Max-IoU", "main-maxiou"), ("+ suboptimal selection (FSS, γ = 0)", "t3-fss-gamma0"),
-             ("+ transformation (full FSS, γ = 1)", "main-fss")]
-    if not any(f"t3-fss-gamma0-s{seed}" in runs for seed in seeds):
-        return []
-    lines = ["## Table 3 shape (synthetic): what each step of FSS adds", "",
+    """The paper's Table 3 steps on each arm: Max-IoU -> + suboptimal selection (FSS with uniform weights, γ = 0)
+    -> + transformation (full FSS), mean ± std over seeds and each step paired by seed."""
+    lines: list[str] = []
+    for title, prefix, t3 in TABLE3_ARMS:
+        steps = [("Max-IoU", f"{prefix}-maxiou"), ("+ suboptimal selection (FSS, γ = 0)", f"{t3}-fss-gamma0"),
+                 ("+ transformation (full FSS, γ = 1)", f"{prefix}-fss")]
+        if any(f"{t3}-fss-gamma0-s{seed}" in runs for seed in seeds):
+            lines += _table3_arm(runs, seeds, title, steps)
+    return lines
+
+
+def _table3_arm(runs: dict, seeds: tuple[int, ...], title: str, steps: list[tuple[str, str]]) -> list[str]:
+    lines = [f"## Table 3 shape ({title}): what each step of FSS adds", "",
              "| step | runs | AP | AP50 | APs | pos/GT | top-1 agreement |", "|---|---|---|---|---|---|---|"]
     for label, prefix in steps:
         fin = [final(runs[f"{prefix}-s{seed}"]) for seed in seeds if f"{prefix}-s{seed}" in runs]
