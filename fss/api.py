@@ -308,8 +308,8 @@ def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = 
     ``progress(done, total)`` follows the verification. An existing output file is replaced when it was exported
     from the same checkpoint, otherwise only with ``exist_ok`` (FileExistsError names it)."""
     from fss_core.fileio import sha256_file
-    from fss_deploy.detect import resolve_sources
     from fss_deploy.export import check_replaceable, export_onnx, verify_onnx
+    from fss_deploy.sources import resolve_sources
 
     if format not in ("onnx", "engine"):
         raise ValueError(f"format must be onnx or engine, got {format!r}")

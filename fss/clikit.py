@@ -72,7 +72,7 @@ def fail(message: str, code: int = 1) -> None:
 @contextmanager
 def user_errors():
     """Bad input (a file, a value, an existing output) -> one line on stderr and exit status 1."""
-    from fss_deploy.detect import OutputConflict
+    from fss_deploy.folder_run import OutputConflict
 
     try:
         yield
@@ -100,7 +100,7 @@ def report_folder(out: str, default: str, exist_ok: bool) -> str:
 
 
 def writable_out(out: str) -> None:
-    from fss_deploy.detect import check_output_dir
+    from fss_deploy.folder_run import check_output_dir
 
     with user_errors():
         check_output_dir(Path(out))

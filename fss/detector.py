@@ -24,6 +24,7 @@ import numpy as np
 from fss.api import resolve_device
 from fss_core import defaults
 from fss_core.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
+from fss_core.defaults import FORMATS
 from fss_core.fileio import exclusive
 from fss_core.geojson import feature_collection, geojson_features
 from fss_core.imageio import read_image
@@ -31,20 +32,10 @@ from fss_core.launch import local_rank, rank_and_world
 from fss_core.nn.card import resolve_model_file
 from fss_core.raster import Georef, parse_bands, parse_stretch
 from fss_deploy.backends import load_backend
-from fss_deploy.detect import (
-    DEFAULT_MODEL,
-    FORMATS,
-    TiledDetector,
-    annotate_array,
-    check_output_dir,
-    open_image,
-    prepare_output,
-    resolve_classes,
-    resolve_sources,
-    run_detect,
-    run_identity,
-    write_outputs,
-)
+from fss_deploy.detect import DEFAULT_MODEL, TiledDetector, resolve_classes
+from fss_deploy.folder_run import check_output_dir, prepare_output, run_detect, run_identity, write_outputs
+from fss_deploy.sources import open_image, resolve_sources
+from fss_deploy.writers import annotate_array
 
 log = logging.getLogger("fss")
 DEFAULT_MODEL_NOTICE = (f"no model given: using the bundled {DEFAULT_MODEL.name}, a demonstration model trained on "

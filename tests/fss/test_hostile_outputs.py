@@ -295,7 +295,7 @@ def test_paths_with_brackets_print_as_they_are(tmp_path):
 def test_a_write_error_that_is_not_a_full_disk_does_not_say_free_space(tmp_path, monkeypatch):
     import errno
 
-    import fss_deploy.detect as det
+    import fss_deploy.folder_run as det
 
     model = grid_checkpoint(tmp_path / "grid.pt")
     image = tmp_path / "i.png"

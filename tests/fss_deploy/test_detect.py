@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from fss.cli import app
 from fss_deploy.backends import OnnxBackend, TorchBackend, load_backend
-from fss_deploy.detect import TiledDetector, prepare_output, resolve_sources, run_detect, run_identity
+from fss_deploy.detect import TiledDetector
 from fss_deploy.export import export_onnx
+from fss_deploy.folder_run import prepare_output, run_detect, run_identity
+from fss_deploy.sources import resolve_sources
 from fss_deploy.tiling import Tile, cut_by_interior_edge, merge, plan_tiles, tile_views
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -333,7 +335,7 @@ def test_default_cap_scales_with_the_image_area(model, tmp_path, monkeypatch):
 def test_disk_full_mid_run_is_one_line_and_resumes(model, tmp_path, monkeypatch):
     import errno
 
-    import fss_deploy.detect as det
+    import fss_deploy.folder_run as det
 
     _, onnx_path, root = model
     imgs = _images(root, tmp_path / "imgs", n=3)
@@ -464,3 +466,12 @@ def test_the_tile_plan_is_lazy_and_equals_the_grid():
     assert len(huge) == 976 ** 2 and huge[-1].x + huge[-1].width == 200_000          # step 205: 976 per side
     assert tracemalloc.get_traced_memory()[1] < 1_000_000                 # bytes, for 952,576 tiles
     tracemalloc.stop()
+
+
+def test_every_output_format_has_one_writer():
+    """One registry: the formats the CLI offers are exactly the writers that exist (a new format is one class in
+    writers.py and its name in fss_core.defaults.FORMATS)."""
+    from fss_core.defaults import FORMATS
+    from fss_deploy.writers import WRITERS
+
+    assert tuple(WRITERS) == FORMATS
