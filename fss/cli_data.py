@@ -37,7 +37,8 @@ def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo 
                                                         "one does not write are removed)")] = False):
     """Convert a dataset between COCO, YOLO and DOTA. Converting another split into a YOLO folder adds it to
     its data.yaml."""
-    from fss_train.data.formats import convert_dataset, dota_class_tokens
+    from fss_train.data.dota import dota_class_tokens
+    from fss_train.data.formats import convert_dataset
 
     if to not in ("coco", "yolo", "dota"):
         fail(f"--to must be coco, yolo or dota, got {to!r}")

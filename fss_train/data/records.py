@@ -112,3 +112,14 @@ def sanitize_box(box: list[float], width: int, height: int, file: str, line: int
         problems.append(Problem(file, line, f"box {[round(v, 2) for v in box]} extends past the {width}x{height} "
                                             "image; clipped", "repaired"))
     return [cx1, cy1, cx2, cy2]
+
+
+def fill_record(rec: ImageRecord, rows: list) -> None:
+    """Set a record's boxes, labels, difficult flags (and polygons, when every row has one) from reader rows
+    (box, class, difficult, polygon or None)."""
+    if rows:
+        rec.boxes = np.array([r[0] for r in rows], np.float32)
+        rec.labels = np.array([r[1] for r in rows], np.int64)
+        rec.difficult = np.array([r[2] for r in rows], np.int64)
+        if all(r[3] is not None for r in rows):
+            rec.polygons = np.array([r[3] for r in rows], np.float32)

@@ -18,7 +18,7 @@ from fss_core.fileio import atomic_write, input_fingerprint, unique_stems, write
 from fss_core.imageio import read_image
 from fss_core.raster import Raster, is_geotiff
 from fss_core.tiles import check_overlap, tile_grid
-from fss_train.data.formats import write_coco
+from fss_train.data.coco import write_coco
 from fss_train.data.records import Dataset, ImageRecord, Problem
 
 DIFFICULT_TRUNCATED = 2

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from fss_core.fileio import atomic_write, write_image
-from fss_train.data.formats import dota_label_text, write_coco
+from fss_train.data.coco import write_coco
+from fss_train.data.dota import dota_label_text
 from fss_train.data.records import Dataset, ImageRecord
 
 SYNTH_CLASSES = ["small-vehicle", "large-vehicle", "ship", "plane", "storage-tank"]

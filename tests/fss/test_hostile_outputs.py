@@ -158,7 +158,7 @@ def test_convert_to_dota_keeps_every_object_of_names_with_whitespace(tmp_path, s
 
 
 def test_convert_refuses_names_that_dota_lines_would_merge(tmp_path):
-    from fss_train.data.formats import dota_class_tokens
+    from fss_train.data.dota import dota_class_tokens
 
     assert dota_class_tokens(["a b", "a\nc"]) == {"a b": "a_b", "a\nc": "a_c"}
     with pytest.raises(ValueError, match="'a b' and 'a_b' would both be written as 'a_b'"):

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from fss_core.imageio import read_image
 from fss_train.data import convert_dataset, read_coco, read_dataset, read_dota, read_yolo, write_coco
-from fss_train.data.formats import _read_dota_lines, _read_yolo_lines
+from fss_train.data.dota import read_dota_lines
+from fss_train.data.yolo import read_yolo_lines
 
 
 def test_dota_devkit_example_counts(shared_data):
@@ -200,7 +201,7 @@ def test_random_label_text_never_crashes(tmp_path_factory, text):
     f = d / "x.txt"
     f.write_text(text)
     problems = []
-    rows = _read_dota_lines(f, (100, 100), ["plane"], True, problems) + _read_yolo_lines(f, (100, 100), 3, problems)
+    rows = read_dota_lines(f, (100, 100), ["plane"], True, problems) + read_yolo_lines(f, (100, 100), 3, problems)
     for box, *_ in rows:
         assert 0 <= box[0] < box[2] <= 100 and 0 <= box[1] < box[3] <= 100
 
@@ -212,8 +213,8 @@ def test_random_bytes_never_crash_readers(tmp_path_factory, data):
     (d / "f.txt").write_bytes(data)
     (d / "f.png").write_bytes(data)
     problems = []
-    _read_dota_lines(d / "f.txt", (50, 50), ["plane"], False, problems)
-    _read_yolo_lines(d / "f.txt", (50, 50), 2, problems)
+    read_dota_lines(d / "f.txt", (50, 50), ["plane"], False, problems)
+    read_yolo_lines(d / "f.txt", (50, 50), 2, problems)
     (d / "f.json").write_bytes(data)
     try:
         read_coco(d / "f.json")             # either a dataset or a ValueError naming the file
