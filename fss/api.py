@@ -164,120 +164,12 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
     PR_curve.png and confusion_matrix.png (detections scoring ``conf`` or more, matched at IoU ``iou``).
     ``coco_engine``: auto | faster-coco-eval | pycocotools (the same numbers; faster-coco-eval is pycocotools'
     COCOeval in C++, 50× faster on dense images; the record names the one used). ``progress(done, total)``
-    follows a checkpoint's batches."""
-    from fss_train.data import read_dataset
-    from fss_train.metrics import coco_engine as coco_engine_check
-    from fss_train.metrics import coco_eval_details, coco_gt_from_dataset, detection_cap_advice, dota_eval
-    from fss_train.predictions import read_predictions
+    follows a checkpoint's batches. The work is :func:`fss_train.scoring.evaluate_dataset`."""
+    from fss_train.scoring import evaluate_dataset
 
-    if metric not in ("coco", "dota"):
-        raise ValueError(f"metric must be coco or dota, got {metric!r}")
-    if max_dets < 1:
-        raise ValueError(f"--max-dets must be at least 1, got {max_dets}")
-    coco_engine_check(coco_engine)
-    if (model is None) == (predictions is None):
-        raise ValueError("give a model checkpoint or predictions, not both")
-    if not data:
-        raise ValueError("data (the ground truth) is required")
-    if alignment and model is None:
-        raise ValueError("alignment needs a model checkpoint (it looks at every candidate point, not at saved "
-                         "detections)")
-    try:
-        ds = read_dataset(data, split)      # a data.yaml's split: never the training images unless asked
-    except ValueError as exc:
-        if f"no '{split}' split" in str(exc):
-            raise ValueError(f"{exc}; evaluating on the training images needs split='train' (--split train)") from None
-        raise
-    unreadable: list[int] = []
-    if predictions is not None:
-        preds, mapping = read_predictions(predictions, ds)
-        align = None
-    else:
-        preds, mapping, align, unreadable = predict_dataset(model, ds, imgsz, batch, resolve_device(device),
-                                                            alignment, progress)
-    skipped = [str(r.path) for r in ds.records if r.image_id in set(unreadable)]
-    ds = ds.without(unreadable)          # images the model could not see are neither scored nor counted as missed
-    # a COCO json is its own ground truth (its ids, its areas); every other format through the dataset
-    gt = _without_images(json.loads(Path(ds.source).read_text()), unreadable) if ds.category_ids is not None \
-        else coco_gt_from_dataset(ds)
-    if metric == "coco":
-        result, details = coco_eval_details(gt, preds, max_dets=max_dets, engine=coco_engine)
-        per_class = details["per_class"]
-    else:
-        result = dota_eval(ds, _dataset_ids(preds, ds))
-        per_class = {k: {"AP50": v} for k, v in result["per_class"].items()}
-        details = None
-    record = {"metric": metric, "result": result, "per_class": per_class, "num_predictions": len(preds),
-              "classes_note": mapping.note(), "alignment": align, "unreadable_images": skipped or None,
-              "coco_engine": details["engine"] if details else None,
-              "max_dets": max_dets if metric == "coco" else None,      # "AR100" is the recall at this cap
-              "max_dets_advice": detection_cap_advice(gt, max_dets) if metric == "coco" else None}
-    if out is not None:
-        record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou, coco_engine))
-    return record
-
-
-def _without_images(gt: dict, image_ids: list[int]) -> dict:
-    """A COCO ground truth less these images and their annotations."""
-    drop = set(image_ids)
-    if not drop:
-        return gt
-    return {**gt, "images": [im for im in gt["images"] if im["id"] not in drop],
-            "annotations": [a for a in gt.get("annotations") or [] if a["image_id"] not in drop]}
-
-
-def _dataset_ids(preds: list[dict], ds) -> list[dict]:
-    """Predictions in a COCO json's own category ids -> class index + 1 (what dota_eval counts in)."""
-    if ds.category_ids is None:
-        return preds
-    index = {cid: i + 1 for i, cid in enumerate(ds.category_ids)}
-    return [{**p, "category_id": index[p["category_id"]]} for p in preds]
-
-
-def _write_eval(out: Path, record: dict, gt: dict, preds: list[dict], details: dict | None, conf: float,
-                iou: float, coco_engine: str = "auto") -> Path:
-    from fss_core.fileio import atomic_write
-    from fss_train.metrics import coco_eval_details
-    from fss_train.valplots import write_val_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "metrics.json", json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))
-    atomic_write(out / "predictions.json", json.dumps(preds))
-    if details is None:                                       # DOTA metric: the curves come from COCOeval
-        details = coco_eval_details(gt, preds, max_dets=max(100, len(preds)), engine=coco_engine)[1]
-    write_val_plots(out, gt, preds, details, conf, iou)
-    return out
-
-
-def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch: int = 8, device: str = "auto",
-                    alignment: bool = False, progress=None) -> tuple[list[dict], object, dict | None, list[int]]:
-    """COCO predictions of a checkpoint over a dataset (whole images, letterboxed, the training-time
-    thresholds of config.py) in the ground truth's ids (classes mapped by name), the class mapping, with
-    ``alignment`` the task alignment from the same pass's model (it needs the same classes, in order), and the
-    ids of the images that could not be read (reported as they are met; they get no predictions)."""
-    import torch
-
-    from fss_core.checkpoint import load_model
-    from fss_train.alignment import task_alignment
-    from fss_train.data.loader import DetectionDataset, make_loader
-    from fss_train.evaluation import predict
-    from fss_train.predictions import map_classes, remap
-
-    model, ckpt = load_model(model_path)
-    mapping = map_classes(ckpt["class_names"], ds, str(model_path))
-    if alignment and ckpt["class_names"] != ds.classes:
-        raise ValueError(f"{model_path}: alignment needs the dataset's classes in the model's order; the model has "
-                         f"{ckpt['class_names']}, the dataset {ds.classes}")
-    dev = torch.device(device)
-    model = model.to(dev)
-    loader = make_loader(DetectionDataset(ds, imgsz or ckpt["input_size"][0]), batch, shuffle=False, workers=0)
-    defaults = TrainConfig()
-    done = iter(range(1, len(loader) + 1))
-    unreadable: list[int] = []
-    preds = predict(model, loader, dev, conf=defaults.eval_conf, iou=defaults.eval_iou, max_det=defaults.max_det,
-                    on_batch=(lambda: progress(next(done), len(loader))) if progress else None, unreadable=unreadable)
-    preds = remap(preds, ckpt["class_names"], mapping)
-    return preds, mapping, task_alignment(model, loader, dev) if alignment else None, unreadable
+    return evaluate_dataset(model, data, predictions=predictions, metric=metric, split=split, imgsz=imgsz,
+                            batch=batch, device=resolve_device(device), max_dets=max_dets, alignment=alignment,
+                            out=out, conf=conf, iou=iou, coco_engine=coco_engine, progress=progress)
 
 
 # ------------------------------------------------------------------------------------------ export
