@@ -74,6 +74,27 @@ class Run:
     def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, console=None, log=print,
                  exist_ok: bool = False):
         self.cfg, self.out, self.console, self.log = cfg, Path(out), console, log
+        self._claim_output(resume, exist_ok)
+        self.device, self.rank, self.world = setup_distributed(cfg.device)
+        if cfg.batch % self.world:
+            raise ValueError(f"batch {cfg.batch} is not divisible by {self.world} processes")
+        seed_everything(cfg.seed + self.rank)
+        self._build_data()
+        self._build_model(resume)
+        self._build_optimisation()
+        self.start_epoch, self.best, self.rows = 0, float("-inf"), []
+        if resume:
+            self._resume()
+        self._wrap_distributed()
+        self._build_loaders()
+        if is_main():
+            for line in self.summary():
+                log(line)
+        self.scaler = torch.amp.GradScaler("cuda") if (cfg.amp and self.device.type == "cuda") else None
+
+    # ------------------------------------------------------------------------------ set-up, in order
+    def _claim_output(self, resume: bool, exist_ok: bool) -> None:
+        """An earlier run in ``out`` is continued (resume), replaced (exist_ok) or refused."""
         if not resume and not exist_ok and (self.out / "last.pt").is_file():
             raise FileExistsError(f"{self.out} already holds a run (last.pt); pass --resume to continue it, "
                                   "--exist-ok to start over in it (its last.pt, best.pt and results are replaced), "
@@ -82,10 +103,10 @@ class Run:
             for name in ("last.pt", "best.pt", "results.csv", "results.json", "results.png", "PR_curve.png",
                          "confusion_matrix.png", "confusion_matrix.json"):
                 (self.out / name).unlink(missing_ok=True)      # nothing of the earlier run survives as stale
-        self.device, self.rank, self.world = setup_distributed(cfg.device)
-        if cfg.batch % self.world:
-            raise ValueError(f"batch {cfg.batch} is not divisible by {self.world} processes")
-        seed_everything(cfg.seed + self.rank)
+
+    def _build_data(self) -> None:
+        """The training and validation datasets, their problems and advice logged, and what cannot train refused."""
+        cfg, log = self.cfg, self.log
         self.train_ds = read_dataset(cfg.data, "train")
         self.val_ds = self._val_dataset()
         if is_main():
@@ -104,6 +125,10 @@ class Run:
         if self.train_ds.num_objects == 0 and is_main():
             log(f"warning: {cfg.data}: the training images hold no labelled object (every image is background); "
                 "check the label files")
+
+    def _build_model(self, resume: bool) -> None:
+        """The network of the card (for these classes), started from ``--weights``, channels-last, frozen parts."""
+        cfg, log = self.cfg, self.log
         self.card = load_card(cfg.model).with_classes(len(self.classes))
         self.model = build_model(self.card)
         self.init = None
@@ -115,15 +140,20 @@ class Run:
         # tensor-core layout on CUDA; checkpoints and exports are layout-free (state_dict values)
         self.model = self.model.to(self.device, memory_format=torch.channels_last)
         self._freeze(cfg.freeze)
+
+    def _build_optimisation(self) -> None:
+        """The assigner (and its loss recipe), SGD over the parameter groups, the EMA."""
+        cfg, log = self.cfg, self.log
         self.assigner = build_assigner(cfg.assigner, **cfg.assigner_params)
         log(f"assigner {cfg.assigner}: " + ", ".join(f"{k}={v}" for k, v in self.assigner.params().items()))
         self.recipe = self.assigner.loss_recipe
         self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
                                          momentum=cfg.momentum, nesterov=True)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
-        self.start_epoch, self.best, self.rows = 0, float("-inf"), []
-        if resume:
-            self._resume()
+
+    def _wrap_distributed(self) -> None:
+        """Under torchrun: SyncBatchNorm on CUDA (if asked) and DDP; ``self.net`` is what the step calls."""
+        cfg, log = self.cfg, self.log
         distributed = dist.is_initialized()
         if distributed:
             log(f"joined the process group: backend {dist.get_backend()}, rank {self.rank} of {self.world}")
@@ -134,6 +164,10 @@ class Run:
         if distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _build_loaders(self) -> None:
+        """The augmented training loader, the validation loader, the un-augmented BN loader, and the schedule."""
+        cfg = self.cfg
         aug = AugmentConfig(cfg.mosaic, cfg.scale, cfg.translate, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v, cfg.fliplr,
                             cfg.flipud)
         self.train_data = DetectionDataset(self.train_ds, cfg.imgsz, augment=True, cfg=aug, seed=cfg.seed)
@@ -147,10 +181,6 @@ class Run:
         if cfg.cache == "ram":
             self._cache_images()
         self.schedule = LRSchedule(cfg.lr, len(self.train_loader), cfg.epochs, cfg)
-        if is_main():
-            for line in self.summary():
-                log(line)
-        self.scaler = torch.amp.GradScaler("cuda") if (cfg.amp and self.device.type == "cuda") else None
 
     def _val_dataset(self):
         cfg = self.cfg
