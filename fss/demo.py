@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,141 +47,170 @@ class StageError(RuntimeError):
 
 
 def run_demo(out: str | Path, quick: bool = False, console=None, seed: int = 0) -> dict:
+    """Every stage in order (module doc); ``results.json`` and ``report.md`` in ``out``. A stage that fails raises
+    :class:`StageError` naming it."""
     from rich.console import Console
 
-    console = console or Console()
-    budget = QUICK if quick else FULL
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    results: dict = {"budget": budget.__dict__, "quick": quick}
-
-    def stage(name: str):
-        class _Stage:
-            def __enter__(self):
-                console.rule(f"[bold]{name}")
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, exc_type, exc, tb):
-                timings[name] = round(time.perf_counter() - self.t0, 1)
-                if exc is not None and not isinstance(exc, (KeyboardInterrupt, StageError)):
-                    raise StageError(f"stage '{name}' failed: {type(exc).__name__}: {exc}") from exc
-                if exc is None:
-                    console.print(f"[green]✓[/] {name} ({timings[name]} s)")
-        return _Stage()
-
-    # 1. data ----------------------------------------------------------------------------------
-    from fss_train.data.synth import SynthConfig, synthesize
-
-    with stage("synthetic aerial data"):
-        synthesize(out / "data/train", SynthConfig(budget.train_images, budget.size, budget.objects, budget.min_size,
-                                                   budget.max_size, seed=seed + 11), exist_ok=True)
-        synthesize(out / "data/val", SynthConfig(budget.val_images, budget.size, budget.objects, budget.min_size,
-                                                 budget.max_size, seed=seed + 12), exist_ok=True)
-        scene_cfg = SynthConfig(1, budget.scene, budget.scene_objects, budget.min_size, budget.max_size * 1.5,
-                                seed=seed + 13)
-        synthesize(out / "data/scene", scene_cfg, exist_ok=True)       # the demo owns its folder
-        console.print(f"{budget.train_images} training / {budget.val_images} validation images of {budget.size} px, "
-                      f"one {budget.scene}×{budget.scene} scene with {budget.scene_objects} objects")
-
-    # 2. train both ----------------------------------------------------------------------------
-    import fss
-    from fss.progress import TrainProgress
-    from fss_train.assigners import build_assigner
-
-    runs = {}
-    for assigner in ("fss", "simota"):
-        with stage(f"train {budget.card} with {assigner}"):
-            with TrainProgress() as progress:
-                run = fss.train(str(out / "data/train"), val=str(out / "data/val"), model=budget.card,
-                                assigner=assigner, epochs=budget.epochs, batch=budget.batch, imgsz=budget.size,
-                                workers=0 if quick else 1, out=out / f"train_{assigner}", exist_ok=True,
-                                overrides={"seed": seed, "lr_per_64": 0.16, "warmup_epochs": 1.0,
-                                           "no_mosaic_epochs": 2, "eval_interval": budget.epochs},
-                                log=lambda m: console.print(m, markup=False, highlight=False), progress=progress)
-            runs[assigner] = {"ckpt": run.last, "rows": run.rows,
-                              "final": run.final | {"params": build_assigner(assigner).params()}}
-    results["train"] = {a: {k: r["final"].get(k) for k in ("AP", "AP50", "APs", "pos_per_gt", "rank_consistency",
-                                                              "seconds", "params")} for a, r in runs.items()}
-
-    # 3. export + prove identical ---------------------------------------------------------------
-    onnx = {}
-    with stage("export to ONNX and compare graphs"):
-        for a, r in runs.items():
-            onnx[a] = fss.export(r["ckpt"], out=out / f"{a}.onnx", imgsz=budget.tile, batch=1, dynamic=True,
-                                 exist_ok=True)   # the demo owns its folder: a rerun replaces it whole
-        cmp = fss.compare(onnx["fss"].path, onnx["simota"].path)
-        if not cmp["identical"]:
-            raise StageError(f"the FSS and SimOTA graphs differ: {cmp['differences']}")
-        console.print(f"[bold green]IDENTICAL[/] graphs: fingerprint {onnx['fss'].fingerprint[:16]}…, "
-                      f"{onnx['fss'].params:,} params, {onnx['fss'].flops / 1e9:.2f} GFLOPs at {budget.tile} px")
-    results["compare"] = {"identical": cmp["identical"], "fingerprint": onnx["fss"].fingerprint,
-                          "params": onnx["fss"].params, "flops": onnx["fss"].flops}
-
-    # 4. tiled detection on the large scene -----------------------------------------------------
-    from fss_core.fileio import write_image
-    from fss_train.data import read_dataset
-    from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
-
-    scene_ds = read_dataset(out / "data/scene")
-    results["detect"] = {}
-    for a in ("fss", "simota"):
-        with stage(f"tiled detection with the {a} model"):
-            det = fss.Detector(onnx[a].path, overlap=max(32, budget.tile // 5), batch=4, conf=0.05)
-            t0 = time.perf_counter()
-            r = det(scene_ds.records[0].path)[0]
-            secs = time.perf_counter() - t0
-            preds = r.to_coco(scene_ds.records[0].image_id)
-            coco = coco_eval(coco_gt_from_dataset(scene_ds), preds, max_dets=len(preds) or 100)
-            dota = dota_eval(scene_ds, preds)
-            write_image(out / f"scene_{a}.jpg", r.plot(min_score=0.25))
-            tiles = det.tiled.stats["tiles"]
-            results["detect"][a] = {"detections": len(r), "seconds": round(secs, 2), "tiles": tiles,
-                                    "AP": coco["AP"], "AP50": coco["AP50"], "mAP50_dota": dota["mAP50"]}
-            console.print(f"{len(r)} detections in {secs:.1f} s ({tiles} tiles); scene AP50 "
-                          f"{coco['AP50']:.3f}, DOTA mAP50 {dota['mAP50']:.3f}")
-
-    # 4b. the embedded default: the bundled model on the bundled sample scene ----------------------
-    from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
-
-    if DEFAULT_MODEL.is_file() and SAMPLE_IMAGE.is_file():
-        with stage("bundled default model on the bundled sample scene"):
-            results["default_model"] = evaluate_default_model(out / "default_model_sample.jpg")
-            dm = results["default_model"]
-            console.print(f"{DEFAULT_MODEL.name} on {SAMPLE_IMAGE.name} ({dm['objects']} labelled objects): "
-                          f"{dm['detections']} detections in {dm['seconds']} s, AP {dm['AP']:.3f}, AP50 "
-                          f"{dm['AP50']:.3f}, DOTA mAP50 {dm['mAP50_dota']:.3f}")
-    else:
-        console.print(f"[yellow]no bundled default model ({DEFAULT_MODEL.name}) in {escape(str(DEFAULT_MODEL.parent))}"
-                      ": stage skipped[/]")
-
-    # 5. benchmark ----------------------------------------------------------------------------
-    with stage("zero-overhead benchmark"):
-        report = fss.benchmark_overhead(onnx["fss"].path, onnx["simota"].path, warmup=max(3, budget.bench_iters // 5),
-                                        iters=budget.bench_iters, out=out / "bench")
-        console.print(f"latency FSS/SimOTA {report['ratio_a_over_b']:.3f} (95% CI {report['ratio_ci95'][0]:.3f}–"
-                      f"{report['ratio_ci95'][1]:.3f}), medians {report['latency_a']['median_ms']:.1f} / "
-                      f"{report['latency_b']['median_ms']:.1f} ms")
-    results["bench"] = {k: report[k] for k in ("ratio_a_over_b", "ratio_ci95", "identical_graph")}
-    results["bench"]["median_ms"] = {"fss": report["latency_a"]["median_ms"],
-                                     "simota": report["latency_b"]["median_ms"]}
-
-    # 6. figures + report ---------------------------------------------------------------------
-    from fss_train.figure import assignment_figure
-
-    with stage("figures and report"):
-        val = read_dataset(out / "data/val")
-        rec = val.records[0]
-        label = out / "data/val/labelTxt" / f"{rec.path.stem}.txt"
-        assignment_figure(rec.path, str(runs["fss"]["ckpt"]), label, out / "assignment_fss_vs_simota.png",
-                          vs="simota", num_gts=3)
-        _plot_curves(runs, out / "training_curves.png")
-        results["timings_s"] = timings
-        atomic_write(out / "results.json", json.dumps(results, indent=2, default=str))
-        atomic_write(out / "report.md", _report_md(results, budget))
+    demo = _Demo(Path(out), QUICK if quick else FULL, console or Console(), seed, quick)
+    demo.out.mkdir(parents=True, exist_ok=True)
+    demo.make_data()
+    demo.train_both()
+    demo.export_and_compare()
+    demo.detect_scene()
+    demo.default_model()
+    demo.benchmark()
+    demo.figures_and_report()
+    timings = demo.timings
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
-    console.print(f"[bold]report:[/] {escape(str(out / 'report.md'))} (total {timings['total']} s)")
-    return results
+    demo.console.print(f"[bold]report:[/] {escape(str(demo.out / 'report.md'))} (total {timings['total']} s)")
+    return demo.results
+
+
+class _Demo:
+    """The demo's state as it goes: its folder, budget, console, the trained runs and exported models, and what
+    each stage found (``results``) and took (``timings``)."""
+
+    def __init__(self, out: Path, budget: DemoBudget, console, seed: int, quick: bool):
+        self.out, self.budget, self.console, self.seed = out, budget, console, seed
+        self.timings: dict[str, float] = {}
+        self.results: dict = {"budget": budget.__dict__, "quick": quick}
+        self.quick = quick
+        self.runs: dict = {}
+        self.onnx: dict = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        """A titled stage, timed; an error inside it becomes a StageError naming the stage."""
+        self.console.rule(f"[bold]{name}")
+        t0 = time.perf_counter()
+        try:
+            yield
+        except (KeyboardInterrupt, StageError):
+            self.timings[name] = round(time.perf_counter() - t0, 1)
+            raise
+        except Exception as exc:
+            self.timings[name] = round(time.perf_counter() - t0, 1)
+            raise StageError(f"stage '{name}' failed: {type(exc).__name__}: {exc}") from exc
+        self.timings[name] = round(time.perf_counter() - t0, 1)
+        self.console.print(f"[green]✓[/] {name} ({self.timings[name]} s)")
+
+    def make_data(self) -> None:
+        from fss_train.data.synth import SynthConfig, synthesize
+
+        b, out, seed = self.budget, self.out, self.seed
+        with self.stage("synthetic aerial data"):
+            synthesize(out / "data/train", SynthConfig(b.train_images, b.size, b.objects, b.min_size, b.max_size,
+                                                       seed=seed + 11), exist_ok=True)
+            synthesize(out / "data/val", SynthConfig(b.val_images, b.size, b.objects, b.min_size, b.max_size,
+                                                     seed=seed + 12), exist_ok=True)
+            scene_cfg = SynthConfig(1, b.scene, b.scene_objects, b.min_size, b.max_size * 1.5, seed=seed + 13)
+            synthesize(out / "data/scene", scene_cfg, exist_ok=True)       # the demo owns its folder
+            self.console.print(f"{b.train_images} training / {b.val_images} validation images of {b.size} px, "
+                               f"one {b.scene}×{b.scene} scene with {b.scene_objects} objects")
+
+    def train_both(self) -> None:
+        import fss
+        from fss.progress import TrainProgress
+        from fss_train.assigners import build_assigner
+
+        b, out = self.budget, self.out
+        for assigner in ("fss", "simota"):
+            with self.stage(f"train {b.card} with {assigner}"), TrainProgress() as progress:
+                run = fss.train(str(out / "data/train"), val=str(out / "data/val"), model=b.card,
+                                assigner=assigner, epochs=b.epochs, batch=b.batch, imgsz=b.size,
+                                workers=0 if self.quick else 1, out=out / f"train_{assigner}", exist_ok=True,
+                                overrides={"seed": self.seed, "lr_per_64": 0.16, "warmup_epochs": 1.0,
+                                           "no_mosaic_epochs": 2, "eval_interval": b.epochs},
+                                log=lambda m: self.console.print(m, markup=False, highlight=False),
+                                progress=progress)
+            self.runs[assigner] = {"ckpt": run.last, "rows": run.rows,
+                                   "final": run.final | {"params": build_assigner(assigner).params()}}
+        self.results["train"] = {a: {k: r["final"].get(k) for k in ("AP", "AP50", "APs", "pos_per_gt",
+                                                                      "rank_consistency", "seconds", "params")}
+                                 for a, r in self.runs.items()}
+
+    def export_and_compare(self) -> None:
+        import fss
+
+        with self.stage("export to ONNX and compare graphs"):
+            for a, r in self.runs.items():
+                self.onnx[a] = fss.export(r["ckpt"], out=self.out / f"{a}.onnx", imgsz=self.budget.tile, batch=1,
+                                          dynamic=True, exist_ok=True)   # the demo owns its folder: replaced whole
+            cmp = fss.compare(self.onnx["fss"].path, self.onnx["simota"].path)
+            if not cmp["identical"]:
+                raise StageError(f"the FSS and SimOTA graphs differ: {cmp['differences']}")
+            e = self.onnx["fss"]
+            self.console.print(f"[bold green]IDENTICAL[/] graphs: fingerprint {e.fingerprint[:16]}…, "
+                               f"{e.params:,} params, {e.flops / 1e9:.2f} GFLOPs at {self.budget.tile} px")
+        self.results["compare"] = {"identical": cmp["identical"], "fingerprint": e.fingerprint, "params": e.params,
+                                   "flops": e.flops}
+
+    def detect_scene(self) -> None:
+        """Tiled detection on the large scene with each model, scored against its labels."""
+        import fss
+        from fss_core.fileio import write_image
+        from fss_train.data import read_dataset
+        from fss_train.metrics import coco_eval, coco_gt_from_dataset, dota_eval
+
+        scene_ds = read_dataset(self.out / "data/scene")
+        self.results["detect"] = {}
+        for a in ("fss", "simota"):
+            with self.stage(f"tiled detection with the {a} model"):
+                det = fss.Detector(self.onnx[a].path, overlap=max(32, self.budget.tile // 5), batch=4, conf=0.05)
+                t0 = time.perf_counter()
+                r = det(scene_ds.records[0].path)[0]
+                secs = time.perf_counter() - t0
+                preds = r.to_coco(scene_ds.records[0].image_id)
+                coco = coco_eval(coco_gt_from_dataset(scene_ds), preds, max_dets=len(preds) or 100)
+                dota = dota_eval(scene_ds, preds)
+                write_image(self.out / f"scene_{a}.jpg", r.plot(min_score=0.25))
+                tiles = det.tiled.stats["tiles"]
+                self.results["detect"][a] = {"detections": len(r), "seconds": round(secs, 2), "tiles": tiles,
+                                             "AP": coco["AP"], "AP50": coco["AP50"], "mAP50_dota": dota["mAP50"]}
+                self.console.print(f"{len(r)} detections in {secs:.1f} s ({tiles} tiles); scene AP50 "
+                                   f"{coco['AP50']:.3f}, DOTA mAP50 {dota['mAP50']:.3f}")
+
+    def default_model(self) -> None:
+        """The embedded default: the bundled model on the bundled sample scene."""
+        from fss_deploy.detect import DEFAULT_MODEL, SAMPLE_IMAGE
+
+        if not (DEFAULT_MODEL.is_file() and SAMPLE_IMAGE.is_file()):
+            self.console.print(f"[yellow]no bundled default model ({DEFAULT_MODEL.name}) in "
+                               f"{escape(str(DEFAULT_MODEL.parent))}: stage skipped[/]")
+            return
+        with self.stage("bundled default model on the bundled sample scene"):
+            dm = self.results["default_model"] = evaluate_default_model(self.out / "default_model_sample.jpg")
+            self.console.print(f"{DEFAULT_MODEL.name} on {SAMPLE_IMAGE.name} ({dm['objects']} labelled objects): "
+                               f"{dm['detections']} detections in {dm['seconds']} s, AP {dm['AP']:.3f}, AP50 "
+                               f"{dm['AP50']:.3f}, DOTA mAP50 {dm['mAP50_dota']:.3f}")
+
+    def benchmark(self) -> None:
+        import fss
+
+        iters = self.budget.bench_iters
+        with self.stage("zero-overhead benchmark"):
+            report = fss.benchmark_overhead(self.onnx["fss"].path, self.onnx["simota"].path,
+                                            warmup=max(3, iters // 5), iters=iters, out=self.out / "bench")
+            self.console.print(f"latency FSS/SimOTA {report['ratio_a_over_b']:.3f} (95% CI "
+                               f"{report['ratio_ci95'][0]:.3f}–{report['ratio_ci95'][1]:.3f}), medians "
+                               f"{report['latency_a']['median_ms']:.1f} / {report['latency_b']['median_ms']:.1f} ms")
+        bench = {k: report[k] for k in ("ratio_a_over_b", "ratio_ci95", "identical_graph")}
+        bench["median_ms"] = {"fss": report["latency_a"]["median_ms"], "simota": report["latency_b"]["median_ms"]}
+        self.results["bench"] = bench
+
+    def figures_and_report(self) -> None:
+        from fss_train.data import read_dataset
+        from fss_train.figure import assignment_figure
+
+        with self.stage("figures and report"):
+            rec = read_dataset(self.out / "data/val").records[0]
+            label = self.out / "data/val/labelTxt" / f"{rec.path.stem}.txt"
+            assignment_figure(rec.path, str(self.runs["fss"]["ckpt"]), label,
+                              self.out / "assignment_fss_vs_simota.png", vs="simota", num_gts=3)
+            _plot_curves(self.runs, self.out / "training_curves.png")
+            self.results["timings_s"] = self.timings
+            atomic_write(self.out / "results.json", json.dumps(self.results, indent=2, default=str))
+            atomic_write(self.out / "report.md", _report_md(self.results, self.budget))
 
 
 def evaluate_default_model(annotated: Path | None = None, conf: float = 0.001) -> dict:
