@@ -14,6 +14,18 @@ def resolve_conflicts(pairs: Pairs, selected: torch.Tensor, priority: torch.Tens
     """A point selected by several GTs keeps only the pair with the highest ``priority``.
 
     selected (N,) bool, priority (N,) float -> (N,) bool, at most one True per point.
+
+    A worked case (one image, two neighbouring cars, points 0…3; the numbers are this function's output): GT 0
+    has candidate points 0, 1, 2 and GT 1 has points 2, 3, so the five pairs are
+
+        pair      0     1     2     3     4
+        (GT, pt)  (0,0) (0,1) (0,2) (1,2) (1,3)
+        selected  yes   yes   yes   yes   no
+        priority  0.50  0.62  0.71  0.64  0.20
+
+    Point 2 is selected by both GTs; GT 0's pair has the higher priority (0.71 > 0.64), so the result is
+    [True, True, True, False, False]: GT 0 keeps 0, 1, 2 and GT 1 is left with no positive — an orphan for
+    :func:`rescue_orphans`. Ties go to the earlier pair.
     """
     n_keys = pairs.num_images * pairs.num_points
     idx = torch.nonzero(selected).squeeze(1)
@@ -30,6 +42,13 @@ def rescue_orphans(pairs: Pairs, pos: torch.Tensor, rank_score: torch.Tensor, ma
     An orphan takes its best candidate (by ``rank_score``) that is either background or owned
     by a GT keeping at least one other positive; each owner loses at most one point per round.
     Returns the updated (N,) bool positive mask; still at most one GT per point.
+
+    The worked case of :func:`resolve_conflicts` continued: GT 1 lost point 2 and holds nothing. Its candidates
+    are point 2 (owned by GT 0, which keeps two other positives, so it may give it up) with ``rank_score`` 0.64
+    and point 3 (background) with 0.30. The orphan takes its best eligible candidate, point 2, from GT 0:
+    positives [True, True, False, True, False] — GT 0 keeps points 0 and 1, GT 1 has point 2. Had GT 0 owned
+    point 2 alone, point 2 would not be free and GT 1 would take point 3 instead; a GT with no candidate at all
+    stays without a positive.
     """
     pos = pos.clone()
     seg, n_seg = pairs.seg, pairs.num_seg

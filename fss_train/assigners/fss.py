@@ -10,6 +10,23 @@ Per GT g and candidate point i (sparse pairs, see ``pairs.py``):
   6. select top-k of r = P · G; a point claimed twice keeps the larger r (option conflict)
   7. w = P^gamma / mean_{positives of g}(P^gamma), clamped to ≤ w_max
   8. class target one-hot(c_g) · u, box target b_g
+
+A worked case (the default parameters; every number is ``FSS().steps`` on it, pinned by a test): one 24 × 24 px
+car, box (100, 100)–(124, 124), and stride-8 points on the row y = 112 at x = 100, 108, 116, 124, 132. The last
+lies 20 px = 2.5 strides from the centre, not within it: four candidates.
+
+    point x              100     108     116     124
+    s = sqrt(p · o)      0.548   0.742   0.837   0.775
+    u = IoU(pred, gt)    0.391   0.725   1.000   0.532
+    t = s · u^6          0.002   0.107   0.837   0.018      (β = 6: localisation dominates)
+    P                    0.002   0.111   0.868   0.018
+    G                    0.411   0.801   1.000   0.801      step 4: i* = 116, σ = max(0.5 · 24, 0.5 · 8) = 12 px
+    r = P · G            0.001   0.089   0.868   0.015
+    positive                     yes     yes                step 5: k = floor(0.161 + 0.581 + 1.000 + 0.426) = 2
+    w                            0.228   1.772              step 7: P / mean P of the positives (0.4895)
+
+Step 6 takes the two largest r: x = 116, the optimal sample, and its suboptimal neighbour 108, whose loss counts
+a quarter as much; 124 (P 0.018) and 100 stay background.
 """
 
 from __future__ import annotations

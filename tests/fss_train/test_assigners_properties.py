@@ -265,3 +265,42 @@ def test_build_assigner_rejects_unknown():
     with pytest.raises(ValueError, match=r"no parameter\(s\) \['gama'\]"):
         build_assigner("fss", gama=1.0)
     assert build_assigner("fss", gamma=0.0).gamma == 0.0
+
+
+def test_the_worked_case_of_the_conflict_and_rescue_docstrings():
+    """The numbers decide.py's docstrings walk through are what the functions give."""
+    from fss_train.assigners.decide import rescue_orphans, resolve_conflicts
+    from fss_train.assigners.pairs import Pairs
+
+    pairs = Pairs(torch.zeros(5, dtype=torch.long), torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 2, 2, 3]),
+                  1, 2, 4)
+    keep = resolve_conflicts(pairs, torch.tensor([True, True, True, True, False]),
+                             torch.tensor([0.50, 0.62, 0.71, 0.64, 0.20]))
+    assert keep.tolist() == [True, True, True, False, False]
+    rank = torch.tensor([0.40, 0.55, 0.71, 0.64, 0.30])
+    assert rescue_orphans(pairs, keep, rank).tolist() == [True, True, False, True, False]
+    alone = torch.tensor([False, False, True, False, False])        # GT 0 owns point 2 alone: it is not free
+    assert rescue_orphans(pairs, alone, rank).tolist() == [False, False, True, False, True]
+
+
+def test_the_worked_case_of_the_fss_docstring():
+    """fss.py's docstring walks one car through steps 1–7 with numbers: they are what FSS().steps gives."""
+    from fss_train.assigners import build_assigner
+    from fss_train.assigners.base import prepare_inputs
+
+    xs = torch.tensor([100.0, 108.0, 116.0, 124.0, 132.0])
+    points = torch.stack([xs, torch.full_like(xs, 112.0)], 1)
+    gt = torch.tensor([[[100.0, 100.0, 124.0, 124.0]]])
+    pred_boxes = gt[0, 0].repeat(5, 1) + torch.tensor([6.0, 2.0, 0.0, -4.0, -10.0])[:, None]
+    scores = torch.tensor([0.30, 0.55, 0.70, 0.60, 0.20])[None, :, None]
+    inp = prepare_inputs(scores, torch.ones(1, 5), pred_boxes[None], points, torch.full((5,), 8.0),
+                         torch.zeros(1, 1, dtype=torch.long), gt, torch.ones(1, 1, dtype=torch.bool))
+    fss = build_assigner("fss")
+    pairs = fss.candidates(inp)
+    st = fss.steps(inp, pairs)
+    assert pairs.a.tolist() == [0, 1, 2, 3]
+    for name, want in (("u", [0.391, 0.725, 1.0, 0.532]), ("P", [0.002, 0.111, 0.868, 0.018]),
+                       ("G", [0.411, 0.801, 1.0, 0.801]), ("w", [0.0, 0.228, 1.772, 0.0])):
+        assert [round(v, 3) for v in st[name].tolist()] == want, name
+    assert st["sigma"][0].tolist() == [12.0, 12.0] and st["k"].tolist() == [2]
+    assert st["pos"].tolist() == [False, True, True, False]
