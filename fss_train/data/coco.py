@@ -20,14 +20,33 @@ from fss_train.data.records import (
 
 
 def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Dataset:
+    """A COCO json (images under ``image_root``, default: beside the json or its ``images/``): every malformed image
+    entry or annotation is reported and skipped, boxes outside their image are clipped, class names are checked."""
     json_path = Path(json_path)
+    data, cats = _load_coco(json_path)
+    root = Path(image_root) if image_root else _coco_image_root(json_path, data)
+    cat_index = {c["id"]: i for i, c in enumerate(cats)}
+    problems: list[Problem] = []
+    records, duplicate = _coco_images(data["images"], root, str(json_path), problems)
+    rows: dict[int, list] = {image_id: [] for image_id in records}
+    for ann in data.get("annotations") or []:
+        found = _coco_row(ann, records, duplicate, cat_index, str(json_path), problems)
+        if found is not None:
+            rows[found[0]].append(found[1])
+    for image_id, rec in records.items():
+        fill_record(rec, rows[image_id])
+    return Dataset([c["name"] for c in cats], list(records.values()), problems, str(json_path),
+                   category_ids=[c["id"] for c in cats])
+
+
+def _load_coco(json_path: Path) -> tuple[dict, list[dict]]:
+    """The parsed json and its categories sorted by id; ValueError naming the file when it is no COCO json."""
     try:
         data = json.loads(json_path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{json_path}: not a readable COCO json: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{json_path}: not a COCO json (no 'images' list)")
-    root = Path(image_root) if image_root else _coco_image_root(json_path, data)
     anns, cats_raw = data.get("annotations") or [], data.get("categories") or []
     if not isinstance(anns, list) or not isinstance(cats_raw, list):
         raise ValueError(f"{json_path}: 'annotations' and 'categories' must be lists")
@@ -35,14 +54,17 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
         raise ValueError(f"{json_path}: every category needs an integer 'id' and a 'name'")
     cats = sorted(cats_raw, key=lambda c: c["id"])
     checked_class_names([c["name"] for c in cats], f"{json_path} categories")
-    cat_index = {c["id"]: i for i, c in enumerate(cats)}
-    problems: list[Problem] = []
-    file = str(json_path)
+    return data, cats
+
+
+def _coco_images(images: list, root: Path, file: str, problems: list[Problem]) -> tuple[dict[int, ImageRecord],
+                                                                                      set[int]]:
+    """The image records by id, and the ids used by more than one image (those images and their annotations are
+    skipped: they cannot be told apart)."""
     records: dict[int, ImageRecord] = {}
-    rows: dict[int, list] = {}
     duplicate: set[int] = set()
     seen_files: dict[Path, int] = {}
-    for img in data["images"]:
+    for img in images:
         try:
             rec = ImageRecord(root / img["file_name"], int(img["width"]), int(img["height"]), image_id=int(img["id"]))
             if rec.width <= 0 or rec.height <= 0:
@@ -52,7 +74,6 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
             continue
         if rec.image_id in records or rec.image_id in duplicate:
             other = records.pop(rec.image_id, None)
-            rows.pop(rec.image_id, None)
             duplicate.add(rec.image_id)
             problems.append(Problem(file, None, f"image id {rec.image_id} is used by more than one image "
                                     f"({rec.path.name}{', ' + other.path.name if other else ''}): its annotations "
@@ -65,49 +86,59 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
             continue
         seen_files[rec.path] = rec.image_id
         records[rec.image_id] = rec
-        rows[rec.image_id] = []
-    for ann in anns:
-        if not isinstance(ann, dict):
-            problems.append(Problem(file, None, f"annotation {ann!r:.60} is not an object", "skipped"))
-            continue
-        aid = ann.get("id") if isinstance(ann.get("id"), int) else None
-        if type(ann.get("image_id")) is not int or type(ann.get("category_id")) is not int:     # not bool
-            problems.append(Problem(file, aid, "annotation without integer image_id/category_id", "skipped"))
-            continue
-        if ann.get("image_id") in duplicate:
-            continue                                   # reported once with the duplicate id above
-        rec = records.get(ann.get("image_id"))
-        if rec is None:
-            problems.append(Problem(file, aid, f"annotation for unknown image_id {ann.get('image_id')}", "skipped"))
-            continue
-        if ann.get("category_id") not in cat_index:
-            problems.append(Problem(file, aid, f"unknown category_id {ann.get('category_id')}", "skipped"))
-            continue
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (KeyError, TypeError, ValueError):
-            problems.append(Problem(file, aid, f"bbox {ann.get('bbox')!r} is not 4 numbers", "skipped"))
-            continue
-        box = sanitize_box([x, y, x + w, y + h], rec.width, rec.height, file, aid, problems)
-        if box is None:
-            continue
-        flag = ann.get("difficult", 0)
-        if flag not in (0, 1, 2, True, False):        # int() of Infinity, [1] or "yes" was a traceback
-            problems.append(Problem(file, aid, f"difficult must be 0, 1 or 2 (a cut piece), got {brief(flag)}",
-                                    "taken as 0"))
-            flag = 0
-        difficult = int(flag) or (1 if ann.get("iscrowd") else 0)
-        seg = ann.get("segmentation")
-        poly = seg[0] if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) == 8 else None
-        if poly is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                        and math.isfinite(v) and abs(v) < 1e7 for v in poly):
-            problems.append(Problem(file, aid, f"segmentation {brief(poly)} is not 8 finite numbers", "box kept"))
-            poly = None
-        rows[rec.image_id].append((box, cat_index[ann["category_id"]], difficult, poly))
-    for image_id, rec in records.items():
-        fill_record(rec, rows[image_id])
-    return Dataset([c["name"] for c in cats], list(records.values()), problems, str(json_path),
-                   category_ids=[c["id"] for c in cats])
+    return records, duplicate
+
+
+def _coco_row(ann, records: dict[int, ImageRecord], duplicate: set[int], cat_index: dict[int, int], file: str,
+              problems: list[Problem]) -> tuple[int, tuple] | None:
+    """(image id, (box, class, difficult, polygon)) of one annotation, or None when it is reported and skipped."""
+    if not isinstance(ann, dict):
+        problems.append(Problem(file, None, f"annotation {ann!r:.60} is not an object", "skipped"))
+        return None
+    aid = ann.get("id") if isinstance(ann.get("id"), int) else None
+    if type(ann.get("image_id")) is not int or type(ann.get("category_id")) is not int:     # not bool
+        problems.append(Problem(file, aid, "annotation without integer image_id/category_id", "skipped"))
+        return None
+    if ann["image_id"] in duplicate:
+        return None                                    # reported once with the duplicate id
+    rec = records.get(ann["image_id"])
+    if rec is None:
+        problems.append(Problem(file, aid, f"annotation for unknown image_id {ann['image_id']}", "skipped"))
+        return None
+    if ann["category_id"] not in cat_index:
+        problems.append(Problem(file, aid, f"unknown category_id {ann['category_id']}", "skipped"))
+        return None
+    try:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+    except (KeyError, TypeError, ValueError):
+        problems.append(Problem(file, aid, f"bbox {ann.get('bbox')!r} is not 4 numbers", "skipped"))
+        return None
+    box = sanitize_box([x, y, x + w, y + h], rec.width, rec.height, file, aid, problems)
+    if box is None:
+        return None
+    return rec.image_id, (box, cat_index[ann["category_id"]], _coco_difficult(ann, aid, file, problems),
+                          _coco_polygon(ann, aid, file, problems))
+
+
+def _coco_difficult(ann: dict, aid, file: str, problems: list[Problem]) -> int:
+    """DOTA's flag carried in COCO (0, 1, or 2 for a piece cut by a tile), or 1 for a crowd."""
+    flag = ann.get("difficult", 0)
+    if flag not in (0, 1, 2, True, False):        # int() of Infinity, [1] or "yes" was a traceback
+        problems.append(Problem(file, aid, f"difficult must be 0, 1 or 2 (a cut piece), got {brief(flag)}",
+                                "taken as 0"))
+        flag = 0
+    return int(flag) or (1 if ann.get("iscrowd") else 0)
+
+
+def _coco_polygon(ann: dict, aid, file: str, problems: list[Problem]) -> list | None:
+    """The 8-number polygon of an oriented object (the first segmentation ring of 4 points), else None."""
+    seg = ann.get("segmentation")
+    poly = seg[0] if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) == 8 else None
+    if poly is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                    and math.isfinite(v) and abs(v) < 1e7 for v in poly):
+        problems.append(Problem(file, aid, f"segmentation {brief(poly)} is not 8 finite numbers", "box kept"))
+        return None
+    return poly
 
 
 def _coco_image_root(json_path: Path, data: dict) -> Path:
