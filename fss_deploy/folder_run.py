@@ -130,13 +130,13 @@ def annotated_jpeg(image, dets: np.ndarray, class_names: list[str]) -> bytes:
 def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: tuple[str, ...] = defaults.FORMATS,
                save_images: bool = False, rank: int = 0, world: int = 1, on_image=None,
                max_pixels: int | None = None) -> dict:
-    """Detect every image (this rank's share), then (rank 0) write the run's outputs."""
+    """Detect every image (this rank's share), each leaving its record in ``OUT/.per_image/``; returns (and writes
+    as ``OUT/.summary.rank<r>.json``) this rank's summary. ``write_outputs`` then builds the run's files."""
     per_image = out / ".per_image"
     per_image.mkdir(parents=True, exist_ok=True)
     mine = [p for i, p in enumerate(paths) if i % world == rank]
     names = dict(zip(paths, unique_stems(paths)))      # a unique output name per input
     todo = [p for p in mine if not finished(per_image / f"{path_key(p)}.json", p)]
-    skipped = len(mine) - len(todo)
     q: queue.Queue = queue.Queue(maxsize=2)                       # bounded: at most 2 decoded images ahead
     stop = threading.Event()
     thread = threading.Thread(target=decode_ahead, args=(todo, q, stop, max_pixels, detector.bands, detector.stretch),
@@ -146,52 +146,59 @@ def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: t
     try:
         while (item := q.get()) is not None:
             _, path, image, error = item
-            if error:
-                failed.append({"file": str(path), "error": error})
-                if on_image:
-                    on_image(path, None)
-                continue
             t0 = time.perf_counter()
-            nodata_before = detector.stats["tiles_nodata"]
-            try:
-                dets = detector(image)
-                if save_images:
-                    atomic_write(out / "images" / f"{names[path]}.jpg",
-                                 annotated_jpeg(image, dets, detector.backend.class_names), within=out)
-            except raster_errors() as exc:         # a damaged block of a GeoTIFF: this image fails, the run goes on
-                message = str(exc) if isinstance(exc, RasterReadError) else f"{path}: unreadable raster data ({exc})"
-                failed.append({"file": str(path), "error": message})
-                if on_image:
-                    on_image(path, None)
-                continue
-            finally:
-                if not isinstance(image, np.ndarray):
-                    image.close()
-            seconds.append(time.perf_counter() - t0)
-            h, w = image.shape[:2]
-            if len(dets) >= detector.cap(h, w):
-                capped.append(str(path))
-            record = {"file": str(path), "input": input_fingerprint(path), "width": w, "height": h,
-                      "detections": np.round(dets, 3).tolist()}
-            if not isinstance(image, np.ndarray):
-                record["raster"] = {**image.describe(), "tiles_nodata": detector.stats["tiles_nodata"] - nodata_before}
-                record["georef"] = image.georef.to_dict() if image.georef else None
-            atomic_write(per_image / f"{path_key(path)}.json", json.dumps(record))
+            dets, error = _detect_one(detector, path, image, out, names[path] if save_images else None) \
+                if error is None else (None, error)
+            if error is not None:
+                failed.append({"file": str(path), "error": error})
+            else:
+                seconds.append(time.perf_counter() - t0)
+                if len(dets) >= detector.cap(*image.shape[:2]):
+                    capped.append(str(path))
             if on_image:
                 on_image(path, dets)
     finally:
         stop.set()
-    summary = {"images": len(mine), "processed": len(seconds), "skipped_done": skipped, "failed": failed,
-               "hit_max_det": capped, "max_det": detector.max_det_setting,
-               "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0,
-               "tiles": detector.stats["tiles"],
-               "tiles_per_s": detector.stats["tiles"] / max(sum(seconds), 1e-9) if seconds else 0.0,
-               "tiles_nodata": detector.stats["tiles_nodata"],
-               "stage_seconds": {k: round(v, 4) for k, v in detector.stats.items() if k.endswith("_s")},
-               "backend": detector.backend.describe(), "tile": detector.tile, "overlap": detector.overlap,
-               "batch": detector.batch, "conf": detector.conf, "iou": detector.iou}
+    summary = _rank_summary(detector, len(mine), len(mine) - len(todo), failed, seconds, capped)
     atomic_write(out / f".summary.rank{rank}.json", json.dumps(summary))
     return summary
+
+
+def _detect_one(detector: TiledDetector, path: Path, image, out: Path, save_as: str | None):
+    """(detections, None) after writing the image's record (and, with ``save_as``, its annotated JPEG), or
+    (None, message) when a damaged block of a GeoTIFF stops it (the run goes on)."""
+    nodata_before = detector.stats["tiles_nodata"]
+    try:
+        dets = detector(image)
+        if save_as is not None:
+            atomic_write(out / "images" / f"{save_as}.jpg", annotated_jpeg(image, dets, detector.backend.class_names),
+                         within=out)
+    except raster_errors() as exc:
+        return None, str(exc) if isinstance(exc, RasterReadError) else f"{path}: unreadable raster data ({exc})"
+    finally:
+        if not isinstance(image, np.ndarray):
+            image.close()
+    h, w = image.shape[:2]
+    record = {"file": str(path), "input": input_fingerprint(path), "width": w, "height": h,
+              "detections": np.round(dets, 3).tolist()}
+    if not isinstance(image, np.ndarray):
+        record["raster"] = {**image.describe(), "tiles_nodata": detector.stats["tiles_nodata"] - nodata_before}
+        record["georef"] = image.georef.to_dict() if image.georef else None
+    atomic_write(out / ".per_image" / f"{path_key(path)}.json", json.dumps(record))
+    return dets, None
+
+
+def _rank_summary(detector: TiledDetector, images: int, skipped: int, failed: list, seconds: list[float],
+                  capped: list[str]) -> dict:
+    stats = detector.stats
+    return {"images": images, "processed": len(seconds), "skipped_done": skipped, "failed": failed,
+            "hit_max_det": capped, "max_det": detector.max_det_setting,
+            "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0,
+            "tiles": stats["tiles"], "tiles_per_s": stats["tiles"] / max(sum(seconds), 1e-9) if seconds else 0.0,
+            "tiles_nodata": stats["tiles_nodata"],
+            "stage_seconds": {k: round(v, 4) for k, v in stats.items() if k.endswith("_s")},
+            "backend": detector.backend.describe(), "tile": detector.tile, "overlap": detector.overlap,
+            "batch": detector.batch, "conf": detector.conf, "iou": detector.iou}
 
 
 def write_outputs(paths: list[Path], out: Path, class_names: list[str], formats: tuple[str, ...],
