@@ -60,10 +60,11 @@ def choose_gts(gt_boxes: torch.Tensor, count: int) -> list[int]:
 
 def assignment_figure(image_path, model_source: str, labels, out_png, assigner: str = "fss", vs: str = "simota",
                       imgsz: int | None = None, num_gts: int = 3, seed: int = 0) -> dict:
+    """One row per chosen GT, four panels: P, the Gaussian prior G, FSS's positives with their weights, and the
+    ``vs`` assigner's positives on the same predictions. Returns per GT its k, candidates and positives."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Ellipse, Rectangle
 
     if assigner != "fss":
         raise ValueError("the figure explains FSS: use --assigner fss and pick the baseline with --vs")
@@ -76,76 +77,88 @@ def assignment_figure(image_path, model_source: str, labels, out_png, assigner: 
     pairs = fss.candidates(inp)
     st = fss.steps(inp, pairs)
     base = ASSIGNERS[vs]()(*args)
-    points, strides = inp.points, inp.strides
     rgb = canvas[..., ::-1]
     chosen = choose_gts(inp.gt_boxes[0], num_gts)
     fig, axes = plt.subplots(len(chosen), 4, figsize=(16, 4.2 * len(chosen)), squeeze=False)
-    summary = {"gts": []}
+    summary: dict = {"gts": []}
     for row, g in enumerate(chosen):
-        sel = pairs.g == g
-        a_idx = pairs.a[sel]
-        P, G, pos, w = st["P"][sel], st["G"][sel], st["pos"][sel], st["w"][sel]
-        best = int(torch.argmax(P))
-        level_stride = float(strides[a_idx[best]])
-        box = inp.gt_boxes[0, g].tolist()
-        cand_pts = points[a_idx]
-        pad = 2 * level_stride
-        x0 = max(0.0, min(box[0], float(cand_pts[:, 0].min())) - pad)
-        y0 = max(0.0, min(box[1], float(cand_pts[:, 1].min())) - pad)
-        x1 = min(rgb.shape[1], max(box[2], float(cand_pts[:, 0].max())) + pad)
-        y1 = min(rgb.shape[0], max(box[3], float(cand_pts[:, 1].max())) + pad)
-        on_level = strides[a_idx] == level_stride
-        k = int(st["k"][g])
-        base_pts = torch.nonzero(base.fg_mask[0] & (base.gt_index[0] == g)).flatten()
-        panels = [("P: probability of being optimal", P), ("Gaussian prior G", G), ("FSS positives, weights", None),
-                  (f"{vs} positives", None)]
-        for col, (title, values) in enumerate(panels):
-            ax = axes[row][col]
-            ax.imshow(rgb, extent=(0, rgb.shape[1], rgb.shape[0], 0))
-            ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, ec="lime", lw=2))
-            if values is not None:
-                v = values[on_level].numpy()
-                xy = cand_pts[on_level].numpy()
-                sc = ax.scatter(xy[:, 0], xy[:, 1], c=v, cmap="inferno", s=(level_stride * 2.2) ** 2 / 4,
-                                marker="s", alpha=0.8, vmin=0)
-                fig.colorbar(sc, ax=ax, fraction=0.046)
-                ax.plot(*points[a_idx[best]].tolist(), marker="*", color="cyan", ms=14)
-                if col == 1:
-                    mu = st["mu"][pairs.seg[sel][0]].tolist()
-                    sig = st["sigma"][sel][best].tolist()
-                    ax.add_patch(Ellipse(mu, 2 * sig[0], 2 * sig[1], fill=False, ec="cyan", ls="--", lw=1.5))
-            elif col == 2:
-                xy = cand_pts[pos].numpy()
-                ww = w[pos].numpy()
-                ax.scatter(xy[:, 0], xy[:, 1], s=60 * ww, c="red", edgecolors="white")
-                # neighbouring positives sit one stride apart: labels take turns around their points, on a
-                # dark box, so adjacent weights do not print over each other
-                offsets = ((5, 5), (5, -12), (-27, 5), (-27, -12))
-                for i, ((px, py), wv) in enumerate(zip(xy, ww)):
-                    ax.annotate(f"{wv:.2f}", (px, py), color="yellow", fontsize=7, xytext=offsets[i % 4],
-                                textcoords="offset points",
-                                bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.6, "lw": 0})
-            else:
-                xy = points[base_pts].numpy()
-                ax.scatter(xy[:, 0], xy[:, 1], s=60, c="deepskyblue", edgecolors="white")
-            ax.set_xlim(x0, x1)
-            ax.set_ylim(y1, y0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            extra = ""
-            if col == 0:
-                extra = f"\nGT {g} ({classes[int(inp.gt_labels[0, g])]}, {box[2]-box[0]:.0f}×{box[3]-box[1]:.0f} px)"
-            elif col == 1:
-                extra = f"\nstride {level_stride:.0f}, dynamic k = {k} of {int(sel.sum())} candidates"
-            elif col == 2:
-                extra = f"\n{int(pos.sum())} positives"
-            else:
-                extra = f"\n{len(base_pts)} positives"
-            ax.set_title(title + extra, fontsize=10)
-        summary["gts"].append({"gt": g, "k": k, "candidates": int(sel.sum()), "fss_positives": int(pos.sum()),
-                               f"{vs}_positives": len(base_pts), "weights": [round(float(x), 3) for x in w[pos]]})
+        view = _GtView(inp, pairs, st, base, g, rgb.shape)
+        for col in range(4):
+            _draw_panel(axes[row][col], fig, rgb, view, col, vs, classes)
+        summary["gts"].append({"gt": g, "k": view.k, "candidates": int(view.sel.sum()),
+                               "fss_positives": int(view.pos.sum()), f"{vs}_positives": len(view.base_pts),
+                               "weights": [round(float(x), 3) for x in view.w[view.pos]]})
     fig.suptitle(f"FSS vs {vs} on {Path(image_path).name} (model: {Path(str(model_source)).name})", fontsize=12)
     fig.tight_layout()
     out_png = save_figure(fig, out_png)
     summary["png"] = str(out_png)
     return summary
+
+
+class _GtView:
+    """What one row of the figure shows of GT ``g``: its candidates, P, G, positives and weights, the level of its
+    most probable point, and the crop around box and candidates."""
+
+    def __init__(self, inp, pairs, st: dict, base, g: int, shape: tuple[int, ...]):
+        self.g, self.sel = g, pairs.g == g
+        self.a_idx = pairs.a[self.sel]
+        self.P, self.G, self.pos, self.w = st["P"][self.sel], st["G"][self.sel], st["pos"][self.sel], st["w"][self.sel]
+        self.best = int(torch.argmax(self.P))
+        self.points, self.best_point = inp.points, inp.points[self.a_idx[self.best]]
+        self.stride = float(inp.strides[self.a_idx[self.best]])
+        self.box = inp.gt_boxes[0, g].tolist()
+        self.label = int(inp.gt_labels[0, g])
+        self.cand_pts = inp.points[self.a_idx]
+        self.on_level = inp.strides[self.a_idx] == self.stride
+        self.k = int(st["k"][g])
+        self.mu = st["mu"][pairs.seg[self.sel][0]].tolist()
+        self.sigma = st["sigma"][self.sel][self.best].tolist()
+        self.base_pts = torch.nonzero(base.fg_mask[0] & (base.gt_index[0] == g)).flatten()
+        pad, box, c = 2 * self.stride, self.box, self.cand_pts
+        self.crop = (max(0.0, min(box[0], float(c[:, 0].min())) - pad),
+                     max(0.0, min(box[1], float(c[:, 1].min())) - pad),
+                     min(shape[1], max(box[2], float(c[:, 0].max())) + pad),
+                     min(shape[0], max(box[3], float(c[:, 1].max())) + pad))
+
+
+def _draw_panel(ax, fig, rgb, v: _GtView, col: int, vs: str, classes: list[str]) -> None:
+    """Panel ``col`` of a row: 0 P, 1 the prior G (its 1-σ ellipse), 2 FSS's positives and weights, 3 ``vs``'s."""
+    from matplotlib.patches import Ellipse, Rectangle
+
+    box = v.box
+    ax.imshow(rgb, extent=(0, rgb.shape[1], rgb.shape[0], 0))
+    ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, ec="lime", lw=2))
+    if col in (0, 1):
+        xy = v.cand_pts[v.on_level].numpy()
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=(v.P if col == 0 else v.G)[v.on_level].numpy(), cmap="inferno",
+                        s=(v.stride * 2.2) ** 2 / 4, marker="s", alpha=0.8, vmin=0)
+        fig.colorbar(sc, ax=ax, fraction=0.046)
+        ax.plot(*v.best_point.tolist(), marker="*", color="cyan", ms=14)
+        if col == 1:
+            ax.add_patch(Ellipse(v.mu, 2 * v.sigma[0], 2 * v.sigma[1], fill=False, ec="cyan", ls="--", lw=1.5))
+    elif col == 2:
+        _draw_weights(ax, v.cand_pts[v.pos].numpy(), v.w[v.pos].numpy())
+    else:
+        xy = v.points[v.base_pts].numpy()
+        ax.scatter(xy[:, 0], xy[:, 1], s=60, c="deepskyblue", edgecolors="white")
+    x0, y0, x1, y1 = v.crop
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y1, y0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    size = f"{box[2] - box[0]:.0f}×{box[3] - box[1]:.0f} px"
+    titles = [f"P: probability of being optimal\nGT {v.g} ({classes[v.label]}, {size})",
+              f"Gaussian prior G\nstride {v.stride:.0f}, dynamic k = {v.k} of {int(v.sel.sum())} candidates",
+              f"FSS positives, weights\n{int(v.pos.sum())} positives", f"{vs} positives\n{len(v.base_pts)} positives"]
+    ax.set_title(titles[col], fontsize=10)
+
+
+def _draw_weights(ax, xy, weights) -> None:
+    """FSS's positives sized by weight, each labelled; neighbouring positives sit one stride apart, so labels take
+    turns around their points, on a dark box, and adjacent weights do not print over each other."""
+    ax.scatter(xy[:, 0], xy[:, 1], s=60 * weights, c="red", edgecolors="white")
+    offsets = ((5, 5), (5, -12), (-27, 5), (-27, -12))
+    for i, ((px, py), wv) in enumerate(zip(xy, weights)):
+        ax.annotate(f"{wv:.2f}", (px, py), color="yellow", fontsize=7, xytext=offsets[i % 4],
+                    textcoords="offset points",
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.6, "lw": 0})
