@@ -105,52 +105,16 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
     not cut again (a changed image or label file is cut again, its old tiles removed). ``OUT/split.json`` records
     the settings; a rerun with other settings into the same OUT is refused (ValueError), so tiles of two
     tilings never mix."""
-    if not 32 <= tile <= 65536:                                      # --tile 1 wrote 61,207 one-pixel tiles
-        raise ValueError(f"--tile must lie in 32…65536 px, got {tile}")
-    check_overlap(tile, gap, "--gap")
-    if not 0 < keep_ratio <= 1:                                       # NaN fails this too
-        raise ValueError(f"--keep-ratio must lie in (0, 1], got {keep_ratio}")
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+    _check_split_settings(tile, gap, keep_ratio, workers)
     out = Path(out_dir)
     images, done_dir = out / "images", out / ".done"
-    sources = {r.path.resolve().parent for r in ds.records}
-    if any(folder.is_relative_to(images.resolve()) or folder == out.resolve() for folder in sources):
-        # SRC --out SRC: tiles mixed into the source's images/, then trained as unlabelled negatives
-        raise ValueError(f"{out}: --out holds the images being split; split into another folder")
-    settings = {"tile": tile, "gap": gap, "keep_ratio": keep_ratio, "classes": list(ds.classes)}
-    record = out / "split.json"
-    if record.is_file() and json.loads(record.read_text()) != settings:
-        old = json.loads(record.read_text())
-        diff = "; ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
-        raise ValueError(f"{out} holds tiles made with other settings ({diff}); split into another --out")
-    if not record.is_file() and done_dir.is_dir() and any(done_dir.iterdir()):
-        raise ValueError(f"{out} holds tiles of an earlier split whose settings are unknown; use another --out")
-    images.mkdir(parents=True, exist_ok=True)
-    done_dir.mkdir(exist_ok=True)
-    atomic_write(record, json.dumps(settings))
+    _claim_split_folder(ds, out, {"tile": tile, "gap": gap, "keep_ratio": keep_ratio, "classes": list(ds.classes)})
     problems: list[Problem] = []
     stems = dict(zip((id(r) for r in ds.records), unique_stems([r.path for r in ds.records])))
 
     def work(rec: ImageRecord):
-        marker = done_dir / f"{stems[id(rec)]}.json"
-        try:
-            fingerprint = source_fingerprint(rec)
-        except OSError as exc:
-            problems.append(Problem(str(rec.path), None, f"cannot read: {exc.strerror}", "image skipped"))
-            marker.unlink(missing_ok=True)
-            return
-        if _done_rows(marker, fingerprint) is None:
-            stale = _done_rows(marker, None) or []
-            marker.unlink(missing_ok=True)
-            for row in stale:                                   # tiles of an earlier version of this image
-                (images / row["file"]).unlink(missing_ok=True)
-            try:
-                rows = split_image(rec, images, tile, gap, keep_ratio, stems[id(rec)])
-            except ValueError as exc:
-                problems.append(Problem(str(rec.path), None, str(exc), "image skipped"))
-                return
-            atomic_write(marker, json.dumps({"input": fingerprint, "rows": rows}))
+        _split_once(rec, images, done_dir / f"{stems[id(rec)]}.json", tile, gap, keep_ratio, stems[id(rec)],
+                    problems)
         if progress:
             progress()
 
@@ -158,10 +122,7 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
         list(pool.map(work, ds.records))
     records = []
     for rec in ds.records:
-        rows = _done_rows(done_dir / f"{stems[id(rec)]}.json", None)
-        if rows is None:
-            continue
-        for row in rows:
+        for row in _done_rows(done_dir / f"{stems[id(rec)]}.json", None) or []:
             polys = np.array(row["polygons"], np.float32).reshape(-1, 8) if row["polygons"] is not None else None
             records.append(ImageRecord(images / row["file"], row["width"], row["height"],
                                        np.array(row["boxes"], np.float32).reshape(-1, 4),
@@ -171,3 +132,56 @@ def split_dataset(ds: Dataset, out_dir: str | Path, tile: int = 1024, gap: int =
     write_coco(tiled, out / "annotations.json", image_root=out)
     atomic_write(out / "classes.txt", "\n".join(ds.classes) + "\n")
     return tiled, problems
+
+
+def _check_split_settings(tile: int, gap: int, keep_ratio: float, workers: int) -> None:
+    if not 32 <= tile <= 65536:                                      # --tile 1 wrote 61,207 one-pixel tiles
+        raise ValueError(f"--tile must lie in 32…65536 px, got {tile}")
+    check_overlap(tile, gap, "--gap")
+    if not 0 < keep_ratio <= 1:                                       # NaN fails this too
+        raise ValueError(f"--keep-ratio must lie in (0, 1], got {keep_ratio}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+
+
+def _claim_split_folder(ds: Dataset, out: Path, settings: dict) -> None:
+    """``out`` may take these tiles: it is not where the sources are, and it holds no tiles of other settings;
+    its ``split.json`` then records them."""
+    images, done_dir, record = out / "images", out / ".done", out / "split.json"
+    sources = {r.path.resolve().parent for r in ds.records}
+    if any(folder.is_relative_to(images.resolve()) or folder == out.resolve() for folder in sources):
+        # SRC --out SRC: tiles mixed into the source's images/, then trained as unlabelled negatives
+        raise ValueError(f"{out}: --out holds the images being split; split into another folder")
+    if record.is_file() and json.loads(record.read_text()) != settings:
+        old = json.loads(record.read_text())
+        diff = "; ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        raise ValueError(f"{out} holds tiles made with other settings ({diff}); split into another --out")
+    if not record.is_file() and done_dir.is_dir() and any(done_dir.iterdir()):
+        raise ValueError(f"{out} holds tiles of an earlier split whose settings are unknown; use another --out")
+    images.mkdir(parents=True, exist_ok=True)
+    done_dir.mkdir(exist_ok=True)
+    atomic_write(record, json.dumps(settings))
+
+
+def _split_once(rec: ImageRecord, images: Path, marker: Path, tile: int, gap: int, keep_ratio: float, stem: str,
+                problems: list[Problem]) -> None:
+    """Cut one image unless its done-file ``marker`` says these very inputs were cut; a changed input's old tiles
+    are removed first. An unreadable image is reported and skipped."""
+    try:
+        fingerprint = source_fingerprint(rec)
+    except OSError as exc:
+        problems.append(Problem(str(rec.path), None, f"cannot read: {exc.strerror}", "image skipped"))
+        marker.unlink(missing_ok=True)
+        return
+    if _done_rows(marker, fingerprint) is not None:
+        return
+    stale = _done_rows(marker, None) or []
+    marker.unlink(missing_ok=True)
+    for row in stale:                                   # tiles of an earlier version of this image
+        (images / row["file"]).unlink(missing_ok=True)
+    try:
+        rows = split_image(rec, images, tile, gap, keep_ratio, stem)
+    except ValueError as exc:
+        problems.append(Problem(str(rec.path), None, str(exc), "image skipped"))
+        return
+    atomic_write(marker, json.dumps({"input": fingerprint, "rows": rows}))
