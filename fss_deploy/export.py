@@ -110,20 +110,7 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, weights)
     size = int(imgsz or ckpt["input_size"][0])
-    if size % max(model.card.strides):
-        raise ExportError(f"--imgsz {size} is not a multiple of the largest stride {max(model.card.strides)}")
-    if batch < 1:
-        raise ExportError(f"--batch must be >= 1, got {batch}")
-    try:
-        check_input(size, batch, "--imgsz")
-    except ValueError as exc:
-        raise ExportError(str(exc)) from None
-    out = Path(out) if out else ckpt_path.with_suffix(".onnx")
-    if out.suffix.lower() != ".onnx":     # an ONNX file named .txt was written, then not recognised by detect
-        raise ExportError(f"--out {out}: an ONNX export is named *.onnx")
-    if out.exists() and not out.is_file():   # /dev/null, a folder, a pipe: never replaced, --exist-ok or not
-        raise ExportError(f"--out {out}: exists and is not a regular file")
-    _check_writable(out)
+    out = _checked_export_target(ckpt_path, out, model, size, batch)
     source_sha = sha256_file(ckpt_path)
     if not exist_ok:
         check_replaceable(out, source_sha)
@@ -142,7 +129,37 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
     onnx.checker.check_model(proto)
     fp = fingerprint_model(proto)
     flops = count_flops(model, size, size)
-    meta = {
+    meta = _onnx_metadata(ckpt, model, size, batch, dynamic, half, weights, source_sha, fp, flops)
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    atomic_write(out, proto.SerializeToString())
+    return ExportResult(out, fp, onnx_params(proto), flops, meta)
+
+
+def _checked_export_target(ckpt_path: Path, out: str | Path | None, model, size: int, batch: int) -> Path:
+    """The ONNX file to write (default: beside the checkpoint), once size, batch and the target are acceptable."""
+    if size % max(model.card.strides):
+        raise ExportError(f"--imgsz {size} is not a multiple of the largest stride {max(model.card.strides)}")
+    if batch < 1:
+        raise ExportError(f"--batch must be >= 1, got {batch}")
+    try:
+        check_input(size, batch, "--imgsz")
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    out = Path(out) if out else ckpt_path.with_suffix(".onnx")
+    if out.suffix.lower() != ".onnx":     # an ONNX file named .txt was written, then not recognised by detect
+        raise ExportError(f"--out {out}: an ONNX export is named *.onnx")
+    if out.exists() and not out.is_file():   # /dev/null, a folder, a pipe: never replaced, --exist-ok or not
+        raise ExportError(f"--out {out}: exists and is not a regular file")
+    _check_writable(out)
+    return out
+
+
+def _onnx_metadata(ckpt: dict, model, size: int, batch: int, dynamic: bool, half: bool, weights: str,
+                   source_sha: str, fp: str, flops: int) -> dict[str, str]:
+    """The facts an exported file carries about itself (``metadata_props``): what detect and info read."""
+    return {
         "format": ONNX_FORMAT, "fss_version": ckpt["versions"].get("fss", ""),
         "class_names": json.dumps(ckpt["class_names"]), "num_classes": str(len(ckpt["class_names"])),
         "strides": json.dumps(list(model.card.strides)), "input_size": json.dumps([size, size]),
@@ -157,11 +174,6 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
         "trained_with": (ckpt.get("assigner") or {}).get("name", "none"),
         "params": str(count_params(model)), "flops": str(flops), "graph_fingerprint": fp,
     }
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    atomic_write(out, proto.SerializeToString())
-    return ExportResult(out, fp, onnx_params(proto), flops, meta)
 
 
 def check_replaceable(out: Path, source_sha: str) -> None:
