@@ -80,25 +80,51 @@ def frozen_parts(net: torch.nn.Module, freeze: str) -> list[torch.nn.Module]:
     return [getattr(net, p) for p in freeze.split("+")] if freeze else []
 
 
+def _keep_frozen_bn(model, cfg) -> None:
+    """Frozen parts (or the whole net with ``freeze_bn``) keep their BatchNorm statistics: eval mode in training."""
+    net = model.module if hasattr(model, "module") else model
+    for part in [net] if cfg.freeze_bn else frozen_parts(net, cfg.freeze):
+        for m in part.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _set_rates(optimizer, lr_at, step: int) -> None:
+    """The learning rates of this global step, and the warm-up momentum while it lasts."""
+    for group, lr in zip(optimizer.param_groups, lr_at(step)):
+        group["lr"] = lr
+        if "momentum" in group and step < lr_at.warmup_steps:
+            group["momentum"] = lr_at.momentum_at(step)
+
+
+def _optimiser_step(model, optimizer, loss, scaler, grad_clip: float) -> None:
+    """Backward (scaled under AMP), optional gradient clipping, and the step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def train_one_epoch(model, loader, assigner, optimizer, lr_at, ema, epoch: int, cfg, device, recipe: str,
                     scaler=None, on_step=None, start_step: int = 0) -> dict:
     """One pass over ``loader``. ``lr_at(step)`` gives the learning rates of the global step."""
     model.train()
-    net = model.module if hasattr(model, "module") else model
-    frozen = [net] if cfg.freeze_bn else frozen_parts(net, cfg.freeze)
-    for part in frozen:                          # frozen parts keep their BatchNorm statistics
-        for m in part.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eval()
+    _keep_frozen_bn(model, cfg)
     stats = StepStats()
     points = strides = None
     t0 = time.perf_counter()
     for i, (images, gt_boxes, gt_labels, gt_mask, _) in enumerate(loader):
         step = start_step + i
-        for group, lr in zip(optimizer.param_groups, lr_at(step)):
-            group["lr"] = lr
-            if "momentum" in group and step < lr_at.warmup_steps:
-                group["momentum"] = lr_at.momentum_at(step)
+        _set_rates(optimizer, lr_at, step)
         images, gt_boxes, gt_labels, gt_mask = (x.to(device, non_blocking=True) for x in
                                                 (images, gt_boxes, gt_labels, gt_mask))
         images = images.contiguous(memory_format=torch.channels_last)      # the model's layout (Run)
@@ -116,19 +142,7 @@ def train_one_epoch(model, loader, assigner, optimizer, lr_at, ema, epoch: int, 
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {i + 1}; "
                                 "the last good checkpoint is kept")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        _optimiser_step(model, optimizer, loss, scaler, cfg.grad_clip)
         ema.update(model)
         stats.loss += float(loss.detach())
         stats.cls += float(losses["cls"])
