@@ -10,12 +10,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +22,6 @@ from fss.api import resolve_device
 from fss_core import defaults
 from fss_core.boxes import detections_to_coco, detections_to_dota, detections_to_yolo
 from fss_core.defaults import FORMATS
-from fss_core.fileio import exclusive
 from fss_core.geojson import feature_collection, geojson_features
 from fss_core.imageio import read_image
 from fss_core.launch import local_rank, rank_and_world
@@ -33,7 +29,7 @@ from fss_core.nn.card import resolve_model_file
 from fss_core.raster import Georef, parse_bands, parse_stretch
 from fss_deploy.backends import load_backend
 from fss_deploy.detect import DEFAULT_MODEL, TiledDetector, resolve_classes
-from fss_deploy.folder_run import check_output_dir, prepare_output, run_detect, run_identity, write_outputs
+from fss_deploy.folder_run import check_output_dir, detect_folder
 from fss_deploy.sources import open_image, resolve_sources
 from fss_deploy.writers import annotate_array
 
@@ -111,35 +107,6 @@ def image_paths(source) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no images found in {[str(s) for s in items]}")
     return paths
-
-
-@contextmanager
-def hold_output(out: Path, identity: dict, exist_ok: bool, increment: bool) -> Iterator[Path]:
-    """The folder this run writes into (:func:`prepare_output`), held against other fss processes from before it is
-    read until the block ends; when the default folder moves on to out2, … only that one stays held."""
-    with ExitStack() as first:
-        first.enter_context(exclusive(out, "fss detect"))
-        chosen = prepare_output(out, identity, exist_ok, increment)
-        if chosen == out:
-            with first.pop_all():
-                yield out
-            return
-        with exclusive(chosen, "fss detect"):
-            first.close()
-            yield chosen
-
-
-def outside(paths: list[Path], out: Path) -> list[Path]:
-    """The inputs that do not lie in the output folder: with --out inside the input folder, a rerun would detect
-    its own saved images (4 -> 8 -> 12 inputs)."""
-    root = Path(os.path.realpath(out))
-    kept = [p for p in paths if not Path(os.path.realpath(p)).is_relative_to(root)]   # a link loop: as it is
-    if not kept:
-        raise FileNotFoundError(f"no images found outside the output folder {out}")
-    if len(kept) < len(paths):
-        log.warning(f"{len(paths) - len(kept)} image(s) inside the output folder {out} are not inputs (fss writes "
-                    "there)")
-    return kept
 
 
 def check_formats(formats) -> tuple[str, ...]:
@@ -245,35 +212,12 @@ class Detector:
         (default: when ``out`` is runs/detect) moves on to out2, out3, … when ``out`` holds another run.
         Under torchrun every process takes its share of the images; rank 0 writes the outputs. ``on_image(path,
         detections or None)`` is called after every image, ``on_tiles(done, total)`` after every batch of tiles."""
-        rank, world = rank_and_world()
         check_formats(formats)
         out = Path(out)
         increment = str(out) == "runs/detect" if increment is None else increment
         check_output_dir(out)
         paths = image_paths(sources)
-        identity = run_identity(self.tiled, self.model)
         self.tiled.on_tiles = on_tiles
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.init_process_group("nccl" if self.backend.device.startswith("cuda") else "gloo")
-        try:
-            with ExitStack() as held:
-                if rank == 0:      # the run's folder, held (for every rank) before anything in it is read or written
-                    out = held.enter_context(hold_output(out, identity, exist_ok, increment))
-                if world > 1:
-                    dist.barrier()
-                    out = prepare_output(out, identity, False, increment) if rank else out
-                paths = outside(paths, out)
-                summary = run_detect(paths, self.tiled, out, tuple(formats), save_images, rank, world, on_image,
-                                     max_pixels)
-                if world > 1:
-                    dist.barrier()
-                if rank == 0:
-                    summaries = [summary] if world == 1 else [
-                        json.loads((out / f".summary.rank{r}.json").read_text()) for r in range(world)]
-                    summary = write_outputs(paths, out, self.classes, tuple(formats), summaries, to_wgs84)
-        finally:
-            if world > 1:
-                dist.destroy_process_group()
-        return {**summary, "out": str(out)}             # summary carries max_det (run_detect)
+        return detect_folder(paths, self.tiled, self.model, out, tuple(formats), save_images=save_images,
+                             exist_ok=exist_ok, increment=increment, max_pixels=max_pixels, on_image=on_image,
+                             to_wgs84=to_wgs84)

@@ -10,21 +10,36 @@ another model or settings is refused, or (``--exist-ok``) replaces only what an 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from fss_core import defaults
-from fss_core.fileio import LOCK_NAME, atomic_write, first_free, input_fingerprint, path_key, sha256_file, unique_stems
+from fss_core.fileio import (
+    LOCK_NAME,
+    atomic_write,
+    exclusive,
+    first_free,
+    input_fingerprint,
+    path_key,
+    sha256_file,
+    unique_stems,
+)
+from fss_core.launch import rank_and_world
 from fss_core.raster import RasterReadError, raster_errors
 from fss_deploy.detect import TiledDetector
 from fss_deploy.sources import decode_ahead
 from fss_deploy.writers import WRITERS, annotate
+
+log = logging.getLogger("fss")
 
 
 class OutputConflict(RuntimeError):
@@ -125,6 +140,69 @@ def annotated_jpeg(image, dets: np.ndarray, class_names: list[str]) -> bytes:
     scaled = dets.copy()
     scaled[:, :4] *= scale
     return annotate(thumb, scaled, class_names)
+
+
+def detect_folder(paths: list[Path], tiled: TiledDetector, model: Path, out: Path, formats: tuple[str, ...], *,
+                  save_images: bool = False, exist_ok: bool = False, increment: bool = False,
+                  max_pixels: int | None = None, on_image=None, to_wgs84: bool = False) -> dict:
+    """The whole run into ``out``: the folder chosen and held (rank 0, for all), inputs inside it left out, every
+    rank's share detected (:func:`run_detect`), rank 0's outputs written from all records; returns the summary with
+    ``out``. Under torchrun the ranks meet in a process group (NCCL on CUDA, else gloo)."""
+    rank, world = rank_and_world()
+    identity = run_identity(tiled, model)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if tiled.backend.device.startswith("cuda") else "gloo")
+    try:
+        with ExitStack() as held:
+            if rank == 0:      # the run's folder, held (for every rank) before anything in it is read or written
+                out = held.enter_context(hold_output(out, identity, exist_ok, increment))
+            if world > 1:
+                dist.barrier()
+                out = prepare_output(out, identity, False, increment) if rank else out
+            paths = outside(paths, out)
+            summary = run_detect(paths, tiled, out, formats, save_images, rank, world, on_image, max_pixels)
+            if world > 1:
+                dist.barrier()
+            if rank == 0:
+                summaries = [summary] if world == 1 else [
+                    json.loads((out / f".summary.rank{r}.json").read_text()) for r in range(world)]
+                summary = write_outputs(paths, out, tiled.backend.class_names, formats, summaries, to_wgs84)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    return {**summary, "out": str(out)}             # summary carries max_det (run_detect)
+
+
+@contextmanager
+def hold_output(out: Path, identity: dict, exist_ok: bool, increment: bool) -> Iterator[Path]:
+    """The folder this run writes into (:func:`prepare_output`), held against other fss processes from before it is
+    read until the block ends; when the default folder moves on to out2, … only that one stays held."""
+    with ExitStack() as first:
+        first.enter_context(exclusive(out, "fss detect"))
+        chosen = prepare_output(out, identity, exist_ok, increment)
+        if chosen == out:
+            with first.pop_all():
+                yield out
+            return
+        with exclusive(chosen, "fss detect"):
+            first.close()
+            yield chosen
+
+
+def outside(paths: list[Path], out: Path) -> list[Path]:
+    """The inputs that do not lie in the output folder: with --out inside the input folder, a rerun would detect
+    its own saved images (4 -> 8 -> 12 inputs)."""
+    root = Path(os.path.realpath(out))
+    kept = [p for p in paths if not Path(os.path.realpath(p)).is_relative_to(root)]   # a link loop: as it is
+    if not kept:
+        raise FileNotFoundError(f"no images found outside the output folder {out}")
+    if len(kept) < len(paths):
+        log.warning(f"{len(paths) - len(kept)} image(s) inside the output folder {out} are not inputs (fss writes "
+                    "there)")
+    return kept
+
 
 
 def run_detect(paths: list[Path], detector: TiledDetector, out: Path, formats: tuple[str, ...] = defaults.FORMATS,
