@@ -36,7 +36,20 @@ def seg_argmax(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def seg_rank(x: torch.Tensor, seg: torch.Tensor, n: int, descending: bool = True) -> torch.Tensor:
-    """(N,) 0-based rank of each pair within its segment by ``x``; ties go to the earlier pair."""
+    """(N,) 0-based rank of each pair within its segment by ``x``; ties go to the earlier pair.
+
+    Two sorts do it without a loop over segments: by value, then (stably) by segment, so each segment's pairs
+    sit together in value order; a pair's rank is its position minus its segment's start. A worked case, two GTs
+    and an empty third segment (pinned by a test):
+
+        pair   0    1    2    3    4    5
+        seg    0    0    0    0    1    1          n = 3 (segment 2 has no pair)
+        x      0.9  0.2  0.9  0.5  0.7  0.1
+        rank   0    3    1    2    0    1          pairs 0 and 2 tie at 0.9: the earlier one ranks first
+
+    ``seg_topk_sum(x, seg, 3, k=2)`` then sums the ranks below 2: [1.8, 0.8, 0.0]. This is how FSS's step 6 takes
+    each GT's top-k of r = P·G (``seg_rank(r, seg, n) < k[seg]``) and step 5 its top-q sum.
+    """
     order = torch.argsort(x, descending=descending, stable=True)
     order = order[torch.argsort(seg[order], stable=True)]
     counts = seg_count(seg, n)

@@ -304,3 +304,12 @@ def test_the_worked_case_of_the_fss_docstring():
         assert [round(v, 3) for v in st[name].tolist()] == want, name
     assert st["sigma"][0].tolist() == [12.0, 12.0] and st["k"].tolist() == [2]
     assert st["pos"].tolist() == [False, True, True, False]
+
+
+def test_the_worked_case_of_the_segment_ranking_docstring():
+    from fss_train.assigners.segments import seg_rank, seg_topk_sum
+
+    x = torch.tensor([0.9, 0.2, 0.9, 0.5, 0.7, 0.1])
+    seg = torch.tensor([0, 0, 0, 0, 1, 1])
+    assert seg_rank(x, seg, 3).tolist() == [0, 3, 1, 2, 0, 1]
+    assert [round(v, 4) for v in seg_topk_sum(x, seg, 3, 2).tolist()] == [1.8, 0.8, 0.0]
