@@ -27,6 +27,7 @@ from fss.clikit import (
     console,
     fail,
     one_line_summaries,
+    report_file,
     report_folder,
     size_option,
     user_errors,
@@ -211,8 +212,8 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
     from fss.progress import work_bar
     from fss_core.fileio import atomic_write
 
-    if json_out and Path(json_out).exists() and not exist_ok:     # it may be anything, a ground truth json too
-        fail(f"--json {json_out} exists; pass another file, or --exist-ok to replace it")
+    if json_out:                                  # it may be anything, a ground truth json too
+        report_file(json_out, exist_ok, "--json")
     with user_errors():
         out = report_folder(out, "runs/eval", exist_ok)
         existed = Path(out).exists()
@@ -368,8 +369,8 @@ def assign(image: Annotated[str, typer.Argument(help="image file")],
 
     if out is None:
         out = str(free_file(Path("runs/assign") / f"{Path(image).stem}.png"))
-    elif Path(out).exists() and not exist_ok:
-        fail(f"{out} exists; pass --exist-ok to replace it, or another --out")
+    else:
+        report_file(out, exist_ok)
     with user_errors():
         summary = assignment_figure(image, model, gt, out, assigner, vs, imgsz, num_gts, seed)
     for row in summary["gts"]:

@@ -99,6 +99,15 @@ def report_folder(out: str, default: str, exist_ok: bool) -> str:
     return out
 
 
+def report_file(path: str, exist_ok: bool, option: str = "--out") -> None:
+    """A report file named by the user is replaced only with --exist-ok (``eval --json`` replaced a ground-truth
+    json). With :func:`report_folder` the one policy for the reports of every verb; run folders (train, detect),
+    conversions and exports judge their own folders (resume, the run's identity, an earlier conversion, the same
+    checkpoint)."""
+    if Path(path).exists() and not exist_ok:
+        fail(f"{option} {path} exists; pass another file, or --exist-ok to replace it")
+
+
 def writable_out(out: str) -> None:
     from fss_deploy.folder_run import check_output_dir
 
