@@ -6,6 +6,10 @@
     raster.py      GeoTIFFs window by window: bands, the 8-bit rule, georeference
     geojson.py     detections as GeoJSON
     boxes.py       box math, NMS, detections -> COCO/DOTA/YOLO records
+    rbox.py        rotated boxes: THE angle convention, polygon <-> (cx, cy, w, h, θ), minimum-area rectangles
+    polygon_iou.py exact IoU of quadrilaterals (convex clipping, signed fans for non-convex), torch, any device
+    rotated_nms.py whole-scene rotated NMS / NMM (envelope sweep, exact IoU of the nearby pairs)
+    gaussian_box.py rotated boxes as Gaussians: probiou, KLD, GWD (for losses; never the evaluation IoU)
     tiles.py       the tile grid of data split and detect
     checkpoint.py  the checkpoint schema (loading never executes code)
     fileio.py      atomic writes, safe names, the folder lock

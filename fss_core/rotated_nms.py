@@ -1,0 +1,136 @@
+"""Whole-scene rotated NMS and NMM: exact polygon IoU, compared only between boxes whose envelopes overlap.
+
+A scene of tens of thousands of oriented detections never builds an N × N matrix: the axis-aligned envelopes are
+swept in x order (``overlapping_pairs``), the few pairs that can overlap get the exact IoU of
+``fss_core.polygon_iou`` in batches, and the greedy pass walks a sparse neighbour list. Polygons are ``(N, 8)``
+``x1 y1 … x4 y4`` image pixels (rotated boxes: ``fss_core.rbox.rbox_to_poly`` first); the angle convention lives in
+``fss_core.rbox``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fss_core.polygon_iou import CHUNK, polygon_intersection_aligned
+from fss_core.rbox import min_area_rect, poly_envelope, polygon_area
+
+METRICS = ("iou", "ios")        # intersection over union, or over the smaller polygon (SAHI's IOS)
+
+
+def overlapping_pairs(env: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i, j), i ≠ j listed once, of ``(N, 4)`` xyxy envelopes that overlap with positive area.
+
+    Boxes sorted by x1; box k meets the boxes after it whose x1 lies before its x2 (a ``searchsorted``), then the y
+    extents are compared. Memory is bounded by ``chunk`` boxes at a time times their x-neighbours."""
+    order = np.argsort(env[:, 0], kind="stable")
+    e = env[order]
+    hi = np.searchsorted(e[:, 0], e[:, 2], "left")              # boxes k+1 … hi-1 start before box k ends
+    firsts, seconds = [], []
+    for start in range(0, len(e), chunk):
+        k = np.arange(start, min(start + chunk, len(e)))
+        counts = np.maximum(hi[k] - k - 1, 0)
+        a = np.repeat(k, counts)
+        b = a + 1 + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+        y_ok = (e[a, 1] < e[b, 3]) & (e[b, 1] < e[a, 3]) & (e[a, 0] < e[b, 2])
+        firsts.append(order[a[y_ok]])
+        seconds.append(order[b[y_ok]])
+    if not firsts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def pair_overlaps(polys: torch.Tensor, i: np.ndarray, j: np.ndarray, metric: str = "iou") -> np.ndarray:
+    """The exact ``metric`` (IoU or IOS) of polygon pairs ``polys[i]``, ``polys[j]`` -> (P,) float64, in batches."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    p = polys.double().cpu()
+    area = polygon_area(p).abs()
+    out = np.zeros(len(i), np.float64)
+    for s in range(0, len(i), CHUNK):
+        a, b = torch.from_numpy(i[s:s + CHUNK]), torch.from_numpy(j[s:s + CHUNK])
+        inter = polygon_intersection_aligned(p[a], p[b])
+        denom = area[a] + area[b] - inter if metric == "iou" else torch.minimum(area[a], area[b])
+        out[s:s + CHUNK] = torch.where(denom > 0, inter / denom.clamp(min=1e-300), torch.zeros_like(inter)).numpy()
+    return out
+
+
+def _neighbours(polys: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor | None, threshold: float,
+                metric: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rank of every box (0 = highest score, ties: the earlier box) and, per rank, the ranks of the boxes it
+    overlaps by more than ``threshold`` (same label only, unless labels is None)."""
+    rank_to_box = np.argsort(-scores.detach().cpu().double().numpy(), kind="stable")
+    box_to_rank = np.empty_like(rank_to_box)
+    box_to_rank[rank_to_box] = np.arange(len(rank_to_box))
+    i, j = overlapping_pairs(poly_envelope(polys.detach().double().cpu()).numpy())
+    if labels is not None:
+        lab = labels.detach().cpu().numpy()
+        same = lab[i] == lab[j]
+        i, j = i[same], j[same]
+    hit = pair_overlaps(polys.detach(), i, j, metric) > threshold
+    ri, rj = box_to_rank[i[hit]], box_to_rank[j[hit]]
+    lo, hi = np.minimum(ri, rj), np.maximum(ri, rj)             # the higher-ranked box may remove the other
+    order = np.lexsort((hi, lo))
+    lo, hi = lo[order], hi[order]
+    bounds = np.searchsorted(lo, np.arange(len(rank_to_box) + 1))
+    return rank_to_box, [hi[bounds[r]:bounds[r + 1]] for r in range(len(rank_to_box))]
+
+
+def rotated_nms(polys: torch.Tensor, scores: torch.Tensor, threshold: float, labels: torch.Tensor | None = None,
+                metric: str = "iou") -> torch.Tensor:
+    """Greedy NMS of polygons: highest score first, a box is dropped when its ``metric`` with a kept box exceeds
+    ``threshold`` (strictly, as the DOTA devkit's polygon NMS and OpenCV's). Boxes of different ``labels`` never
+    interact (all do when labels is None). polys (N, 8), scores (N,), labels (N,) -> kept indices (K,) long, by
+    score descending."""
+    rank_to_box, nbrs = _neighbours(polys, scores, labels, threshold, metric)
+    alive = np.ones(len(rank_to_box), bool)
+    kept = []
+    for r in range(len(rank_to_box)):
+        if alive[r]:
+            kept.append(r)
+            alive[nbrs[r]] = False
+    return torch.from_numpy(rank_to_box[np.array(kept, np.int64)]).to(polys.device)
+
+
+def rotated_nmm(polys: torch.Tensor, scores: torch.Tensor, threshold: float, labels: torch.Tensor | None = None,
+                metric: str = "iou") -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy non-maximum *merging* (SAHI's NMM for polygons): as ``rotated_nms``, but each kept box absorbs the
+    boxes it removes and becomes the minimum-area rectangle of all their corners (the hull of the union); it keeps
+    its own score and label. Returns the kept indices (K,) and their merged rotated boxes (K, 5) (convention of
+    ``fss_core.rbox``)."""
+    rank_to_box, nbrs = _neighbours(polys, scores, labels, threshold, metric)
+    alive = np.ones(len(rank_to_box), bool)
+    groups = []
+    for r in range(len(rank_to_box)):
+        if alive[r]:
+            absorbed = nbrs[r][alive[nbrs[r]]]
+            alive[absorbed] = False
+            groups.append(rank_to_box[np.concatenate(([r], absorbed))])
+    keep = torch.from_numpy(np.array([g[0] for g in groups], np.int64))
+    corners = polys.detach().double().cpu().reshape(-1, 4, 2)
+    boxes = min_area_rect(corners[keep]) if len(keep) else torch.zeros((0, 5), dtype=torch.float64)
+    multi = [k for k, g in enumerate(groups) if len(g) > 1]
+    if multi:
+        hulls = [convex_hull(corners[torch.from_numpy(groups[k])].reshape(-1, 2).numpy()) for k in multi]
+        size = max(len(h) for h in hulls)
+        padded = np.stack([np.concatenate((h, np.repeat(h[:1], size - len(h), 0))) for h in hulls])
+        boxes[torch.tensor(multi)] = min_area_rect(torch.from_numpy(padded))    # repeated corners change nothing
+    return keep.to(polys.device), boxes.to(polys.device)
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """Corners (H, 2) of the convex hull of (P, 2) points (Andrew's monotone chain; collinear points dropped)."""
+    p = np.unique(points, axis=0)                                   # sorted by x, then y
+    if len(p) < 3:
+        return p
+
+    def half(seq):
+        out = []
+        for q in seq:
+            while len(out) >= 2 and ((out[-1][0] - out[-2][0]) * (q[1] - out[-2][1])
+                                     - (out[-1][1] - out[-2][1]) * (q[0] - out[-2][0])) <= 0:
+                out.pop()
+            out.append(q)
+        return out[:-1]
+
+    return np.array(half(p) + half(p[::-1]))
