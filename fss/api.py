@@ -154,9 +154,13 @@ def train(data: str = "", *, model: str | None = None, assigner: str | None = No
 def evaluate(model: str | Path | None = None, data: str = "", *, predictions: str | Path | None = None,
              metric: str = "coco", split: str = "val", imgsz: int | None = None, batch: int = 8,
              device: str = "auto", max_dets: int = 100, alignment: bool = False, out: str | Path | None = None,
-             conf: float = CONF, iou: float = IOU, coco_engine: str = "auto", progress=None) -> dict:
+             conf: float = CONF, iou: float = IOU, coco_engine: str = "auto", dota_ap: str = "voc07",
+             progress=None) -> dict:
     """COCO metrics (pycocotools' COCOeval) or the DOTA devkit's VOC07 mAP50 of a checkpoint, or of saved predictions
     (``fss detect``'s output folder or predictions.json, a COCO results json, a DOTA Task2 folder), on
+    ``data``. A folder of DOTA Task1 files (oriented detections) with ``metric="dota"`` is scored as the devkit's
+    ``dota_evaluation_task1.py`` (polygon IoU > 0.5, difficult ignored; ``dota_ap`` voc07 or voc12), with a COCO-style
+    rotated mAP@[.5:.95] beside it (``result["rotated_coco"]``); the record then has ``"task": "Task1"``. Otherwise on
     ``data``. Images are matched by file and classes by name (fss_train/predictions.py): a class on one side
     only is named in ``classes_note``, no class in common is an error. Returns ``{"metric", "result",
     "per_class", "num_predictions", "classes_note", "alignment"}``; with ``alignment`` (a checkpoint only) the
@@ -169,7 +173,8 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
 
     return evaluate_dataset(model, data, predictions=predictions, metric=metric, split=split, imgsz=imgsz,
                             batch=batch, device=resolve_device(device), max_dets=max_dets, alignment=alignment,
-                            out=out, conf=conf, iou=iou, coco_engine=coco_engine, progress=progress)
+                            out=out, conf=conf, iou=iou, coco_engine=coco_engine, dota_ap=dota_ap,
+                            progress=progress)
 
 
 # ------------------------------------------------------------------------------------------ export

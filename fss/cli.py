@@ -186,7 +186,8 @@ def _relaunch_distributed(nproc: int) -> None:
 @app.command(name="eval")
 def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)")] = None,
              data: Annotated[str, typer.Option(help="ground truth: COCO json, data.yaml or DOTA folder")] = "",
-             predictions: Annotated[str | None, typer.Option(help="COCO results json or DOTA Task2 folder")] = None,
+             predictions: Annotated[str | None, typer.Option(help="COCO results json, fss detect folder, or a DOTA "
+                                                                  "Task2 (boxes) or Task1 (oriented) folder")] = None,
              metric: Annotated[str, typer.Option(help="coco | dota")] = "coco",
              split: Annotated[str, typer.Option(help="split of a data.yaml")] = "val",
              imgsz: Imgsz = None, batch: Annotated[int, typer.Option(help="images per batch", min=1)] = 8,
@@ -205,7 +206,9 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
              = False,
              coco_engine: Annotated[str, typer.Option(help="auto | faster-coco-eval | pycocotools: who runs "
                                                            "pycocotools' COCOeval (the same numbers; faster-coco-eval "
-                                                           "is its C++ port, 50× faster on dense images)")] = "auto"):
+                                                           "is its C++ port, 50× faster on dense images)")] = "auto",
+             dota_ap: Annotated[str, typer.Option(help="voc07 | voc12: the DOTA metric's AP (the devkit's 11-point "
+                                                       "VOC07 by default)")] = "voc07"):
     """Evaluate a model or saved predictions (COCO metrics as pycocotools' COCOeval, or the DOTA devkit's VOC07
     mAP)."""
     from fss.api import evaluate as evaluate_api
@@ -223,7 +226,7 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
             with bar:
                 record = evaluate_api(model, data, predictions=predictions, metric=metric, split=split, imgsz=imgsz,
                                       batch=batch, device=device, max_dets=max_dets, alignment=alignment, out=out,
-                                      coco_engine=coco_engine, progress=progress)
+                                      coco_engine=coco_engine, dota_ap=dota_ap, progress=progress)
         except BaseException:
             if not existed and Path(out).is_dir() and not any(Path(out).iterdir()):
                 Path(out).rmdir()                        # a failed eval leaves no empty folder behind
@@ -231,6 +234,8 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
     _print_metrics(record)
     if json_out:
         atomic_write(json_out, json.dumps({k: v for k, v in record.items() if v is not None}, indent=2))
+    if record.get("problems"):                   # Task1 lines skipped (printed with the metrics): not a clean run
+        raise typer.Exit(1)
     if record.get("unreadable_images"):
         bad = record["unreadable_images"]
         err.print(f"[yellow]warning:[/] {len(bad)} unreadable image(s) left out of the evaluation (neither scored "
@@ -241,17 +246,26 @@ def evaluate(model: Annotated[str | None, typer.Argument(help="checkpoint (.pt)"
 
 def _print_metrics(record: dict) -> None:
     result, align = record["result"], record["alignment"]
-    coco = record["metric"] == "coco"
-    table = Table("class", *(("AP", "AP50") if coco else ("AP50 (VOC07)",)))
+    coco, task1 = record["metric"] == "coco", record.get("task") == "Task1"
+    ap = result.get("ap", "voc07").upper()
+    columns = ("AP", "AP50") if coco else (f"AP50 ({ap})", "AP .50:.95") if task1 else ("AP50 (VOC07)",)
+    keys = ("AP", "AP50") if coco else ("AP50", "AP") if task1 else ("AP50",)
+    table = Table("class", *columns)
     for name, v in record["per_class"].items():
-        figures = (f"{v[k]:.4f}" if v[k] >= 0 else "no GT" for k in (("AP", "AP50") if coco else ("AP50",)))
-        table.add_row(escape(name), *figures)
+        table.add_row(escape(name), *(f"{v[k]:.4f}" if v[k] >= 0 else "no GT" for k in keys))
     console.print(table)
     if coco:
         cap = record.get("max_dets") or 100
         for k, v in result.items():      # COCO's third recall is at the detection cap: AR100 only when it is 100
             console.print(f"{k if k != 'AR100' or cap == 100 else f'AR@{cap}':6s} {v:.4f}")
         console.print(f"(COCOeval by {record['coco_engine']})", highlight=False)
+    elif task1:
+        rotated = result["rotated_coco"]
+        console.print(f"[bold]mAP50 ({ap}, DOTA devkit Task1, polygon IoU > 0.5) {result['mAP50']:.4f}[/]")
+        console.print(f"rotated mAP .50:.95 (COCO-style, polygon IoU) {rotated['mAP']:.4f}, "
+                      f"mAP75 {rotated['mAP75']:.4f}")
+        for p in record.get("problems") or []:
+            err.print(f"[yellow]warning:[/] {escape(p)}", highlight=False, soft_wrap=True)
     else:
         console.print(f"[bold]mAP50 (VOC07, DOTA devkit) {result['mAP50']:.4f}[/]")
     if record.get("classes_note"):
@@ -259,7 +273,8 @@ def _print_metrics(record: dict) -> None:
     if record.get("max_dets_advice"):
         err.print(f"[yellow]warning:[/] {escape(record['max_dets_advice'])}", highlight=False)
     if record.get("out"):
-        console.print(f"metrics, predictions, PR curve and confusion matrix -> {record['out']}", markup=False,
+        made = "metrics" if task1 else "metrics, predictions, PR curve and confusion matrix"
+        console.print(f"{made} -> {record['out']}", markup=False,
                       highlight=False)
     if align is not None:
         console.print(f"task alignment over {align['num_gt']} GTs (candidates: inside the box or within "

@@ -16,11 +16,11 @@ from fss.progress import err
 data_app = typer.Typer(help="Datasets: convert, split (offline tiling), synth, check.", no_args_is_help=True)
 
 
-def _open_dataset(path: str, split: str = "train", report: bool = True):
+def _open_dataset(path: str, split: str = "train", report: bool = True, oriented: bool = False):
     from fss_train.data import read_dataset
 
     with user_errors():
-        ds = read_dataset(path, split)
+        ds = read_dataset(path, split, oriented)
     for p in ds.problems[:20] if report else []:
         err.print(f"[yellow]warning:[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     if report and len(ds.problems) > 20:
@@ -29,20 +29,24 @@ def _open_dataset(path: str, split: str = "train", report: bool = True):
 
 
 @data_app.command()
-def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo | dota")],
+def convert(dataset: Dataset, to: Annotated[str, typer.Option(help="coco | yolo | yolo-obb | dota")],
             out: Annotated[str, typer.Option(help="output folder")],
             split: Annotated[str, typer.Option(help="split of a data.yaml to read (and the YOLO split "
                                                     "written)")] = "train",
             exist_ok: Annotated[bool, typer.Option(help="replace an earlier conversion in OUT (its files that this "
-                                                        "one does not write are removed)")] = False):
-    """Convert a dataset between COCO, YOLO and DOTA. Converting another split into a YOLO folder adds it to
-    its data.yaml."""
+                                                        "one does not write are removed)")] = False,
+            oriented: Annotated[bool, typer.Option(help="make every outline an oriented object (COCO "
+                                                        "segmentations, YOLO segments, vector polygons -> their "
+                                                        "minimum-area rectangles)")] = False):
+    """Convert a dataset between COCO, YOLO, YOLO-OBB and DOTA. Oriented objects (DOTA, YOLO-OBB, 4-point COCO
+    segmentations) keep their polygons in COCO, YOLO-OBB and DOTA. Converting another split into a YOLO folder adds
+    it to its data.yaml."""
     from fss_train.data.dota import dota_class_tokens
-    from fss_train.data.formats import convert_dataset
+    from fss_train.data.formats import CONVERT_FORMATS, convert_dataset
 
-    if to not in ("coco", "yolo", "dota"):
-        fail(f"--to must be coco, yolo or dota, got {to!r}")
-    ds = _open_dataset(dataset, split)
+    if to not in CONVERT_FORMATS:
+        fail(f"--to must be one of {', '.join(CONVERT_FORMATS)}, got {to!r}")
+    ds = _open_dataset(dataset, split, oriented=oriented)
     writable_out(out)
     with user_errors():
         path = convert_dataset(ds, to, out, split, exist_ok)

@@ -16,13 +16,21 @@ from fss_train.config import TrainConfig
 def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | Path | None = None,
                      metric: str = "coco", split: str = "val", imgsz: int | None = None, batch: int = 8,
                      device: str = "cpu", max_dets: int = 100, alignment: bool = False, out: str | Path | None = None,
-                     conf: float = CONF, iou: float = IOU, coco_engine: str = "auto", progress=None) -> dict:
+                     conf: float = CONF, iou: float = IOU, coco_engine: str = "auto", dota_ap: str = "voc07",
+                     progress=None) -> dict:
     """The work of :func:`fss.evaluate` (its docstring says what each setting does); ``device`` already resolved."""
     from fss_train.metrics import detection_cap_advice
+    from fss_train.obb_metrics import AP_KINDS
     from fss_train.predictions import read_predictions
 
     _check_settings(model, data, predictions, metric, max_dets, alignment, coco_engine)
+    if dota_ap not in AP_KINDS:
+        raise ValueError(f"dota_ap must be one of {AP_KINDS}, got {dota_ap!r}")
     ds = _ground_truth_dataset(data, split)
+    if predictions is not None and is_task1_folder(predictions):
+        if metric != "dota":
+            raise ValueError(f"{predictions}: DOTA Task1 (oriented) detections are scored with --metric dota")
+        return evaluate_task1(ds, Path(predictions), dota_ap, out)
     unreadable: list[int] = []
     if predictions is not None:
         preds, mapping = read_predictions(predictions, ds)
@@ -40,6 +48,33 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
               "max_dets_advice": detection_cap_advice(gt, max_dets) if metric == "coco" else None}
     if out is not None:
         record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou, coco_engine))
+    return record
+
+
+def is_task1_folder(path: str | Path) -> bool:
+    """A folder of DOTA Task1 files (oriented detections), or an fss detect folder holding one under dota/."""
+    p = Path(path)
+    return p.is_dir() and any((p / "dota" if (p / "dota").is_dir() else p).glob("Task1_*.txt"))
+
+
+def evaluate_task1(ds, folder: Path, ap: str, out: str | Path | None) -> dict:
+    """DOTA Task1 of oriented detections against an oriented dataset (fss_train/obb_metrics.py), and the
+    COCO-style rotated mAP beside it; with ``out`` its metrics.json."""
+    from fss_core.fileio import atomic_write
+    from fss_train.obb_metrics import read_dota_task1, rotated_coco_map, task1_eval
+
+    dets, problems = read_dota_task1(folder / "dota" if (folder / "dota").is_dir() else folder, ds)
+    result = task1_eval(ds, dets, ap=ap)
+    rotated = rotated_coco_map(ds, dets)
+    result["rotated_coco"] = {k: v for k, v in rotated.items() if k != "per_class"}
+    per_class = {name: {"AP50": v, "AP": rotated["per_class"][name]} for name, v in result["per_class"].items()}
+    record = {"metric": "dota", "task": "Task1", "result": result, "per_class": per_class,
+              "num_predictions": len(dets), "problems": [str(p) for p in problems] or None, "alignment": None}
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(out) / "metrics.json", json.dumps({k: v for k, v in record.items() if v is not None},
+                                                            indent=2))
+        record["out"] = str(out)
     return record
 
 

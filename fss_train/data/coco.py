@@ -15,13 +15,16 @@ from fss_train.data.records import (
     brief,
     checked_class_names,
     fill_record,
+    quad_polygon,
     sanitize_box,
 )
 
 
-def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Dataset:
+def read_coco(json_path: str | Path, image_root: str | Path | None = None, oriented: bool = False) -> Dataset:
     """A COCO json (images under ``image_root``, default: beside the json or its ``images/``): every malformed image
-    entry or annotation is reported and skipped, boxes outside their image are clipped, class names are checked."""
+    entry or annotation is reported and skipped, boxes outside their image are clipped, class names are checked.
+    A segmentation of one 4-point ring is always kept as the object's polygon; ``oriented`` also makes every other
+    polygon segmentation (instance outlines) the minimum-area rectangle of its points."""
     json_path = Path(json_path)
     data, cats = _load_coco(json_path)
     root = Path(image_root) if image_root else _coco_image_root(json_path, data)
@@ -30,7 +33,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> Da
     records, duplicate = _coco_images(data["images"], root, str(json_path), problems)
     rows: dict[int, list] = {image_id: [] for image_id in records}
     for ann in data.get("annotations") or []:
-        found = _coco_row(ann, records, duplicate, cat_index, str(json_path), problems)
+        found = _coco_row(ann, records, duplicate, cat_index, str(json_path), problems, oriented)
         if found is not None:
             rows[found[0]].append(found[1])
     for image_id, rec in records.items():
@@ -90,7 +93,7 @@ def _coco_images(images: list, root: Path, file: str, problems: list[Problem]) -
 
 
 def _coco_row(ann, records: dict[int, ImageRecord], duplicate: set[int], cat_index: dict[int, int], file: str,
-              problems: list[Problem]) -> tuple[int, tuple] | None:
+              problems: list[Problem], oriented: bool = False) -> tuple[int, tuple] | None:
     """(image id, (box, class, difficult, polygon)) of one annotation, or None when it is reported and skipped."""
     if not isinstance(ann, dict):
         problems.append(Problem(file, None, f"annotation {ann!r:.60} is not an object", "skipped"))
@@ -117,7 +120,7 @@ def _coco_row(ann, records: dict[int, ImageRecord], duplicate: set[int], cat_ind
     if box is None:
         return None
     return rec.image_id, (box, cat_index[ann["category_id"]], _coco_difficult(ann, aid, file, problems),
-                          _coco_polygon(ann, aid, file, problems))
+                          _coco_polygon(ann, aid, file, problems, oriented))
 
 
 def _coco_difficult(ann: dict, aid, file: str, problems: list[Problem]) -> int:
@@ -130,15 +133,23 @@ def _coco_difficult(ann: dict, aid, file: str, problems: list[Problem]) -> int:
     return int(flag) or (1 if ann.get("iscrowd") else 0)
 
 
-def _coco_polygon(ann: dict, aid, file: str, problems: list[Problem]) -> list | None:
-    """The 8-number polygon of an oriented object (the first segmentation ring of 4 points), else None."""
+def _coco_polygon(ann: dict, aid, file: str, problems: list[Problem], oriented: bool) -> list | None:
+    """The 8-number polygon of an oriented object: a segmentation of one 4-point ring as it is; with ``oriented``,
+    any other polygon segmentation (an instance outline, several rings) as the minimum-area rectangle of all its
+    points; else None (also for RLE masks and annotations without a segmentation)."""
     seg = ann.get("segmentation")
-    poly = seg[0] if isinstance(seg, list) and seg and isinstance(seg[0], list) and len(seg[0]) == 8 else None
-    if poly is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                    and math.isfinite(v) and abs(v) < 1e7 for v in poly):
-        problems.append(Problem(file, aid, f"segmentation {brief(poly)} is not 8 finite numbers", "box kept"))
+    if not (isinstance(seg, list) and seg and all(isinstance(ring, list) for ring in seg)):
         return None
-    return poly
+    if not oriented and not (len(seg) == 1 and len(seg[0]) == 8):
+        return None
+    points = [v for ring in seg for v in ring]
+    if len(points) < 6 or len(points) % 2 or any(len(ring) % 2 for ring in seg) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e7
+            for v in points):
+        problems.append(Problem(file, aid, f"segmentation {brief(seg)} is not rings of finite x y pairs",
+                                "box kept without its polygon"))
+        return None
+    return points if len(seg) == 1 and len(points) == 8 else quad_polygon(points)
 
 
 def _coco_image_root(json_path: Path, data: dict) -> Path:

@@ -16,6 +16,7 @@ from fss_train.data.records import (
     ImageRecord,
     Problem,
     fill_record,
+    record_polygons,
     sanitize_box,
 )
 
@@ -133,12 +134,7 @@ def dota_class_tokens(classes: list[str]) -> dict[str, str]:
 def dota_label_text(ds: Dataset, rec: ImageRecord) -> str:
     tokens = dota_class_tokens(ds.classes)
     lines = []
-    for k in range(len(rec.labels)):
-        if rec.polygons is not None:
-            poly = rec.polygons[k]
-        else:
-            x1, y1, x2, y2 = rec.boxes[k]
-            poly = [x1, y1, x2, y1, x2, y2, x1, y2]
+    for k, poly in enumerate(record_polygons(rec)):
         coords = " ".join(f"{float(v):.1f}" for v in poly)
         lines.append(f"{coords} {tokens[ds.classes[int(rec.labels[k])]]} {int(rec.difficult[k])}")
     return "\n".join(lines) + ("\n" if lines else "")

@@ -22,6 +22,8 @@ from fss_train.data.yolo import merged_yolo_yaml, read_yolo, read_yolo_lines, yo
 
 # in an output folder while a conversion writes it; a dataset holding it is refused by read_dataset
 INCOMPLETE = ".fss-incomplete"
+# what `fss data convert --to` writes; yolo-obb is Ultralytics' OBB label format (a YOLO folder, polygon lines)
+CONVERT_FORMATS = ("coco", "yolo", "yolo-obb", "dota")
 
 
 def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train", exist_ok: bool = False) -> Path:
@@ -32,8 +34,10 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
     or be the source folder itself (DOTA -> COCO in place). Files of an earlier conversion in the folders this
     one writes need ``exist_ok``; they are then replaced, and those this conversion does not write are removed,
     so the result never mixes two conversions (a leftover image would be a negative in YOLO)."""
-    if to not in ("coco", "yolo", "dota"):
-        raise ValueError(f"--to must be coco, yolo or dota, got {to!r}")
+    if to not in CONVERT_FORMATS:
+        raise ValueError(f"--to must be one of {', '.join(CONVERT_FORMATS)}, got {to!r}")
+    oriented = to == "yolo-obb"
+    to = "yolo" if oriented else to
     out = Path(out)
     images, labels = {"coco": (out / "images", None), "yolo": (out / "images" / split, out / "labels" / split),
                       "dota": (out / "images", out / "labelTxt")}[to]
@@ -69,7 +73,7 @@ def convert_dataset(ds: Dataset, to: str, out: str | Path, split: str = "train",
         result = write_coco(ds, out / "annotations.json", image_root=out)
     elif to == "yolo":
         for rec, name in zip(ds.records, names):
-            atomic_write(labels / f"{name}.txt", yolo_label_text(rec), within=out)
+            atomic_write(labels / f"{name}.txt", yolo_label_text(rec, oriented), within=out)
         atomic_write(out / "data.yaml", yaml.safe_dump(yaml_cfg, sort_keys=False))
         result = out / "data.yaml"
     else:
@@ -95,22 +99,26 @@ def read_val_split(path: str | Path) -> Dataset:
     return read_dataset(path)
 
 
-def read_dataset(path: str | Path, split: str = "train") -> Dataset:
+def read_dataset(path: str | Path, split: str = "train", oriented: bool = False) -> Dataset:
     """A COCO json, an Ultralytics ``data.yaml`` (``split`` chooses train/val/test), a DOTA
-    folder (``images/`` + ``labelTxt/``), or GeoTIFFs with vector labels (a folder or one .tif; geodata.py)."""
+    folder (``images/`` + ``labelTxt/``), or GeoTIFFs with vector labels (a folder or one .tif; geodata.py).
+
+    Oriented objects keep their 4-point polygon (DOTA lines, YOLO-OBB lines, COCO 4-point segmentations, vector
+    quadrilaterals); ``oriented`` also makes every other outline (COCO segmentations, YOLO segment lines, vector
+    polygons) an oriented object, its minimum-area rectangle (fss_core.rbox)."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
-        return read_coco(_complete(p, "coco"))
+        return read_coco(_complete(p, "coco"), oriented=oriented)
     if p.is_file() and p.suffix in (".yaml", ".yml"):
-        return read_yolo(_complete(p, "yolo"), split)
+        return read_yolo(_complete(p, "yolo"), split, oriented)
     if p.is_dir() and (p / "labelTxt").is_dir():
         return read_dota(_complete(p, "dota"))      # images/ may be absent: evaluation from labels alone
     if p.is_dir() and (p / "annotations.json").is_file():
-        return read_coco(_complete(p / "annotations.json", "coco"))
+        return read_coco(_complete(p / "annotations.json", "coco"), oriented=oriented)
     if not p.exists():
         raise ValueError(f"{p}: no such dataset")
     if is_geo_dataset(p):
-        return read_geo(p)
+        return read_geo(p, oriented=oriented)
     raise ValueError(f"{p}: not a dataset: expected a COCO .json, a YOLO data.yaml, a DOTA folder with "
                      "images/ and labelTxt/, or GeoTIFFs with .geojson/.shp labels of the same name")
 

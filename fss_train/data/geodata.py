@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fss_core.raster import GEO_SUFFIXES, Raster
-from fss_train.data.records import Dataset, ImageRecord, Problem, sanitize_box
+from fss_train.data.records import Dataset, ImageRecord, Problem, quad_polygon, sanitize_box
 from fss_train.data.vectors import polygon_box, read_vector_labels
 
 LABEL_SUFFIXES = (".geojson", ".shp")
@@ -42,8 +42,10 @@ def _tifs(folder: Path) -> list[Path]:
     return sorted(p for r in roots for p in r.iterdir() if p.suffix.lower() in GEO_SUFFIXES)
 
 
-def read_geo(path: str | Path, class_field: str | None = None) -> Dataset:
-    """A dataset of GeoTIFFs and their vector labels (module doc); ``path`` is a folder or one GeoTIFF."""
+def read_geo(path: str | Path, class_field: str | None = None, oriented: bool = False) -> Dataset:
+    """A dataset of GeoTIFFs and their vector labels (module doc); ``path`` is a folder or one GeoTIFF. An image whose
+    polygons are all quadrilaterals keeps them (oriented objects); ``oriented`` keeps every polygon, as its
+    minimum-area rectangle when it has other than 4 corners."""
     path = Path(path)
     tifs = [path] if path.is_file() else _tifs(path)
     folder = path.parent if path.is_file() else path
@@ -89,8 +91,9 @@ def read_geo(path: str | Path, class_field: str | None = None) -> Dataset:
             rec.boxes = np.array([r[0] for r in rows], np.float32)
             rec.labels = np.array([r[1] for r in rows], np.int64)
             rec.difficult = np.zeros(len(rows), np.int64)
-            if all(len(_open_ring(r[2])) == 4 for r in rows):          # quadrilaterals: kept as DOTA polygons
-                rec.polygons = np.array([_open_ring(r[2]).reshape(-1) for r in rows], np.float32)
+            # oriented objects: quadrilaterals as drawn; with ``oriented`` any other ring as its minimum-area rectangle
+            if oriented or all(len(_open_ring(r[2])) == 4 for r in rows):
+                rec.polygons = np.array([quad_polygon(_open_ring(r[2])) for r in rows], np.float32)
         records.append(rec)
     return Dataset(classes, records, problems, str(path))
 

@@ -114,6 +114,29 @@ def sanitize_box(box: list[float], width: int, height: int, file: str, line: int
     return [cx1, cy1, cx2, cy2]
 
 
+def quad_polygon(points) -> list[float]:
+    """The 4-point polygon ``x1 y1 … x4 y4`` an oriented object is kept as: ``points`` (P, 2) themselves when there
+    are 4 (a DOTA or YOLO-OBB label, as drawn), else their minimum-area rectangle (a segmentation outline, a
+    vector polygon of any number of vertices; fss_core.rbox's convention)."""
+    import torch
+
+    from fss_core.rbox import min_area_rect, rbox_to_poly
+
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(pts) == 4:
+        return pts.reshape(-1).tolist()
+    return rbox_to_poly(min_area_rect(torch.from_numpy(pts))).tolist()
+
+
+def record_polygons(rec: ImageRecord) -> np.ndarray:
+    """(K, 8) polygons of a record's objects: its own, or each box's corners clockwise from top-left when it has
+    none (a horizontal-box dataset written in an oriented format)."""
+    if rec.polygons is not None:
+        return rec.polygons
+    x1, y1, x2, y2 = (rec.boxes[:, i] for i in range(4))
+    return np.stack((x1, y1, x2, y1, x2, y2, x1, y2), 1)
+
+
 def fill_record(rec: ImageRecord, rows: list) -> None:
     """Set a record's boxes, labels, difficult flags (and polygons, when every row has one) from reader rows
     (box, class, difficult, polygon or None)."""

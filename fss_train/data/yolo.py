@@ -16,6 +16,8 @@ from fss_train.data.records import (
     brief,
     checked_class_names,
     fill_record,
+    quad_polygon,
+    record_polygons,
     sanitize_box,
 )
 
@@ -37,7 +39,10 @@ def yolo_root(data_yaml: Path, path: str | None) -> Path:
                      f"working folder ({Path.cwd()})")
 
 
-def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
+def read_yolo(data_yaml: str | Path, split: str = "train", oriented: bool = False) -> Dataset:
+    """An Ultralytics data.yaml's ``split``: boxes ``cls cx cy w h``, OBB lines ``cls x1 y1 … x4 y4`` (kept as the
+    object's polygon, and its envelope as the box) and segment lines (their envelope; with ``oriented`` also
+    their minimum-area rectangle as the polygon). Coordinates normalised by the image size."""
     data_yaml = Path(data_yaml)
     try:
         cfg = yaml.safe_load(read_text(data_yaml))
@@ -72,7 +77,7 @@ def read_yolo(data_yaml: str | Path, split: str = "train") -> Dataset:
             continue
         label = _yolo_label_path(img)
         rec = ImageRecord(img, size[0], size[1], image_id=i)
-        fill_record(rec, read_yolo_lines(label, size, len(classes), problems))
+        fill_record(rec, read_yolo_lines(label, size, len(classes), problems, oriented))
         records.append(rec)
     _report_orphan_labels({_yolo_label_path(img) for img in images}, entries, base, problems)
     return Dataset(classes, records, problems, str(data_yaml))
@@ -109,7 +114,9 @@ def _yolo_label_path(img: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, problems: list[Problem]) -> list:
+def read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, problems: list[Problem],
+                    oriented: bool = False) -> list:
+    """Rows (box xyxy px, class, 0, polygon or None) of one label file; bad lines reported and skipped."""
     if not label.is_file():
         return []          # an image without a label file is a background image (Ultralytics convention)
     w, h = size
@@ -124,11 +131,14 @@ def read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, proble
                 raise ValueError
             cls = int(float(parts[0]))
             values = [float(v) for v in parts[1:]]
+            poly = None
             if len(values) > 4:        # Ultralytics' segment / OBB line `cls x1 y1 x2 y2 …`: its enclosing box
                 if len(values) % 2 or len(values) < 6:
                     raise ValueError
                 xs, ys = values[0::2], values[1::2]
                 xc, yc, bw, bh = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
+                if len(values) == 8 or oriented:
+                    poly = quad_polygon([(x * w, y * h) for x, y in zip(xs, ys)])
             else:
                 xc, yc, bw, bh = values
         except (ValueError, OverflowError):
@@ -140,11 +150,17 @@ def read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, proble
         box = [(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h]
         box = sanitize_box(box, w, h, str(label), n, problems)
         if box is not None:
-            rows.append((box, cls, 0, None))
+            rows.append((box, cls, 0, poly))
     return rows
 
 
-def yolo_label_text(rec: ImageRecord) -> str:
+def yolo_label_text(rec: ImageRecord, oriented: bool = False) -> str:
+    """The label file of one image: ``cls cx cy w h`` lines, or with ``oriented`` Ultralytics' OBB lines
+    ``cls x1 y1 … x4 y4`` (the object's polygon; an object without one as its box's corners), normalised."""
+    if oriented:
+        return "".join(f"{int(c)} " + " ".join(f"{v / (rec.width if i % 2 == 0 else rec.height):.6f}"
+                                              for i, v in enumerate(poly)) + "\n"
+                       for c, poly in zip(rec.labels, record_polygons(rec)))
     lines = []
     for k in range(len(rec.labels)):
         x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])

@@ -302,3 +302,55 @@ def test_bom_and_orphan_label_files(tmp_path):
     d = read_dota(dota)
     assert len(d.records[0].boxes) == 1
     assert any(p.file.endswith("b.txt") and "without an image" in p.message for p in d.problems)
+
+
+def test_oriented_objects_survive_dota_yolo_obb_coco_dota(shared_data, tmp_path):
+    """DOTA -> YOLO-OBB -> COCO (4-point segmentations) -> DOTA: every object, its class and its polygon
+    (to the formats' precision: YOLO's 6 normalised decimals, COCO's 0.01 px, DOTA's 0.1 px)."""
+    src = read_dataset(shared_data / "dota_devkit_example")
+    assert src.num_objects == 600 and all(r.polygons is not None for r in src.records)
+    yolo_yaml = convert_dataset(src, "yolo-obb", tmp_path / "yolo")
+    line = (tmp_path / "yolo/labels/train/P1888.txt").read_text().splitlines()[0].split()
+    assert len(line) == 9                                   # Ultralytics' OBB line: class and 4 normalised points
+    yolo = read_dataset(yolo_yaml)
+    coco_json = convert_dataset(yolo, "coco", tmp_path / "coco")
+    coco = read_dataset(coco_json)
+    back = read_dataset(convert_dataset(coco, "dota", tmp_path / "dota"))
+    for ds, tol in ((yolo, 2e-3), (coco, 2e-3), (back, 0.06)):
+        assert ds.num_objects == src.num_objects
+        for rec in src.records:
+            other = next(r for r in ds.records if r.path.stem == rec.path.stem)
+            assert [src.classes[i] for i in rec.labels] == [ds.classes[i] for i in other.labels]
+            assert np.abs(other.polygons - rec.polygons).max() < tol
+
+
+def test_difficult_flags_survive_dota_coco_dota(shared_data, tmp_path):
+    src = read_dataset(shared_data / "dota_devkit_yolo_demo/DOTA_demo")
+    back = read_dataset(convert_dataset(read_dataset(convert_dataset(src, "coco", tmp_path / "coco")), "dota",
+                                        tmp_path / "dota"))
+    for rec in src.records:
+        other = next(r for r in back.records if r.path.stem == rec.path.stem)
+        assert other.difficult.tolist() == rec.difficult.tolist()
+        assert np.abs(other.polygons - rec.polygons).max() < 0.06
+
+
+def test_outlines_become_oriented_objects_only_when_asked(tmp_path):
+    """A COCO instance outline (a 6-point ring): a box only by default; with oriented=True its minimum-area
+    rectangle, which contains the outline. A 4-point ring is the object's polygon either way."""
+    import cv2
+    from shapely.geometry import Polygon
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((100, 120, 3), np.uint8))
+    outline = [10, 10, 50, 30, 60, 50, 40, 70, 20, 60, 5, 30]
+    quad = [70, 10, 90, 20, 80, 40, 60, 30]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 10, 55, 60], "segmentation": [outline]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 10, 30, 30], "segmentation": [quad]}]
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 120, "height": 100}],
+                                "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}))
+    assert read_dataset(path).records[0].polygons is None      # one object without a polygon: boxes only
+    rec = read_dataset(path, oriented=True).records[0]
+    assert rec.polygons.shape == (2, 8) and rec.polygons[1].tolist() == quad
+    rect = Polygon(rec.polygons[0].reshape(4, 2)).buffer(1e-3)
+    assert rect.contains(Polygon(np.reshape(outline, (-1, 2))))
+    assert rect.area < Polygon(np.reshape(outline, (-1, 2))).envelope.area * 1.2
