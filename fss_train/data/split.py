@@ -3,7 +3,10 @@
 Origins step by ``tile − gap`` from 0; the last row/column sits flush with the right/bottom
 edge. An image smaller than a tile becomes one tile padded with zeros (black, as the devkit).
 An object fully inside a tile is kept; one cut by the tile is kept clipped and marked
-difficult (2) when less than ``keep_ratio`` of its box area is inside.
+difficult (2) when less than ``keep_ratio`` of its area is inside: the polygon's own area for oriented objects
+(the piece inside the tile cut out exactly, with shapely, and kept as itself when it is a quadrilateral, else as
+its minimum-area rectangle within the tile — where the devkit drops pieces of more than 5 corners), the box's
+area otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from fss_core.imageio import read_image
 from fss_core.raster import Raster, is_geotiff
 from fss_core.tiles import check_overlap, tile_grid
 from fss_train.data.coco import write_coco
-from fss_train.data.records import Dataset, ImageRecord, Problem
+from fss_train.data.records import Dataset, ImageRecord, Problem, quad_polygon
 
 DIFFICULT_TRUNCATED = 2
 
@@ -28,6 +31,8 @@ def objects_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: f
     """Boxes (K, 4) in tile pixels, labels, difficult flags and polygons of the objects a tile keeps."""
     if len(rec.labels) == 0:
         return np.zeros((0, 4), np.float32), rec.labels[:0], rec.difficult[:0], None
+    if rec.polygons is not None:
+        return _polygons_in_tile(rec, x0, y0, tile, keep_ratio)
     b = rec.boxes
     x1, y1 = np.clip(b[:, 0], x0, x0 + tile), np.clip(b[:, 1], y0, y0 + tile)
     x2, y2 = np.clip(b[:, 2], x0, x0 + tile), np.clip(b[:, 3], y0, y0 + tile)
@@ -44,6 +49,38 @@ def objects_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: f
         polys[:, 0::2] = np.clip(polys[:, 0::2] - x0, 0, tile)
         polys[:, 1::2] = np.clip(polys[:, 1::2] - y0, 0, tile)
     return boxes, rec.labels[keep], difficult[keep], polys
+
+
+def _polygons_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: float):
+    """objects_in_tile for oriented objects: each polygon cut by the tile with shapely (module doc)."""
+    import shapely
+    from shapely.geometry import Polygon, box
+
+    window = box(x0, y0, x0 + tile, y0 + tile)
+    b = rec.boxes
+    near = np.nonzero((b[:, 2] > x0) & (b[:, 0] < x0 + tile) & (b[:, 3] > y0) & (b[:, 1] < y0 + tile))[0]
+    boxes, keep, difficult, polys = [], [], [], []
+    for k in near:
+        shape = shapely.make_valid(Polygon(rec.polygons[k].reshape(4, 2).astype(np.float64)))
+        area = shape.area
+        piece = shape.intersection(window)
+        if area <= 0 or piece.area <= 0:
+            continue
+        ratio = piece.area / area
+        if ratio >= 1 - 1e-9:
+            poly = rec.polygons[k].astype(np.float64)
+        else:
+            corners = shapely.get_coordinates(piece.convex_hull)[:-1]          # the closed ring, open
+            poly = np.asarray(quad_polygon(corners))
+            poly[0::2], poly[1::2] = np.clip(poly[0::2], x0, x0 + tile), np.clip(poly[1::2], y0, y0 + tile)
+        poly = poly - np.tile([x0, y0], 4)
+        keep.append(k)
+        polys.append(poly)
+        boxes.append([poly[0::2].min(), poly[1::2].min(), poly[0::2].max(), poly[1::2].max()])
+        difficult.append(DIFFICULT_TRUNCATED if ratio < keep_ratio else rec.difficult[k])
+    keep = np.array(keep, np.int64)
+    return (np.array(boxes, np.float32).reshape(-1, 4), rec.labels[keep], np.array(difficult, np.int64),
+            np.array(polys, np.float32).reshape(-1, 8))
 
 
 def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ratio: float,

@@ -410,3 +410,33 @@ def test_synth_never_mixes_two_datasets(tmp_path):
     (tmp_path / "mine/notes.txt").write_text("keep")
     with pytest.raises(FileExistsError, match="mine holds files"):
         fss.synth(tmp_path / "mine", num_images=1, size=96)
+
+
+def test_split_cuts_oriented_objects_exactly():
+    """Polygons cut by the tile's edge (x = 100): the piece inside, the 0.7 rule on the polygon's own area, difficult
+    2 below it; whole polygons (a non-convex one too) unchanged; one outside dropped."""
+    import math
+
+    from shapely.geometry import Polygon
+
+    from fss_core.rbox import rbox_to_poly
+    from fss_train.data.split import objects_in_tile
+
+    diamond = rbox_to_poly(torch.tensor([100.0, 50, 40, 40, math.pi / 4])).tolist()   # half of it inside
+    half = [80, 10, 120, 10, 120, 30, 80, 30]                                          # half inside
+    most = [20, 82, 125, 82, 125, 98, 20, 98]                                          # 80 of 105 px inside
+    arrow = [10, 60, 60, 60, 30, 70, 60, 80]                                           # non-convex, inside
+    outside = [150, 10, 180, 10, 180, 30, 150, 30]
+    rec = ImageRecord(Path("a.png"), 200, 200)
+    rec.polygons = np.array([diamond, half, most, arrow, outside], np.float32)
+    rec.boxes = np.array([[min(p[0::2]), min(p[1::2]), max(p[0::2]), max(p[1::2])] for p in rec.polygons],
+                         np.float32)
+    rec.labels, rec.difficult = np.arange(5), np.array([0, 0, 0, 1, 0])
+    boxes, labels, difficult, polys = objects_in_tile(rec, 0, 0, 100)
+    assert labels.tolist() == [0, 1, 2, 3] and difficult.tolist() == [2, 2, 0, 1]
+    assert boxes[1].tolist() == pytest.approx([80, 10, 100, 30])                       # the piece, exactly
+    assert Polygon(polys[1].reshape(4, 2)).area == pytest.approx(400)
+    assert Polygon(polys[2].reshape(4, 2)).area == pytest.approx(80 * 16)
+    assert polys[3].tolist() == arrow                                                  # whole: as drawn
+    assert (polys[0][0::2] <= 100 + 1e-4).all()                                        # the diamond's piece stays in
+    assert Polygon(polys[0].reshape(4, 2)).area >= Polygon(np.reshape(diamond, (4, 2))).area / 2 - 1e-3
