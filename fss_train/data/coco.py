@@ -16,6 +16,7 @@ from fss_train.data.records import (
     checked_class_names,
     fill_record,
     quad_polygon,
+    report_polygons,
     sanitize_box,
 )
 
@@ -32,11 +33,14 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None, orien
     problems: list[Problem] = []
     records, duplicate = _coco_images(data["images"], root, str(json_path), problems)
     rows: dict[int, list] = {image_id: [] for image_id in records}
+    ids: dict[int, list] = {image_id: [] for image_id in records}
     for ann in data.get("annotations") or []:
         found = _coco_row(ann, records, duplicate, cat_index, str(json_path), problems, oriented)
         if found is not None:
             rows[found[0]].append(found[1])
+            ids[found[0]].append(ann.get("id"))
     for image_id, rec in records.items():
+        report_polygons(rows[image_id], str(json_path), ids[image_id], problems)
         fill_record(rec, rows[image_id])
     return Dataset([c["name"] for c in cats], list(records.values()), problems, str(json_path),
                    category_ids=[c["id"] for c in cats])

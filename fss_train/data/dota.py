@@ -17,6 +17,7 @@ from fss_train.data.records import (
     Problem,
     fill_record,
     record_polygons,
+    report_polygons,
     sanitize_box,
 )
 
@@ -80,7 +81,7 @@ def _read_dota_labels_only(folder: Path, lab_dir: Path, classes: list[str], fixe
 def read_dota_lines(label: Path, size: tuple[int, int], classes: list[str], fixed: bool,
                      problems: list[Problem]) -> list:
     w, h = size
-    rows = []
+    rows, numbers = [], []
     text = label.read_bytes().decode("utf-8-sig", errors="replace")     # a BOM is not part of line 1
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -112,6 +113,8 @@ def read_dota_lines(label: Path, size: tuple[int, int], classes: list[str], fixe
         box = sanitize_box([min(xs), min(ys), max(xs), max(ys)], w, h, str(label), n, problems)
         if box is not None:
             rows.append((box, classes.index(name), difficult, poly))
+            numbers.append(n)
+    report_polygons(rows, str(label), numbers, problems)
     return rows
 
 

@@ -128,6 +128,37 @@ def quad_polygon(points) -> list[float]:
     return rbox_to_poly(min_area_rect(torch.from_numpy(pts))).tolist()
 
 
+THIN_PX = 2.0      # an oriented object narrower than this (its minimum-area rectangle's short side) is reported
+
+
+def report_polygons(rows: list, file: str, lines: list, problems: list[Problem]) -> None:
+    """Report (and keep) the oriented objects among reader ``rows`` whose polygon crosses itself (corners out of
+    order: a bow-tie), has no area, or is thinner than THIN_PX — each with its file and line (COCO: annotation id)."""
+    import shapely
+    import torch
+
+    from fss_core.rbox import poly_to_rbox
+
+    k = [i for i, r in enumerate(rows) if r[3] is not None]
+    if not k:
+        return
+    polys = np.array([rows[i][3] for i in k], np.float64)                                    # (K, 8)
+    shapes = shapely.polygons(polys.reshape(-1, 4, 2))
+    valid, area = shapely.is_valid(shapes), shapely.area(shapely.convex_hull(shapes))   # a bow-tie's own area is 0
+    short = poly_to_rbox(torch.from_numpy(polys))[:, 3].numpy()
+    for j, i in enumerate(k):
+        corners = " ".join(f"{v:g}" for v in polys[j])
+        if area[j] <= 0:
+            problems.append(Problem(file, lines[i], f"polygon {corners} has no area (its corners lie on one line)",
+                                    "kept"))
+        elif not valid[j]:
+            problems.append(Problem(file, lines[i], f"polygon {corners} crosses itself (its corners are out of "
+                                                    "order)", "kept"))
+        elif short[j] < THIN_PX:
+            problems.append(Problem(file, lines[i], f"object {corners} is {short[j]:.2f} px thin (under {THIN_PX:g} "
+                                                    "px: hardly learnable)", "kept"))
+
+
 def record_polygons(rec: ImageRecord) -> np.ndarray:
     """(K, 8) polygons of a record's objects: its own, or each box's corners clockwise from top-left when it has
     none (a horizontal-box dataset written in an oriented format)."""

@@ -18,6 +18,7 @@ from fss_train.data.records import (
     fill_record,
     quad_polygon,
     record_polygons,
+    report_polygons,
     sanitize_box,
 )
 
@@ -120,7 +121,7 @@ def read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, proble
     if not label.is_file():
         return []          # an image without a label file is a background image (Ultralytics convention)
     w, h = size
-    rows = []
+    rows, numbers = [], []
     text = label.read_bytes().decode("utf-8-sig", errors="replace")     # a BOM is not part of line 1
     for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
@@ -151,6 +152,8 @@ def read_yolo_lines(label: Path, size: tuple[int, int], num_classes: int, proble
         box = sanitize_box(box, w, h, str(label), n, problems)
         if box is not None:
             rows.append((box, cls, 0, poly))
+            numbers.append(n)
+    report_polygons(rows, str(label), numbers, problems)
     return rows
 
 
