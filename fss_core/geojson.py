@@ -1,5 +1,9 @@
 """Detections as GeoJSON: box rings in pixels, map coordinates or longitude/latitude (RFC 7946), streamed as text
-for scenes of 10^5 objects, and the FeatureCollection that names its CRS (QGIS and GDAL read it)."""
+for scenes of 10^5 objects, and the FeatureCollection that names its CRS (QGIS and GDAL read it).
+
+A detection array is (K, 6) ``x1 y1 x2 y2 score class`` or, oriented, (K, 7) ``cx cy w h θ score class``
+(fss_core.rbox's convention); an oriented box goes through the raster's affine transform corner by corner, so on
+a map whose pixels are not square or not north-up it becomes the parallelogram it really covers."""
 
 from __future__ import annotations
 
@@ -10,12 +14,24 @@ import numpy as np
 from fss_core.raster import Georef, to_wgs84
 
 
-def box_rings(dets: np.ndarray, georef: Georef | None, wgs84: bool = False) -> np.ndarray:
-    """(K, 5, 2) closed, counter-clockwise rings of the detection boxes: pixels when ``georef`` is None,
-    else map coordinates in the raster's CRS, or longitude/latitude with ``wgs84``."""
+def detection_polygons(dets: np.ndarray) -> np.ndarray:
+    """(K, 8) pixel corners of (K, 6) box or (K, 7) oriented detections."""
+    if dets.shape[1] == 7:
+        import torch
+
+        from fss_core.rbox import rbox_to_poly
+
+        return rbox_to_poly(torch.from_numpy(dets[:, :5].astype(np.float64))).numpy()
     x1, y1, x2, y2 = (dets[:, i].astype(np.float64) for i in range(4))
-    cols = np.stack([x1, x2, x2, x1, x1], 1)                                  # (K, 5)
-    rows = np.stack([y1, y1, y2, y2, y1], 1)
+    return np.stack([x1, y1, x2, y1, x2, y2, x1, y2], 1)
+
+
+def box_rings(dets: np.ndarray, georef: Georef | None, wgs84: bool = False) -> np.ndarray:
+    """(K, 5, 2) closed, counter-clockwise rings of the detections (boxes or oriented): pixels when ``georef`` is
+    None, else map coordinates in the raster's CRS, or longitude/latitude with ``wgs84``."""
+    corners = detection_polygons(dets)
+    cols = np.concatenate([corners[:, 0::2], corners[:, :1]], 1)              # (K, 5)
+    rows = np.concatenate([corners[:, 1::2], corners[:, 1:2]], 1)
     if georef is None:
         xs, ys = cols, rows
     else:
@@ -41,7 +57,9 @@ def iter_features(dets: np.ndarray, class_names: list[str], georef: Georef | Non
     all at once they would take hundreds of MB)."""
     rings = box_rings(dets, georef, wgs84)
     for ring, d in zip(rings, dets):
-        props = {"score": round(float(d[4]), 5), "class": int(d[5]), "name": class_names[int(d[5])]}
+        props = {"score": round(float(d[-2]), 5), "class": int(d[-1]), "name": class_names[int(d[-1])]}
+        if len(d) == 7:
+            props["angle_deg"] = round(float(np.degrees(d[4])), 3)     # in pixels (fss_core.rbox), not on the map
         if image is not None:
             props["image"] = image
         yield {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring.tolist()]},
