@@ -121,12 +121,12 @@ class DetectionDataset(torch.utils.data.Dataset):
                 for _ in range(3):
                     _, im, bx, lb = self._load(int(rng.integers(len(self.records))), rng)
                     samples.append((im, bx, lb))
-                image, boxes, labels = mosaic4(samples, self.imgsz, rng)
+                image, boxes, labels, _ = mosaic4(samples, self.imgsz, rng)
             else:
                 image, boxes, _ = letterbox_sample(image, boxes, self.imgsz)
-            image, boxes, labels = random_affine(image, boxes, labels, self.imgsz, cfg, rng)
+            image, boxes, labels, _ = random_affine(image, boxes, labels, self.imgsz, cfg, rng)
             image = hsv_jitter(image, cfg, rng)
-            image, boxes = random_flip(image, boxes, cfg, rng)
+            image, boxes, _ = random_flip(image, boxes, cfg, rng)
             boxes, labels = filter_boxes(boxes, labels, boxes, self.imgsz, self.imgsz, cfg)
         meta["found_unreadable"] = self.found
         return to_tensor([image])[0], torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 4), \

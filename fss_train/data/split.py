@@ -22,7 +22,8 @@ from fss_core.imageio import read_image
 from fss_core.raster import Raster, is_geotiff
 from fss_core.tiles import check_overlap, tile_grid
 from fss_train.data.coco import write_coco
-from fss_train.data.records import Dataset, ImageRecord, Problem, quad_polygon
+from fss_train.data.polyclip import clip_polygons, window_envelopes
+from fss_train.data.records import Dataset, ImageRecord, Problem
 
 DIFFICULT_TRUNCATED = 2
 
@@ -52,35 +53,15 @@ def objects_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: f
 
 
 def _polygons_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: float):
-    """objects_in_tile for oriented objects: each polygon cut by the tile with shapely (module doc)."""
-    import shapely
-    from shapely.geometry import Polygon, box
-
-    window = box(x0, y0, x0 + tile, y0 + tile)
+    """objects_in_tile for oriented objects: each polygon cut by the tile exactly (fss_train/data/polyclip.py)."""
     b = rec.boxes
     near = np.nonzero((b[:, 2] > x0) & (b[:, 0] < x0 + tile) & (b[:, 3] > y0) & (b[:, 1] < y0 + tile))[0]
-    boxes, keep, difficult, polys = [], [], [], []
-    for k in near:
-        shape = shapely.make_valid(Polygon(rec.polygons[k].reshape(4, 2).astype(np.float64)))
-        area = shape.area
-        piece = shape.intersection(window)
-        if area <= 0 or piece.area <= 0:
-            continue
-        ratio = piece.area / area
-        if ratio >= 1 - 1e-9:
-            poly = rec.polygons[k].astype(np.float64)
-        else:
-            corners = shapely.get_coordinates(piece.convex_hull)[:-1]          # the closed ring, open
-            poly = np.asarray(quad_polygon(corners))
-            poly[0::2], poly[1::2] = np.clip(poly[0::2], x0, x0 + tile), np.clip(poly[1::2], y0, y0 + tile)
-        poly = poly - np.tile([x0, y0], 4)
-        keep.append(k)
-        polys.append(poly)
-        boxes.append([poly[0::2].min(), poly[1::2].min(), poly[0::2].max(), poly[1::2].max()])
-        difficult.append(DIFFICULT_TRUNCATED if ratio < keep_ratio else rec.difficult[k])
-    keep = np.array(keep, np.int64)
-    return (np.array(boxes, np.float32).reshape(-1, 4), rec.labels[keep], np.array(difficult, np.int64),
-            np.array(polys, np.float32).reshape(-1, 8))
+    polys, ratio = clip_polygons(rec.polygons[near], x0, y0, x0 + tile, y0 + tile)
+    keep = ratio > 0
+    near, polys, ratio = near[keep], polys[keep] - np.tile([x0, y0], 4), ratio[keep]
+    difficult = np.where(ratio < keep_ratio, DIFFICULT_TRUNCATED, rec.difficult[near])
+    boxes = window_envelopes(polys, 0, 0, tile, tile)
+    return boxes, rec.labels[near], difficult.astype(np.int64), polys.astype(np.float32)
 
 
 def split_image(rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_ratio: float,

@@ -145,11 +145,11 @@ def test_augmentation_keeps_boxes_on_their_pixels():
     colours = {i: np.array((40 * (i + 1), 255 - 30 * i, 100 + 20 * i)) for i in range(6)}
     for seed in range(10):
         rng = np.random.default_rng(seed)
-        img, boxes, labels = mosaic4(samples, 256, rng)
+        img, boxes, labels, _ = mosaic4(samples, 256, rng)
         _check_alignment(img, boxes, labels, colours)
-        img, boxes, labels = random_affine(img, boxes, labels, 256, cfg, rng)
+        img, boxes, labels, _ = random_affine(img, boxes, labels, 256, cfg, rng)
         _check_alignment(img, boxes, labels, colours)
-        img, boxes = random_flip(img, boxes, cfg, rng)
+        img, boxes, _ = random_flip(img, boxes, cfg, rng)
         _check_alignment(img, boxes, labels, colours)
         assert img.shape == (256, 256, 3)
         assert ((boxes[:, 2] - boxes[:, 0]) >= 2).all() and (boxes >= 0).all() and (boxes <= 256).all()
@@ -440,3 +440,73 @@ def test_split_cuts_oriented_objects_exactly():
     assert polys[3].tolist() == arrow                                                  # whole: as drawn
     assert (polys[0][0::2] <= 100 + 1e-4).all()                                        # the diamond's piece stays in
     assert Polygon(polys[0].reshape(4, 2)).area >= Polygon(np.reshape(diamond, (4, 2))).area / 2 - 1e-3
+
+
+def _painted_obb(seed: int, first_label: int):
+    """A 256² image with 6 turned rectangles, each painted in its own colour (by label), none overlapping."""
+    import math
+
+    from fss_core.rbox import rbox_to_poly
+
+    rng = np.random.default_rng(seed)
+    image = np.full((256, 256, 3), 90, np.uint8)
+    polys = []
+    for k in range(6):
+        cx, cy = 45 + 85 * (k % 3), 64 + 128 * (k // 3)
+        rb = torch.tensor([cx, cy, rng.uniform(30, 60), rng.uniform(14, 28), rng.uniform(0, math.pi)])
+        polys.append(rbox_to_poly(rb).numpy())
+    polys = np.array(polys, np.float32)
+    labels = np.arange(first_label, first_label + 6)
+    for poly, label in zip(polys, labels):
+        cv2.fillPoly(image, [np.round(poly.reshape(4, 2) * 16).astype(np.int32)], _obb_colour(label), shift=4)
+    boxes = np.stack((polys[:, 0::2].min(1), polys[:, 1::2].min(1), polys[:, 0::2].max(1), polys[:, 1::2].max(1)), 1)
+    return image, boxes, labels, polys
+
+
+def _obb_colour(label: int) -> tuple:
+    return (int(30 + 9 * label) % 256, int(250 - 11 * label) % 256, int(60 + 37 * label) % 256)
+
+
+def _check_polygons_on_their_pixels(image, polys, labels):
+    """Each polygon covers the pixels of its colour (≥ 97 % of them, 1 px of edge allowed) and is mostly its colour."""
+    for poly, label in zip(polys, labels):
+        own = (np.abs(image.astype(int) - _obb_colour(label)).sum(2) <= 6)
+        if own.sum() < 30:
+            continue                                       # a sliver at an edge: too few pixels to judge
+        drawn = np.zeros(image.shape[:2], np.uint8)
+        cv2.fillPoly(drawn, [np.round(poly.reshape(4, 2) * 16).astype(np.int32)], 1, shift=4)
+        near = cv2.dilate(drawn, np.ones((3, 3), np.uint8)).astype(bool)
+        assert (own & near).sum() >= 0.97 * own.sum(), (label, poly)
+        if own.sum() >= 200:                               # not loose (a cut piece's rectangle: ≤ 2× the piece)
+            assert own[drawn.astype(bool)].mean() >= 0.45, (label, poly)
+
+
+def test_every_transform_moves_polygons_with_their_pixels():
+    cfg = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, fliplr=0.5, flipud=0.5, degrees=180, rot90=0.5, scale=0.3)
+    samples = [_painted_obb(seed=s, first_label=6 * s) for s in range(4)]
+    kept = 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        img, boxes, labels, polys = mosaic4(samples, 256, rng)
+        _check_polygons_on_their_pixels(img, polys, labels)
+        img, boxes, labels, polys = random_affine(img, boxes, labels, 256, cfg, rng, polys)
+        _check_polygons_on_their_pixels(img, polys, labels)
+        img, boxes, polys = random_flip(img, boxes, cfg, rng, polys)
+        _check_polygons_on_their_pixels(img, polys, labels)
+        envelopes = np.stack((polys[:, 0::2].min(1), polys[:, 1::2].min(1), polys[:, 0::2].max(1),
+                              polys[:, 1::2].max(1)), 1)
+        assert np.allclose(boxes, envelopes.clip(0, 256), atol=1e-4)    # boxes: the envelopes cut to the canvas
+        assert (boxes[:, 2:] > boxes[:, :2]).all()
+        kept += len(labels)
+    assert kept > 40                                        # the checks ran on many objects
+
+
+def test_quarter_turns_are_exact():
+    from fss_train.data.transforms import rotate90
+
+    image, boxes, labels, polys = _painted_obb(0, 0)
+    image = image[:, :200]                                 # not square: the turn swaps the sides
+    for k in (1, 2, 3, 4):
+        img, bx, py = rotate90(image, boxes, polys, k)
+        assert img.shape[:2] == ((200, 256) if k % 2 else (256, 200))
+        _check_polygons_on_their_pixels(np.ascontiguousarray(img), py[:2], labels[:2])
