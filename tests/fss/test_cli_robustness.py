@@ -244,7 +244,7 @@ def broken(tmp_path_factory):
     (["info", "{b}/bad.onnx"], "not a readable ONNX model"),
     (["bench", "{b}/missing.pt"], "no such model file"),
     (["data", "convert", "{b}/missing", "--to", "yolo"], "no such dataset"),
-    (["data", "convert", DOTA, "--to", "xml"], "--to must be coco, yolo or dota"),
+    (["data", "convert", DOTA, "--to", "xml"], "--to must be one of coco, yolo, yolo-obb, dota"),
     (["data", "split", "{b}/missing"], "no such dataset"),
     (["data", "split", DOTA, "--tile", "1", "--gap", "0"], "--tile must lie in 32…65536 px, got 1"),   # 61,207 tiles
     (["data", "split", DOTA, "--tile", "100", "--gap", "100"], "--gap (100) must lie in 0…88 px for a 100 px tile"),
