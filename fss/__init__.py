@@ -21,7 +21,7 @@ from fss_core import __version__  # noqa: F401 (the package's version, owned the
 _API = {"Detector": "fss.detector", "Result": "fss.detector", "train": "fss.api", "TrainResult": "fss.api",
         "evaluate": "fss.api", "export": "fss.api", "Exported": "fss.api", "compare": "fss.api",
         "benchmark": "fss.api", "synth": "fss.api", "benchmark_overhead": "fss.api", "benchmark_tiled": "fss.api",
-        "SAMPLE_IMAGE": "fss_deploy.detect"}
+        "convert": "fss.api", "SAMPLE_IMAGE": "fss_deploy.detect"}
 __all__ = sorted(_API) + ["__version__"]
 
 

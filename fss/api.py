@@ -177,6 +177,27 @@ def evaluate(model: str | Path | None = None, data: str = "", *, predictions: st
                             progress=progress)
 
 
+# ------------------------------------------------------------------------------------------ convert
+def convert(weights: str | Path, *, model: str, out: str | Path, classes: list[str] | str | Path | None = None,
+            exist_ok: bool = False) -> Path:
+    """A YOLOX checkpoint (for the matching CSPDarkNet card: ``model="fss-s"`` for ``yolox_s.pth``) or a
+    torchvision-layout ResNet-50/101 state dict (``fss-r50``/``fss-r101``: the backbone; FPN and head fresh) ->
+    an ordinary fss checkpoint at ``out``, which every verb takes (detect, export, eval, bench, train --weights).
+    ``classes``: the class names (a list, or a file of one name a line); default COCO's 80. The conventions that
+    differ (YOLOX: BGR 0–255 input, cell-corner decode; torchvision: ImageNet normalisation, BN epsilon) are
+    folded in exactly (fss_core/foreign_weights.py). An existing ``out`` is replaced only with ``exist_ok``."""
+    from fss_core.checkpoint import save_checkpoint
+    from fss_core.fileio import read_text
+    from fss_core.foreign_weights import convert_weights
+
+    out = Path(out)
+    if out.exists() and not exist_ok:
+        raise FileExistsError(f"{out} exists; pass exist_ok=True (--exist-ok) to replace it")
+    if isinstance(classes, (str, Path)):
+        classes = [line.strip() for line in read_text(classes).splitlines() if line.strip()]
+    return save_checkpoint(convert_weights(weights, model, classes), out)
+
+
 # ------------------------------------------------------------------------------------------ export
 @dataclass
 class Exported:

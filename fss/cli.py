@@ -55,8 +55,10 @@ class T:
                                                 "given here change them: --epochs extends it)")]
     ExistOk = Annotated[bool, typer.Option(help="start over in an OUT that already holds a run")]
     Set = Annotated[list[str] | None, typer.Option("--set", help="override: key=value (see fss_train/config.py)")]
-    Weights = Annotated[str | None, typer.Option(help="fine-tune: start from this fss checkpoint (layers matched by "
-                                                      "name and shape; class head re-initialised if classes differ)")]
+    Weights = Annotated[str | None, typer.Option(help="fine-tune: start from this fss checkpoint, or a YOLOX / "
+                                                      "torchvision ResNet file (converted on the fly, as fss convert; "
+                                                      "layers matched by name and shape; class head re-initialised if "
+                                                      "classes differ)")]
     Freeze = Annotated[str, typer.Option(help="backbone | backbone+neck: not trained")]
 
 
@@ -350,6 +352,29 @@ def _print_detect_summary(s: dict) -> None:
         console.print(f"{s['tiles_nodata']} tiles held only nodata and were not run", highlight=False)
     if s.get("geojson"):
         console.print(f"map layer: {s['geojson']} ({s['geojson_crs']})", markup=False, highlight=False)
+
+
+@app.command()
+def convert(weights: Annotated[str, typer.Argument(help="a YOLOX checkpoint (yolox_s.pth) or a torchvision-layout "
+                                                         "ResNet-50/101 state dict")],
+            model: Annotated[str, typer.Option(help="the fss card it becomes: fss-n … fss-x for YOLOX nano … x, "
+                                                    "fss-r50 / fss-r101 for a ResNet")],
+            out: Annotated[str, typer.Option(help="the fss checkpoint to write")],
+            classes: Annotated[str | None, typer.Option(help="file of class names, one a line (default: COCO's "
+                                                             "80)")] = None,
+            exist_ok: Annotated[bool, typer.Option(help="replace an existing --out")] = False):
+    """Turn weights people already have (YOLOX, ImageNet ResNets) into an fss checkpoint, conventions folded in."""
+    from fss.api import convert as convert_api
+    from fss_core.checkpoint import load_checkpoint
+
+    report_file(out, exist_ok)
+    with user_errors():
+        path = convert_api(weights, model=model, out=out, classes=classes, exist_ok=True)
+        ckpt = load_checkpoint(path)
+    record = ckpt["train_config"]["converted_from"]
+    fresh = f"; fresh: {', '.join(record['fresh'])}" if record["fresh"] else ""
+    console.print(f"{record['kind']} weights ({record['tensors']} tensors) -> {path} ({ckpt['card']['name']}, "
+                  f"{len(ckpt['class_names'])} classes{fresh})", markup=False, highlight=False)
 
 
 @app.command()

@@ -184,16 +184,17 @@ CLASS_HEAD = "head.cls_preds."          # the per-class prediction layers: re-in
 INIT_PARTS = {"all": ("",), "backbone": ("backbone.",), "backbone+neck": ("backbone.", "neck.")}
 
 
-def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[str], parts: str = "all") -> dict:
+def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[str], parts: str = "all",
+                         ckpt: dict | None = None) -> dict:
     """Fine-tuning's start: copy every tensor of the fss checkpoint at ``path`` (its EMA weights when it has
     them) whose name and shape match ``model``'s; the class head is left as initialised when the checkpoint's
     classes differ from ``class_names`` (names and order). ``parts`` "backbone" or "backbone+neck" copies only
     those (the rest keeps its fresh initialisation: a pretrained body under a new head). Returns what happened,
     for the log and for the new checkpoint's record: ``{"from", "sha256", "parts", "loaded", "skipped",
-    "class_head"}``."""
+    "class_head"}``. ``ckpt``: the checkpoint of ``path`` when the caller has it already (converted weights)."""
     if parts not in INIT_PARTS:
         raise ValueError(f"weights_parts must be one of {', '.join(INIT_PARTS)}, got {parts!r}")
-    ckpt = load_checkpoint(path)
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
     state = ckpt.get("weights_ema") or ckpt["weights_raw"]
     check_finite(state, path)
     same_classes = list(ckpt["class_names"]) == list(class_names)

@@ -17,7 +17,7 @@ class TrainConfig:
     data: str = ""                       # COCO json, YOLO data.yaml or DOTA folder (training split)
     val: str = ""                        # validation dataset (default: the data.yaml 'val' split, else `data`)
     model: str = "fss-n"                 # card name or YAML path
-    weights: str = ""                    # fss checkpoint to start from (fine-tuning): tensors matched by name+shape
+    weights: str = ""                    # fss checkpoint (or YOLOX / torchvision ResNet file) to start from
     weights_parts: str = "all"           # what --weights copies: all | backbone | backbone+neck (a new head)
     freeze: str = ""                     # "backbone" or "backbone+neck": not trained (BN statistics frozen too)
     assigner: str = "fss"

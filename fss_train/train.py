@@ -8,6 +8,7 @@ killed run resumes with ``--resume``; ``--resume --epochs MORE`` extends a finis
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from fss_core.checkpoint import (
     save_checkpoint,
 )
 from fss_core.fileio import atomic_write, save_figure
+from fss_core.foreign_weights import input_conventions, start_checkpoint
 from fss_core.launch import local_rank, rank_and_world
 from fss_core.nn import build_model, load_card
 from fss_train.assigners import build_assigner
@@ -130,10 +132,13 @@ class Run:
         """The network of the card (for these classes), started from ``--weights``, channels-last, frozen parts."""
         cfg, log = self.cfg, self.log
         self.card = load_card(cfg.model).with_classes(len(self.classes))
+        start = start_checkpoint(cfg.weights, self.card.name) if cfg.weights and not resume else None
+        if start is not None:                   # the network takes the input convention its weights were made for
+            self.card = dataclasses.replace(self.card, **input_conventions(start))
         self.model = build_model(self.card)
         self.init = None
-        if cfg.weights and not resume:
-            self.init = init_from_checkpoint(self.model, cfg.weights, self.classes, cfg.weights_parts)
+        if start is not None:
+            self.init = init_from_checkpoint(self.model, cfg.weights, self.classes, cfg.weights_parts, start)
             log(f"initialised from {cfg.weights} ({cfg.weights_parts}): {self.init['loaded']} tensors loaded, "
                 f"{self.init['skipped']} left as initialised; class head {self.init['class_head']}")
         # channels-last: the convolutions of a training step run 1.3x faster on this CPU (oneDNN) and use the

@@ -91,3 +91,23 @@ def test_torchrun_one_process_joins_the_process_group(tiny, tmp_path, device):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "process group" in r.stderr and ("nccl" if device == "cuda" else "gloo") in r.stderr
     assert (tmp_path / "run/last.pt").is_file()
+
+
+@gpu
+def test_rotated_iou_and_nms_on_cuda_equal_cpu():
+    """fss_core.polygon_iou is plain torch: on a GPU it gives the CPU's IoUs (float64) and the NMS keeps the same."""
+    import math
+
+    from fss_core.polygon_iou import polygon_iou_aligned
+    from fss_core.rbox import rbox_to_poly
+    from fss_core.rotated_nms import rotated_nms
+
+    g = torch.Generator().manual_seed(0)
+    rb = torch.cat([torch.rand(4000, 2, generator=g) * 500, torch.rand(4000, 2, generator=g) * 40 + 2,
+                    torch.rand(4000, 1, generator=g) * math.pi], 1).double()
+    a, b = rbox_to_poly(rb), rbox_to_poly(rb.roll(1, 0))
+    cpu = polygon_iou_aligned(a, b)
+    cuda = polygon_iou_aligned(a.cuda(), b.cuda())
+    assert cuda.is_cuda and torch.allclose(cuda.cpu(), cpu, atol=1e-9)
+    scores = torch.rand(4000, generator=g)
+    assert torch.equal(rotated_nms(a.cuda(), scores.cuda(), 0.3).cpu(), rotated_nms(a, scores, 0.3))

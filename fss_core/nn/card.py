@@ -32,6 +32,11 @@ class ModelCard:
     resnet_depth: int = 50
     neck_channels: int = 256
     head_channels: int | None = None    # default: int(256 * width) for cspdarknet, neck_channels for resnet
+    # the input normalisation inside the graph (RGB, on the 0–1 scale; None: none) and every batch norm's epsilon:
+    # ImageNet backbones were trained on (x − mean) / std with eps 1e-5 (torchvision), YOLOX on 0–255 with 1e-3
+    input_mean: tuple[float, float, float] | None = None
+    input_std: tuple[float, float, float] | None = None
+    bn_eps: float = 1e-3
     description: str = ""
 
     def __post_init__(self):
@@ -47,6 +52,7 @@ class ModelCard:
         if self.num_classes < 1:
             raise ValueError(f"card {self.name!r}: num_classes must be >= 1, got {self.num_classes}")
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        _check_normalisation(self)
         object.__setattr__(self, "input_size", _pair(self.input_size, self.name))
         if tuple(self.strides) != (8, 16, 32):
             raise ValueError(f"card {self.name!r}: strides must be (8, 16, 32), got {self.strides}")
@@ -82,6 +88,27 @@ class ModelCard:
 
     def with_classes(self, num_classes: int) -> ModelCard:
         return dataclasses.replace(self, num_classes=num_classes)
+
+
+def _check_normalisation(card: ModelCard) -> None:
+    """input_mean and input_std: both or neither, 3 finite numbers each, std positive; bn_eps in (0, 0.1]."""
+    if (card.input_mean is None) != (card.input_std is None):
+        raise ValueError(f"card {card.name!r}: input_mean and input_std come together (got {card.input_mean!r}, "
+                         f"{card.input_std!r})")
+    for key in ("input_mean", "input_std"):
+        value = getattr(card, key)
+        if value is None:
+            continue
+        try:
+            value = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            value = ()
+        if len(value) != 3 or not all(abs(v) < 1e3 for v in value) or (key == "input_std" and min(value) <= 0):
+            raise ValueError(f"card {card.name!r}: {key} must be 3 numbers (RGB, 0–1 scale; std > 0), got "
+                             f"{getattr(card, key)!r}")
+        object.__setattr__(card, key, value)
+    if not 0 < card.bn_eps <= 0.1:
+        raise ValueError(f"card {card.name!r}: bn_eps {card.bn_eps} must lie in (0, 0.1]")
 
 
 def _pair(value, name: str) -> tuple[int, int]:

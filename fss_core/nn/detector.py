@@ -31,6 +31,12 @@ class Detector(nn.Module):
             self.neck = FPN(self.backbone.out_channels, card.neck_channels)
             hidden = card.head_channels or card.neck_channels
         self.head = DecoupledHead(card.num_classes, self.neck.out_channels, hidden, card.depthwise, card.act)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = card.bn_eps
+        if card.input_mean is not None:           # constants of the graph, not weights: never in the state dict
+            self.register_buffer("input_mean", torch.tensor(card.input_mean).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("input_std", torch.tensor(card.input_std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -41,6 +47,8 @@ class Detector(nn.Module):
         return make_points(height, width, self.card.strides, device)
 
     def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.card.input_mean is not None:
+            images = (images - self.input_mean) / self.input_std
         return self.neck(self.backbone(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -292,3 +292,16 @@ def test_patience_stops_when_the_fitness_stalls(tiny, tmp_path, monkeypatch):
     r = runner.invoke(app, ["train", "--resume", "--out", str(out), "--epochs", "6", "--set", "patience=0"])
     assert r.exit_code == 0, r.output
     assert [row["epoch"] for row in json.loads((out / "results.json").read_text())] == list(range(1, 7))
+
+
+def test_fine_tuning_from_a_yolox_file(tiny, tmp_path):
+    """--weights yolox_nano.pth: converted on the fly (fss_core/foreign_weights.py); everything but the 80-class head
+    loaded, the start recorded with its source."""
+    yolox = ROOT / "tests/fixtures/weights/yolox_nano.pth"
+    args = train_args(tiny, tmp_path / "ft", epochs=1, extra=["--weights", str(yolox)])
+    args[args.index("--model") + 1] = "fss-n"                   # the card YOLOX-nano is
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "class head re-initialised (80 -> " in " ".join(r.output.split())
+    init = load_checkpoint(tmp_path / "ft/last.pt")["train_config"]["init"]
+    assert init["from"] == str(yolox.resolve()) and init["loaded"] == 642 - 6      # the 3 levels' cls weight + bias
