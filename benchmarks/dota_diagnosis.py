@@ -19,12 +19,21 @@ Given finished ablation run folders (``benchmarks/ablation.py``: ``<out>/<budget
     nice -n 19 .venv/bin/python benchmarks/ablation.py --budget decide --datasets dota \\
         --runs 'dotaft-fss-s0,dotaft-atss-s0,dotaft-tal-s0' --store /work/diag/store --report /work/diag/ablation.md \\
         --out /work/diag/runs                                         # the re-runs (a store of their own)
+    nice -n 19 .venv/bin/python benchmarks/ablation.py --budget decide --datasets dota \\
+        --runs 'dotaft-fss-s0,dotaft-atss-s0' --store /work/diag/repeat-store --report /work/diag/repeat-ablation.md \\
+        --out /work/diag/repeat                                       # the same runs once more (repeatability)
+    cp -a /work/diag/runs/decide/data /work/diag/detA/decide/    # the same tiles; so for detB; then, at once:
+    nice -n 19 .venv/bin/python benchmarks/ablation.py --budget decide --datasets dota --runs dotaft-fss-s0 \\
+        --store /work/diag/detA-store --report /work/diag/detA-ablation.md --out /work/diag/detA   # and detB
     nice -n 19 .venv/bin/python benchmarks/dota_diagnosis.py /work/diag/runs/decide/runs/dotaft-{fss,atss,tal}-s0 \\
-        --rerun-store /work/diag/store                                # -> docs/results/dota_diagnosis.{json,md}
+        --rerun-store /work/diag/store --extra /work/diag/repeat/decide/runs/dotaft-{fss,atss}-s0 \\
+        /work/diag/det{A,B}/decide/runs/dotaft-fss-s0 --extra-store /work/diag/repeat-store /work/diag/repeat-store \\
+        /work/diag/detA-store /work/diag/detB-store                  # -> docs/results/dota_diagnosis.{json,md}
 
-Options: ``--checkpoint best`` (default ``last``: the study's metric is the last epoch), ``--splits val`` (skip
-the training tiles), ``--committed`` (the committed summaries compared against, default
-docs/results/ablation/decide), ``--json`` / ``--md`` (outputs), ``--threads`` (torch threads, default 1).
+Options: ``--extra`` (more run folders, e.g. repeats: COCO AP by size only, with ``--extra-store`` their summaries),
+``--checkpoint best`` (default ``last``: the study's metric is the last epoch), ``--splits val`` (skip the training
+tiles), ``--committed`` (the committed summaries compared against, default docs/results/ablation/decide),
+``--json`` / ``--md`` (outputs), ``--threads`` (torch threads, default 1).
 """
 
 from __future__ import annotations
@@ -326,7 +335,7 @@ def small_gt_records(d: dict[str, np.ndarray], below: float = 24.0) -> list[dict
 @torch.no_grad()
 def alignment_by_size(batches: list[dict], radius: float = 2.5) -> dict:
     """``alignment.per_gt`` GT by GT (the candidate set of ``fss eval --alignment``), grouped by size bin."""
-    acc = {k: [] for k in ("side", "spearman", "agree", "top1_iou", "best_iou")}
+    acc = {k: [] for k in ("side", "spearman", "agree", "top1_iou", "best_iou", "top1_stride")}
     for bt in batches:
         for b in range(bt["gt_mask"].shape[0]):
             m = bt["gt_mask"][b]
@@ -339,6 +348,8 @@ def alignment_by_size(batches: list[dict], radius: float = 2.5) -> dict:
             for j in torch.nonzero(cand.sum(1) >= 3).squeeze(1).tolist():
                 r = align_per_gt(score[j:j + 1], iou[j:j + 1], cand[j:j + 1])
                 acc["side"].append(float(bt["side"][b][m][j]))
+                idx = torch.nonzero(cand[j]).squeeze(1)
+                acc["top1_stride"].append(float(bt["strides"][idx[score[j, idx].argmax()]]))
                 for k in ("spearman", "agree", "top1_iou", "best_iou"):
                     acc[k].append(float(r[k][0]))
     a = {k: np.array(v) for k, v in acc.items()}
@@ -349,7 +360,9 @@ def alignment_by_size(batches: list[dict], radius: float = 2.5) -> dict:
         out[label] = {"num_gt": int(sel.sum()),
                       **{name: _f(a[k][sel].mean()) if sel.any() else None for name, k in
                          (("rank_consistency", "spearman"), ("top1_agreement", "agree"), ("top1_iou", "top1_iou"),
-                          ("best_iou", "best_iou"))}}
+                          ("best_iou", "best_iou"))},
+                      "top1_stride_share": {str(s): _f((a["top1_stride"][sel] == s).mean()) if sel.any() else None
+                                            for s in (8, 16, 32)}}
     return out
 
 
@@ -366,7 +379,9 @@ def committed_summary(folder: Path, store: Path | None) -> dict | None:
             "wall_s": s["meta"]["wall_s"]}
 
 
-def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun_store: Path | None) -> dict:
+def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun_store: Path | None,
+             extra: bool = False) -> dict:
+    """Every measurement of one run folder; ``extra``: COCO by size on the validation tiles only."""
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
     ckpt_path = folder / f"{which}.pt"
     if not ckpt_path.is_file():
@@ -386,7 +401,9 @@ def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun
            "last_eval_in_results_json": {k: evals[-1].get(k) for k in ("epoch", "AP", "AP50", "AP75", "APs")}
            if evals else None,
            "committed_summary": committed_summary(folder, committed),
-           "rerun_summary": committed_summary(folder, rerun_store), "splits": {}}
+           "rerun_summary": committed_summary(folder, rerun_store), "extra": extra, "splits": {}}
+    if extra:
+        splits = ["val"]
     for split in splits:
         path = cfg["val"] if split == "val" else cfg["data"]
         ds = read_dataset(path)
@@ -398,6 +415,9 @@ def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun
             preds = predict(model, loader, torch.device("cpu"), conf=settings.eval_conf, iou=settings.eval_iou,
                             max_det=settings.max_det)
             part["coco"] = coco_by_size(coco_gt_from_dataset(ds), preds, settings.max_det)
+            if extra:
+                run["splits"][split] = part
+                continue
             part["alignment"] = task_alignment(model, loader, torch.device("cpu"))
             part["alignment_by_size"] = alignment_by_size(batches)
         part["assignment"], part["assignment_not_difficult"] = {}, {}
@@ -416,6 +436,10 @@ def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun
 
 
 # ---------------------------------------------------------------------------------- report
+def _name(r: dict) -> str:
+    return Path(r["folder"]).name + (" (repeat)" if r.get("extra") else "")
+
+
 def _x(v, nd: int = 4) -> str:
     return "–" if v is None else f"{v:.{nd}f}"
 
@@ -428,6 +452,7 @@ def _table(title: str, head: list[str], rows: list[list[str]], note: str = "") -
 
 def report(result: dict) -> str:
     meta, runs = result["meta"], result["runs"]
+    every = runs + result.get("extra_runs", [])          # extra runs: AP only (repeats of a run)
     L = ["# DOTA tiles arm: measurements by object size (issue #35 item 2)", "",
          f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} thread(s). Commit "
          f"`{meta['commit']}` (working tree at {meta['when']}). Produced by `benchmarks/dota_diagnosis.py` "
@@ -446,21 +471,26 @@ def report(result: dict) -> str:
          "Alignment: `fss_train/alignment.py` (candidate set: inside the box or within 2.5 strides of the centre, "
          "every level; GTs with ≥ 3 candidates).", ""]
     L += ["## Runs and checkpoints", ""]
-    head = ["run", "assigner", "checkpoint (epoch)", "AP (this eval)", "AP50", "APs (COCO <32²)",
+    head = ["run", "assigner", "checkpoint (epoch)", "val GTs", "AP (this eval)", "AP50", "APs (COCO <32²)",
             "last eval in results.json (epoch: AP / AP50)", "committed summary (commit: AP / AP50 / APs)",
-            "re-run summary (AP / AP50)"]
+            "this run's summary (commit: AP / AP50)"]
     rows = []
-    for r in runs:
+    for r in every:
         c = r["splits"]["val"]["coco"]["project_coco_eval_all"]
         le = r["last_eval_in_results_json"]
         cs, rs = r["committed_summary"], r["rerun_summary"]
-        rows.append([Path(r["folder"]).name, r["assigner"], f"{Path(r['checkpoint']).name} ({r['checkpoint_epoch']}"
-                     f" of {r['epochs_planned']})", _x(c["AP"]), _x(c["AP50"]), _x(c["APs"]),
+        rows.append([_name(r), r["assigner"], f"{Path(r['checkpoint']).name} ({r['checkpoint_epoch']}"
+                     f" of {r['epochs_planned']})", str(r["splits"]["val"]["coco"]["all"]["num_gt"]), _x(c["AP"]),
+                     _x(c["AP50"]), _x(c["APs"]),
                      f"{le['epoch']}: {_x(le['AP'])} / {_x(le['AP50'])}" if le else "–",
                      f"{cs['commit']}: {_x(cs['AP'])} / {_x(cs['AP50'])} / {_x(cs['APs'])}" if cs else "–",
-                     f"{_x(rs['AP'])} / {_x(rs['AP50'])}" if rs else "–"])
+                     f"{rs['commit']}: {_x(rs['AP'])} / {_x(rs['AP50'])}" if rs else "–"])
     L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(x) + " |" for x in rows]
-    L += ["", "Checkpoints: " + "; ".join(f"`{r['checkpoint']}`" for r in runs), ""]
+    L += ["", "Checkpoints: " + "; ".join(f"`{r['checkpoint']}`" for r in every), ""]
+    if len(every) > len(runs):
+        L += ["Runs marked (repeat) are the same run configuration trained again into another folder, each from its "
+              "own data preparation (`--out`) and the working tree as it was when its training started; only their "
+              "AP is measured here, on their own validation tiles (column val GTs).", ""]
 
     L += ["## Ground truths per size bin", ""]
     val = runs[0]["splits"]["val"]
@@ -480,12 +510,12 @@ def report(result: dict) -> str:
 
     L += ["## COCO AP by size (validation tiles)", ""]
     for key, title in (("AP", "AP (IoU 0.50:0.95)"), ("AP50", "AP50"), ("AR", f"AR@{meta['max_det']} (0.50:0.95)")):
-        rows = [[Path(r["folder"]).name] + [_x(r["splits"]["val"]["coco"][b][key]) for b in LABELS] for r in runs]
+        rows = [[_name(r)] + [_x(r["splits"]["val"]["coco"][b][key]) for b in LABELS] for r in every]
         L += _table(title, ["run"] + LABELS, rows)
     rows = []
-    for r in runs:
+    for r in every:
         for cname in sorted(cls_val):
-            rows.append([Path(r["folder"]).name, cname] + [
+            rows.append([_name(r), cname] + [
                 _x((r["splits"]["val"]["coco"][b]["per_class"].get(cname) or {}).get("AP50")) for b in LABELS])
     L += _table("AP50 by class and size", ["run", "class"] + LABELS, rows)
 
@@ -504,6 +534,11 @@ def report(result: dict) -> str:
         rows = [[Path(r["folder"]).name] + [_x(r["splits"]["val"]["alignment_by_size"][b][key]) for b in LABELS]
                 for r in runs]
         L += _table(title, ["run"] + LABELS, rows)
+    rows = [[Path(r["folder"]).name] + [
+        " / ".join(_x(r["splits"]["val"]["alignment_by_size"][b]["top1_stride_share"][s], 2) for s in ("8", "16", "32"))
+        for b in LABELS] for r in runs]
+    L += _table("Pyramid level of the highest-scoring candidate (score = cls · obj): share at stride 8 / 16 / 32",
+                ["run"] + LABELS, rows)
     rows = [[Path(r["folder"]).name] + [str(r["splits"]["val"]["alignment_by_size"][b]["num_gt"]) for b in LABELS]
             for r in runs]
     L += _table("GTs with ≥ 3 alignment candidates", ["run"] + LABELS, rows)
@@ -554,6 +589,13 @@ def report(result: dict) -> str:
                 " / ".join(_x(f[b]["stride_star_share"][s], 2) for s in ("8", "16", "32")) for b in LABELS])
         L += _table("FSS internals: rescues, dynamic k, Gaussian prior σ against box size and stride",
                     ["model", "measure"] + LABELS, rows)
+        rows = []
+        for r in runs:
+            f = r["splits"][split]["assignment_not_difficult"]["fss"]
+            rows += [[Path(r["folder"]).name, label] + [_x(f[b][key], nd) for b in LABELS]
+                     for key, label, nd in fkeys if key in ("k_sum_mean", "k_mean", "share_k1", "sigma_strides_mean",
+                                                           "share_sigma_floored", "prior_one_stride_mean")]
+        L += _table("FSS internals: GTs with difficult = 0 only", ["model", "measure"] + LABELS, rows)
     L += ["## FSS prior of each validation GT below 24 px (first model)", ""]
     small = runs[0]["splits"]["val"]["fss_small_gts"]
     rows = [[_x(g["side_px"], 1), f"{g['w']:.1f} × {g['h']:.1f}", f"{g['sigma_x']:.2f} × {g['sigma_y']:.2f}",
@@ -576,6 +618,9 @@ def git_commit() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders (config.yaml + last.pt / best.pt)")
+    p.add_argument("--extra", nargs="*", default=[], help="more run folders (repeats): COCO AP by size only")
+    p.add_argument("--extra-store", nargs="*", default=[],
+                   help="the summary store of the --extra runs: one for all, or one per --extra folder, in order")
     p.add_argument("--checkpoint", choices=("last", "best"), default="last")
     p.add_argument("--splits", default="val,train", help="val (required), train (assignment statistics only)")
     p.add_argument("--committed", default=str(ROOT / "docs/results/ablation/decide"))
@@ -597,8 +642,11 @@ def main() -> None:
             "assigner_params": {n: build_assigner(n).params() for n in ORDER}, "assigners_known": sorted(ASSIGNERS)}
     runs = [diagnose(Path(f), args.checkpoint, splits, Path(args.committed),
                      Path(args.rerun_store) if args.rerun_store else None) for f in args.runs]
+    stores = args.extra_store if len(args.extra_store) == len(args.extra) else args.extra_store[:1] * len(args.extra)
+    extra = [diagnose(Path(f), args.checkpoint, ["val"], Path(args.committed), Path(st) if st else None, extra=True)
+             for f, st in zip(args.extra, stores or [""] * len(args.extra))]
     meta["seconds"] = time.perf_counter() - t0
-    result = {"meta": meta, "runs": runs}
+    result = {"meta": meta, "runs": runs, "extra_runs": extra}
     for path, text in ((Path(args.json), json.dumps(result, indent=1, default=float)), (Path(args.md), report(result))):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)

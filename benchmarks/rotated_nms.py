@@ -64,6 +64,7 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "docs/results/rotated_nms"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    load = os.getloadavg()[0]                 # other work on the machine: the figures are comparable only at equal load
     polys, scores, labels = scene(a.boxes)
     i, _ = overlapping_pairs(poly_envelope(polys).numpy())
     rows = []
@@ -74,13 +75,15 @@ def main() -> None:
         rows.append({"setting": name, "median_s": round(median, 4), "kept": len(keep)})
         print(f"{name}: {median:.3f} s median of {a.runs}, {len(keep)} of {len(polys)} kept", flush=True)
     record = {"boxes": len(polys), "envelope_pairs": len(i), "runs": a.runs, "threads": a.threads,
-              "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "torch": torch.__version__,
+              "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "load_1min": round(load, 2),
+              "torch": torch.__version__,
               "results": rows}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out.with_suffix(".json"), json.dumps(record, indent=2))
     lines = [f"# Rotated NMS on a whole scene ({len(polys):,} boxes)", "",
-             f"Machine: {record['machine']}, torch {torch.__version__}, {a.threads} threads. Scene: "
+             f"Machine: {record['machine']} (1-minute load {load:.1f} at the start), torch {torch.__version__}, "
+             f"{a.threads} thread(s). Scene: "
              f"benchmarks/rotated_nms.py (jittered clusters of 5 over 8,000² px, 3 classes); {len(i):,} pairs of "
              f"overlapping envelopes. Median of {a.runs} runs after one warm-up.", "",
              "| setting | median s | kept |", "|---|---|---|"]

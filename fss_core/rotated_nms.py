@@ -111,26 +111,22 @@ def rotated_nmm(polys: torch.Tensor, scores: torch.Tensor, threshold: float, lab
     boxes = min_area_rect(corners[keep]) if len(keep) else torch.zeros((0, 5), dtype=torch.float64)
     multi = [k for k, g in enumerate(groups) if len(g) > 1]
     if multi:
-        hulls = [convex_hull(corners[torch.from_numpy(groups[k])].reshape(-1, 2).numpy()) for k in multi]
-        size = max(len(h) for h in hulls)
-        padded = np.stack([np.concatenate((h, np.repeat(h[:1], size - len(h), 0))) for h in hulls])
-        boxes[torch.tensor(multi)] = min_area_rect(torch.from_numpy(padded))    # repeated corners change nothing
+        boxes[torch.tensor(multi)] = min_area_rect(_padded_hulls(corners.numpy(), [groups[k] for k in multi]))
     return keep.to(polys.device), boxes.to(polys.device)
 
 
-def convex_hull(points: np.ndarray) -> np.ndarray:
-    """Corners (H, 2) of the convex hull of (P, 2) points (Andrew's monotone chain; collinear points dropped)."""
-    p = np.unique(points, axis=0)                                   # sorted by x, then y
-    if len(p) < 3:
-        return p
+def _padded_hulls(corners: np.ndarray, groups: list[np.ndarray]) -> torch.Tensor:
+    """The convex hull corners of each group's polygons (G, H, 2), every hull padded to the largest by repeating
+    its first corner (a repeated corner changes no enclosing rectangle). One vectorised shapely call for all."""
+    import shapely
 
-    def half(seq):
-        out = []
-        for q in seq:
-            while len(out) >= 2 and ((out[-1][0] - out[-2][0]) * (q[1] - out[-2][1])
-                                     - (out[-1][1] - out[-2][1]) * (q[0] - out[-2][0])) <= 0:
-                out.pop()
-            out.append(q)
-        return out[:-1]
-
-    return np.array(half(p) + half(p[::-1]))
+    points = np.concatenate([corners[g].reshape(-1, 2) for g in groups])
+    owner = np.repeat(np.arange(len(groups)), [4 * len(g) for g in groups])
+    hulls = shapely.convex_hull(shapely.multipoints(points, indices=owner))
+    coords, index = shapely.get_coordinates(hulls, return_index=True)
+    counts = np.bincount(index, minlength=len(groups))
+    size = int(counts.max())
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    pos = np.minimum(np.arange(size)[None, :], counts[:, None] - 1)                   # past the end: the last
+    pos = np.where(np.arange(size)[None, :] < counts[:, None], pos, 0)                # … rather the first corner
+    return torch.from_numpy(coords[starts[:, None] + pos])

@@ -1,7 +1,7 @@
 """ResNet-50/101 backbone and FPN neck (the paper's second instantiation: ResNet + FPN + decoupled head).
 
-No pretrained weights are downloaded; ``fss train --weights CKPT`` starts from an fss checkpoint (reading ImageNet or
-YOLOX weight files is not built yet).
+No pretrained weights are downloaded; ``fss convert resnet50.pth --model fss-r50`` turns torchvision-layout ImageNet
+weights into this backbone (fss_core/foreign_weights.py).
 """
 
 from __future__ import annotations

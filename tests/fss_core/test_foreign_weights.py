@@ -102,6 +102,20 @@ def test_exported_onnx_of_a_converted_yolox_reproduces_yolox(yolox, tmp_path):
     xyxy = np.concatenate((ref[:, :2] - ref[:, 2:4] / 2, ref[:, :2] + ref[:, 2:4] / 2), 1)
     assert (np.abs(out[:, :4] - xyxy) / np.maximum(ref[:, 2:4].max(1, keepdims=True), 1)).max() < 2e-3
     assert np.abs(out[:, 4:] - ref[:, 5:] * ref[:, 4:5]).max() < 3e-4
+    # and the graph is a native fss-n's: the same structure, only the weights differ (a native model with weights
+    # of its own, as after training: a fresh one has many equal tensors, which the exporter shares)
+    from fss_core.checkpoint import make_checkpoint
+    from fss_core.foreign_weights import COCO_CLASSES
+
+    trained_like = build_model(load_card("fss-n"))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for value in trained_like.state_dict().values():
+            if value.is_floating_point():
+                value.copy_(torch.rand(value.shape, generator=g) + 0.5)
+    native = save_checkpoint(make_checkpoint(trained_like, COCO_CLASSES), tmp_path / "native.pt")
+    assert export(native, imgsz=416, out=tmp_path / "native.onnx").fingerprint == export(
+        path, imgsz=416, out=tmp_path / "yn2.onnx").fingerprint
 
 
 def test_wrong_card_names_the_one_that_fits():
@@ -130,6 +144,17 @@ def test_torchvision_resnet50_loads_every_backbone_tensor_and_matches_its_featur
         mean, std = torch.tensor(card["input_mean"]).view(1, 3, 1, 1), torch.tensor(card["input_std"]).view(1, 3, 1, 1)
         assert torch.allclose(model.forward_features(ref["input"] * std + mean)[0],
                               model.neck(model.backbone(ref["input"]))[0], atol=1e-4)
+
+
+def test_torchvision_resnet101_layout_maps_onto_fss_r101(tmp_path):
+    """The large card by key and shape: every one of torchvision's 626 tensors but fc has its place in fss-r101."""
+    from weights_fixtures import seeded_resnet_state
+
+    layout = json.loads((FIX / "resnet_layout.json").read_text())["resnet101"]
+    torch.save(seeded_resnet_state(layout, 0), tmp_path / "resnet101.pth")
+    assert convert_weights(tmp_path / "resnet101.pth", "fss-r101")["train_config"]["converted_from"]["tensors"] == 624
+    with pytest.raises(WeightsError, match="those of fss-r101, not of fss-r50"):
+        convert_weights(tmp_path / "resnet101.pth", "fss-r50")
 
 
 def test_unsafe_pickles_are_refused_without_running_them(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from shapely.geometry import Polygon
 
 from fss_core.rbox import poly_envelope, rbox_to_poly
-from fss_core.rotated_nms import convex_hull, overlapping_pairs, pair_overlaps, rotated_nmm, rotated_nms
+from fss_core.rotated_nms import overlapping_pairs, pair_overlaps, rotated_nmm, rotated_nms
 
 
 def _scene(seed, objects, copies, size):
@@ -103,9 +103,3 @@ def test_empty_and_single():
     one = torch.tensor([[0, 0, 10, 0, 10, 5, 0, 5]], dtype=torch.float64)
     keep, boxes = rotated_nmm(one, torch.ones(1), 0.5)
     assert keep.tolist() == [0] and torch.allclose(boxes[0], torch.tensor([5, 2.5, 10, 5, 0], dtype=torch.float64))
-
-
-def test_convex_hull():
-    pts = np.array([[0, 0], [4, 0], [4, 4], [0, 4], [2, 2], [2, 0], [1, 3]], float)
-    hull = convex_hull(pts)
-    assert {tuple(p) for p in hull} == {(0, 0), (4, 0), (4, 4), (0, 4)}
