@@ -22,12 +22,12 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-# the lock: pyproject.toml's ranges with the dev and geo extras, plus the torch pin of requirements/torch.in,
+# the lock: pyproject.toml's ranges with the dev, geo and openvino extras, plus the torch pin of requirements/torch.in,
 # resolved by pip-tools in a venv of its own (Python and platform of this machine: CPython 3.11, Linux x86_64)
 lock:
 	$(PY) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --disable-pip-version-check -q "$(PIP_TOOLS)"
-	$(VENV)-lock/bin/pip-compile -q $(LOCK_ARGS) --extra dev --extra geo --allow-unsafe --strip-extras \
+	$(VENV)-lock/bin/pip-compile -q $(LOCK_ARGS) --extra dev --extra geo --extra openvino --allow-unsafe --strip-extras \
 		--no-emit-find-links --no-emit-index-url -o $(LOCK) pyproject.toml requirements/torch.in
 
 setup: $(STAMP)

@@ -201,7 +201,8 @@ def convert(weights: str | Path, *, model: str, out: str | Path, classes: list[s
 # ------------------------------------------------------------------------------------------ export
 @dataclass
 class Exported:
-    """What ``export`` made: the ONNX file (and the TensorRT engine), fingerprint, size, verification."""
+    """What ``export`` made: the ONNX file (and the TensorRT engine or OpenVINO IR), fingerprint, size,
+    verification."""
 
     onnx: Path
     fingerprint: str
@@ -210,27 +211,35 @@ class Exported:
     input_size: int
     engine: Path | None = None
     verify: dict | None = None
+    openvino: Path | None = None
 
     @property
     def path(self) -> Path:
-        return self.engine or self.onnx
+        return self.engine or self.openvino or self.onnx
 
 
 def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = None, batch: int = 1,
            dynamic: bool = False, half: bool = False, opset: int = 17, out: str | Path | None = None,
            verify: bool = False, verify_images: list[str] | None = None, weights: str = "ema",
            exist_ok: bool = False, progress=None) -> Exported:
-    """Export a checkpoint to ONNX (``format="onnx"``) or to a TensorRT engine (``"engine"``, through the
-    ONNX file). With ``verify`` onnxruntime and torch run the same images (given, or a synthetic scene) and
-    the report is attached; a mismatch does not raise — read ``result.verify["within_tolerance"]``.
-    ``progress(done, total)`` follows the verification. An existing output file is replaced when it was exported
-    from the same checkpoint, otherwise only with ``exist_ok`` (FileExistsError names it)."""
+    """Export a checkpoint to ONNX (``format="onnx"``), to a TensorRT engine (``"engine"``) or to an OpenVINO IR
+    (``"openvino"``: ``.xml`` + ``.bin``), the last two through the ONNX file. With ``verify`` onnxruntime and torch
+    run the same images (given, or a synthetic scene) and the report is attached; a mismatch does not raise — read
+    ``result.verify["within_tolerance"]``. ``progress(done, total)`` follows the verification. An existing output
+    file is replaced when it was exported from the same checkpoint, otherwise only with ``exist_ok``
+    (FileExistsError names it)."""
     from fss_core.fileio import sha256_file
     from fss_deploy.export import check_replaceable, export_onnx, verify_onnx
     from fss_deploy.sources import resolve_sources
 
-    if format not in ("onnx", "engine"):
-        raise ValueError(f"format must be onnx or engine, got {format!r}")
+    if format not in ("onnx", "engine", "openvino"):
+        raise ValueError(f"format must be onnx, engine or openvino, got {format!r}")
+    if format == "openvino":
+        from fss_deploy.openvino import import_openvino
+        import_openvino()
+        if half:
+            raise ValueError("--half with openvino: the IR keeps FP32 weights; choose bf16 when running it "
+                             "(--precision bf16)")
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be ema or raw, got {weights!r}")
     if format == "engine":
@@ -238,7 +247,8 @@ def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = 
             check_replaceable(Path(out) if out else Path(checkpoint).with_suffix(".engine"), sha256_file(checkpoint))
         from fss_deploy.tensorrt import import_tensorrt
         import_tensorrt()
-    res = export_onnx(checkpoint, out if format == "onnx" else None, imgsz, batch, dynamic, half, opset, weights,
+    onnx_out = out if format == "onnx" else Path(out).with_suffix(".onnx") if out and format == "openvino" else None
+    res = export_onnx(checkpoint, onnx_out, imgsz, batch, dynamic, half, opset, weights,
                       exist_ok)
     size = json.loads(res.metadata["input_size"])[0]
     done = Exported(res.path, res.fingerprint, res.params, res.flops, size)
@@ -247,6 +257,9 @@ def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = 
         if not images:
             raise FileNotFoundError(f"verify_images: no images found in {verify_images}")
         done.verify = verify_onnx(res.path, checkpoint, images, weights, progress=progress)
+    if format == "openvino":
+        from fss_deploy.openvino import export_openvino
+        done.openvino = export_openvino(res.path, Path(out) if out else res.path.with_suffix(".xml"))
     if format == "engine":
         from fss_deploy.tensorrt import build_engine
         engine = Path(out) if out else res.path.with_suffix(".engine")
@@ -275,14 +288,15 @@ def sample_images(size: int) -> list[str]:
 # ------------------------------------------------------------------------------------------ benchmark
 def benchmark(model: str | Path, *, backend: str | None = None, imgsz: int | None = None, batch: int = 1,
               warmup: int = 50, iters: int = 300, threads: int = 0, device: str = "auto",
-              out: str | Path | None = None, progress=None) -> dict:
+              out: str | Path | None = None, progress=None, precision: str = "fp32") -> dict:
     """Latency per stage (preprocess, inference, postprocess) and FPS at ``batch`` (1 = the paper's setting),
-    FP32. With ``out``: report.md, report.json and latency.png there. ``progress(done, total)`` per run."""
+    FP32 (``precision`` bf16 / auto: OpenVINO). With ``out``: report.md, report.json and latency.png there.
+    ``progress(done, total)`` per run."""
     from fss_deploy.bench import bench_model
 
     _check_counts(warmup, iters, batch, threads)
     report = bench_model(str(model), backend, imgsz, batch, warmup, iters, threads, resolve_device(device),
-                         progress=progress)
+                         progress=progress, precision=precision)
     return _written(report, out, "latency")
 
 
@@ -300,13 +314,13 @@ def benchmark_overhead(a: str | Path, b: str | Path, *, imgsz: int | None = None
 
 def benchmark_tiled(image: str | Path, model: str | Path, *, backend: str | None = None, batch: int = 8,
                     overlap: int = 200, threads: int = 0, device: str = "auto", out: str | Path | None = None,
-                    progress=None) -> dict:
+                    progress=None, precision: str = "fp32") -> dict:
     """Tiled detection throughput on one large image: s/image, tiles/s, time outside the model."""
     from fss_deploy.bench import bench_tiled
 
     _check_counts(0, 1, batch, threads)
     report = bench_tiled(str(image), str(model), backend, batch, overlap, threads=threads,
-                         device=resolve_device(device), progress=progress)
+                         device=resolve_device(device), progress=progress, precision=precision)
     return _written(report, out, "tiled")
 
 

@@ -24,6 +24,7 @@ from fss.clikit import (
     Backend,
     Device,
     Imgsz,
+    Precision,
     console,
     fail,
     one_line_summaries,
@@ -293,7 +294,7 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
            save_images: D.SaveImages = False, formats: D.Formats = ",".join(DET.FORMATS), threads: D.Threads = 0,
            bands: D.Bands = None, stretch: D.Stretch = ",".join(f"{v:g}" for v in DET.DEFAULT_STRETCH),
            to_wgs84: D.ToWgs84 = False, merge: D.Merge = DET.MERGE, match: D.Match = DET.MATCH,
-           agnostic: D.Agnostic = False, classes: D.Classes = None):
+           agnostic: D.Agnostic = False, classes: D.Classes = None, precision: Precision = "fp32"):
     """Tiled high-resolution detection over images and folders (DOTA-style 4000 px aerial images; GeoTIFFs of any
     size read window by window, with GeoJSON on the map)."""
     from fss.detector import DEFAULT_MODEL_NOTICE, Detector, check_formats, image_paths
@@ -308,7 +309,7 @@ def detect(sources: D.Sources = None, model: D.Model = None, backend: Backend = 
         detector = Detector(model or DEFAULT_MODEL, device=device, backend=backend, tile=tile, overlap=overlap,
                             batch=batch, conf=conf, iou=iou, full_image=full_image, max_det=max_det, threads=threads,
                             bands=bands, stretch=stretch, merge=merge, match=match, class_agnostic=agnostic,
-                            classes=classes)
+                            classes=classes, precision=precision)
         paths = image_paths(sources or [str(SAMPLE_IMAGE)])          # resolved once, here
         progress, advance = counter(len(paths[rank::world]), "detect", rank)
         with progress, _disk_errors_resume(Path(out)):

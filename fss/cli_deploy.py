@@ -12,6 +12,7 @@ from fss.clikit import (
     Device,
     Imgsz,
     Iters,
+    Precision,
     Threads,
     Warmup,
     console,
@@ -28,7 +29,8 @@ bench_app = typer.Typer(cls=first_word_optional("latency"), no_args_is_help=True
 
 @export_app.command("model")
 def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
-           format: Annotated[str, typer.Option(help="onnx | engine (TensorRT)")] = "onnx", imgsz: Imgsz = None,
+           format: Annotated[str, typer.Option(help="onnx | engine (TensorRT) | openvino (IR .xml + .bin)")] = "onnx",
+           imgsz: Imgsz = None,
            batch: Annotated[int, typer.Option(help="static batch (tiles per call), or the profile's opt batch")] = 1,
            dynamic: Annotated[bool, typer.Option(help="dynamic batch axis")] = False,
            half: Annotated[bool, typer.Option(help="FP16 (default: strict FP32)")] = False,
@@ -39,7 +41,8 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
            weights: Annotated[str, typer.Option(help="ema | raw")] = "ema",
            exist_ok: Annotated[bool, typer.Option(help="replace an output file exported from another checkpoint "
                                                        "(one from the same checkpoint is always replaced)")] = False):
-    """Export a checkpoint to ONNX or a TensorRT engine (`fss export CKPT`; the word `model` may be left out)."""
+    """Export a checkpoint to ONNX, a TensorRT engine or an OpenVINO IR (`fss export CKPT`; the word `model` may be
+    left out)."""
     from fss.api import export as export_api
     from fss.progress import work_bar
 
@@ -54,6 +57,8 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
         raise typer.Exit(1)
     if res.engine:
         console.print(f"engine: {res.engine} (+ {res.engine.name}.json)", markup=False)
+    if res.openvino:
+        console.print(f"OpenVINO: {res.openvino} (+ {res.openvino.with_suffix('.bin').name})", markup=False)
     size = imgsz or res.input_size
     console.print(f"next:\n  fss detect IMAGES --model {res.path} --tile {size} --batch {batch}\n"
                   f"  fss bench {res.path} --imgsz {size}", markup=False, highlight=False)
@@ -103,7 +108,8 @@ BenchExistOk = Annotated[bool, typer.Option(help="write into an --out that holds
 def bench(model: Annotated[str, typer.Argument(help="model file (.pt, .onnx, .engine)")], backend: Backend = None,
           device: Device = "auto", imgsz: Imgsz = None,
           batch: Annotated[int, typer.Option(help="batch (1 for the paper's setting)")] = 1, warmup: Warmup = 50,
-          iters: Iters = 300, threads: Threads = 0, out: BenchOut = "runs/bench", exist_ok: BenchExistOk = False):
+          iters: Iters = 300, threads: Threads = 0, out: BenchOut = "runs/bench", exist_ok: BenchExistOk = False,
+          precision: Precision = "fp32"):
     """Latency per stage and FPS at batch 1 FP32 (`fss bench MODEL`; the word `latency` may be left out).
     Writes report.md, report.json and latency.png."""
     from fss.api import benchmark
@@ -113,7 +119,7 @@ def bench(model: Annotated[str, typer.Argument(help="model file (.pt, .onnx, .en
     bar, progress = work_bar("bench")
     with user_errors(), bar:
         r = benchmark(model, backend=backend, imgsz=imgsz, batch=batch, warmup=warmup, iters=iters, threads=threads,
-                      device=device, out=out, progress=progress)
+                      device=device, out=out, progress=progress, precision=precision)
     st = r["stages"]
     console.print(f"{r['input']} {r['environment']['backend']} {r['environment']['precision']}: preprocess "
                   f"{st['preprocess']['median_ms']:.2f} ms, inference {st['inference']['median_ms']:.2f} ms (p90 "
@@ -152,7 +158,7 @@ def bench_tiled(image: Annotated[str, typer.Argument(help="a large image")],
                 model: Annotated[str, typer.Option(help="the model")], backend: Backend = None, device: Device = "auto",
                 batch: Annotated[int, typer.Option(help="tiles per call")] = 8,
                 overlap: Annotated[int, typer.Option(help="overlap between tiles, px")] = 200, threads: Threads = 0,
-                out: BenchOut = "runs/bench", exist_ok: BenchExistOk = False):
+                out: BenchOut = "runs/bench", exist_ok: BenchExistOk = False, precision: Precision = "fp32"):
     """Tiled detection throughput on one large image: s/image, tiles/s, time outside the model."""
     from fss.api import benchmark_tiled
     from fss.progress import work_bar
@@ -161,6 +167,6 @@ def bench_tiled(image: Annotated[str, typer.Argument(help="a large image")],
     bar, progress = work_bar("repeats")
     with user_errors(), bar:
         r = benchmark_tiled(image, model, backend=backend, batch=batch, overlap=overlap, threads=threads,
-                            device=device, out=out, progress=progress)
+                            device=device, out=out, progress=progress, precision=precision)
     console.print(f"{r['seconds_per_image']:.3f} s/image, {r['tiles_per_s']:.1f} tiles/s, outside the model "
                   f"{100 * r['outside_model_fraction']:.1f}% -> {r['report_dir']}/report.md", markup=False)

@@ -50,7 +50,9 @@ def size_option(help: str):
 
 
 Imgsz = Annotated[int | None, size_option("input size (default: the model's)")]
-Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: by file)")]
+Backend = Annotated[str | None, typer.Option(help="torch | onnxruntime | openvino | tensorrt (default: by file)")]
+Precision = Annotated[str, typer.Option(help="fp32 | bf16 | auto: OpenVINO's inference precision (bf16 needs a CPU "
+                                             "with native BF16; auto takes it there)")]
 def runs_option(help: str, least: int):
     """A count of bench runs: ``least`` … MAX_RUNS (``--iters 10**9`` ran for days)."""
     from fss_core.defaults import MAX_RUNS

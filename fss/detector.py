@@ -137,7 +137,7 @@ class Detector:
                  max_det: int | None = None, threads: int = 0, bands: str | tuple[int, ...] | None = None,
                  stretch: str | tuple[float, float] = defaults.DEFAULT_STRETCH, merge: str = defaults.MERGE,
                  match: str = defaults.MATCH, class_agnostic: bool = False,
-                 classes: str | Iterable[str | int] | None = None):
+                 classes: str | Iterable[str | int] | None = None, precision: str = "fp32"):
         self.model = resolve_model_file(model) if model else DEFAULT_MODEL
         device = resolve_device(device)
         if device == "cuda" and rank_and_world()[1] > 1:                      # torchrun: this rank's GPU
@@ -159,7 +159,8 @@ class Detector:
                              f"got {overlap}")
         if threads < 0:
             raise ValueError(f"--threads must be 0 (all cores) or more, got {threads}")
-        self.backend = load_backend(self.model, backend, device, imgsz=torch_tile, threads=threads)
+        self.backend = load_backend(self.model, backend, device, imgsz=torch_tile, threads=threads,
+                                    precision=precision)
         if 0 < overlap < 1:
             overlap = int(overlap * (tile or self.backend.input_size))
         self.tiled = TiledDetector(self.backend, tile, int(overlap), batch, conf, iou, full_image, max_det,

@@ -1,4 +1,4 @@
-"""torch / onnxruntime / TensorRT behind one interface: ``infer(batch) -> detections``.
+"""torch / onnxruntime / OpenVINO / TensorRT behind one interface: ``infer(batch) -> detections``.
 
 batch: (B, 3, S, S) float32 RGB in [0, 1] (``fss_core.preprocess``); detections: (B, A, 4 + C)
 float32 numpy — xyxy input pixels, then per-class scores. Every backend describes its model:
@@ -18,7 +18,7 @@ from fss_core.nn.card import resolve_model_file
 from fss_deploy.export import INPUT_NAME, OUTPUT_NAME, ExportError, deployed_facts, read_onnx
 from fss_deploy.graph import InferenceGraph
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 class Backend:
@@ -32,9 +32,11 @@ class Backend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    precision: str = "fp32"
+
     def describe(self) -> dict:
-        return {"backend": self.name, "device": self.device, "input_size": self.input_size,
-                "fixed_batch": self.fixed_batch, "classes": len(self.class_names)}
+        return {"backend": self.name, "device": self.device, "precision": self.precision,
+                "input_size": self.input_size, "fixed_batch": self.fixed_batch, "classes": len(self.class_names)}
 
 
 def strict_fp32() -> None:
@@ -110,6 +112,30 @@ class OnnxBackend(Backend):
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0].astype(np.float32)
 
 
+class OpenVinoBackend(Backend):
+    """OpenVINO on the CPU, from an IR (.xml) or an fss ONNX file; precision fp32 | bf16 | auto and OpenVINO's
+    latency / throughput hint (fss_deploy/openvino.py)."""
+
+    name = "openvino"
+
+    def __init__(self, path: str | Path, precision: str = "fp32", threads: int = 0, hint: str = "latency"):
+        from fss_deploy.openvino import compile_model, read_metadata, resolve_precision
+
+        meta = read_metadata(path)
+        self.class_names, self.input_size = deployed_facts(meta, path)
+        self.fixed_batch = None if meta.get("batch") == "dynamic" else int(meta.get("batch", 1))
+        if meta.get("precision") == "fp16":
+            raise ExportError(f"{path}: an FP16 export; OpenVINO on the CPU takes the FP32 one (precision bf16 "
+                              "makes it fast)")
+        self.precision = resolve_precision(precision)
+        self.compiled = compile_model(path, self.precision, hint, threads)
+        self.request = self.compiled.create_infer_request()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        out = self.request.infer({0: np.ascontiguousarray(batch, np.float32)})
+        return np.asarray(out[self.compiled.output(OUTPUT_NAME)], np.float32)
+
+
 class TensorRTBackend(Backend):
     """TensorRT 10 engine (NOT VERIFIED here: no GPU/TensorRT on our machines)."""
 
@@ -170,22 +196,29 @@ def backend_threads(*backends: Backend):
 
 
 def load_backend(model: str | Path, backend: str | None = None, device: str = "cpu", imgsz: int | None = None,
-                 threads: int = 0) -> Backend:
-    """The backend for a model file: .pt -> torch, .onnx -> onnxruntime, .engine -> tensorrt. ``threads``: CPU
-    threads of onnxruntime's session, or torch's while the torch backend runs (``backend_threads``); the
-    process's torch threads are never changed by loading."""
+                 threads: int = 0, precision: str = "fp32") -> Backend:
+    """The backend for a model file: .pt -> torch, .onnx -> onnxruntime (or openvino), .xml -> openvino, .engine ->
+    tensorrt. ``threads``: CPU threads of onnxruntime's session or OpenVINO's, or torch's while the torch backend
+    runs (``backend_threads``); the process's torch threads are never changed by loading. ``precision``: fp32, or
+    for OpenVINO bf16 / auto (fss_deploy/openvino.py)."""
     path = resolve_model_file(model)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
-    by_suffix = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt"}
+    by_suffix = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt"}
     chosen = backend or by_suffix.get(path.suffix)
     if chosen is None:
-        raise ExportError(f"{path}: unknown model type; use .pt, .onnx or .engine, or pass --backend")
+        raise ExportError(f"{path}: unknown model type; use .pt, .onnx, .xml or .engine, or pass --backend")
     if chosen not in BACKENDS:
         raise ExportError(f"--backend must be one of {BACKENDS}, got {chosen!r}")
-    expected = {"torch": (".pt", ".pth"), "onnxruntime": (".onnx",), "tensorrt": (".engine",)}[chosen]
+    expected = {"torch": (".pt", ".pth"), "onnxruntime": (".onnx",), "openvino": (".xml", ".onnx"),
+                "tensorrt": (".engine",)}[chosen]
     if path.suffix not in expected:
         raise ExportError(f"{path}: the {chosen} backend needs a {' or '.join(expected)} file")
+    if precision != "fp32" and chosen != "openvino":
+        raise ExportError(f"precision {precision}: only the openvino backend chooses its precision at load time "
+                          "(TensorRT and ONNX take --half at export)")
+    if chosen == "openvino":
+        return OpenVinoBackend(path, precision, threads)
     if chosen == "torch":
         return TorchBackend(path, device, imgsz, threads=threads)
     if chosen == "onnxruntime":

@@ -40,7 +40,7 @@ def environment(backend: Backend, threads: int) -> dict:
     env = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads or torch_side,
            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
            "backend": backend.name, "device": backend.device,
-           "precision": "fp16" if getattr(backend, "half", False) else "fp32",
+           "precision": "fp16" if getattr(backend, "half", False) else backend.precision,
            "tf32": bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
            if torch.cuda.is_available() else False}
     if torch.cuda.is_available():
@@ -69,11 +69,11 @@ def _sync(backend: Backend) -> None:
 
 def bench_model(model: str, backend: str | None = None, imgsz: int | None = None, batch: int = 1, warmup: int = 50,
                 iters: int = 300, threads: int = 0, device: str = "cpu", image: np.ndarray | None = None,
-                progress=None) -> dict:
+                progress=None, precision: str = "fp32") -> dict:
     """Per-stage latency of one model: preprocess (letterbox + normalise), inference, postprocess.
     ``progress(done, total)`` is called after every run. ``threads``: of the backend (0: library default);
     torch's are the caller's again afterwards."""
-    b = load_backend(model, backend, device, imgsz, threads)
+    b = load_backend(model, backend, device, imgsz, threads, precision)
     with backend_threads(b):
         return _bench_model(b, model, batch, warmup, iters, threads, image, progress)
 
@@ -157,10 +157,11 @@ def _bench_overhead(structure: dict, ba: Backend, bb: Backend, warmup: int, iter
 
 
 def bench_tiled(image_path: str, model: str, backend: str | None = None, batch: int = 8, overlap: int = 200,
-                repeats: int = 3, threads: int = 0, device: str = "cpu", progress=None) -> dict:
+                repeats: int = 3, threads: int = 0, device: str = "cpu", progress=None,
+                precision: str = "fp32") -> dict:
     from fss_deploy.detect import TiledDetector
 
-    b = load_backend(model, backend, device, None, threads)
+    b = load_backend(model, backend, device, None, threads, precision)
     image = read_image(image_path)
     det = TiledDetector(b, overlap=overlap, batch=batch)
     det(image)                                                          # warm-up
