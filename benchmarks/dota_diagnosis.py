@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -379,6 +380,10 @@ def committed_summary(folder: Path, store: Path | None) -> dict | None:
             "wall_s": s["meta"]["wall_s"]}
 
 
+def _sha(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun_store: Path | None,
              extra: bool = False) -> dict:
     """Every measurement of one run folder; ``extra``: COCO by size on the validation tiles only."""
@@ -401,7 +406,11 @@ def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun
            "last_eval_in_results_json": {k: evals[-1].get(k) for k in ("epoch", "AP", "AP50", "AP75", "APs")}
            if evals else None,
            "committed_summary": committed_summary(folder, committed),
-           "rerun_summary": committed_summary(folder, rerun_store), "extra": extra, "splits": {}}
+           "rerun_summary": committed_summary(folder, rerun_store), "extra": extra, "splits": {},
+           "results_sha256_no_timing": hashlib.sha256(json.dumps(
+               [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows],
+               sort_keys=True).encode()).hexdigest(), "train_annotations_sha256": _sha(Path(cfg["data"])),
+           "val_annotations_sha256": _sha(Path(cfg["val"]))}
     if extra:
         splits = ["val"]
     for split in splits:
@@ -436,8 +445,11 @@ def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun
 
 
 # ---------------------------------------------------------------------------------- report
-def _name(r: dict) -> str:
-    return Path(r["folder"]).name + (" (repeat)" if r.get("extra") else "")
+def _name(r: dict, plain: bool = False) -> str:
+    """``<out folder>/<run>`` (the ablation's --out tells re-runs of one name apart), marked when a repeat."""
+    f = Path(r["folder"])
+    name = f"{f.parents[2].name}/{f.name}" if len(f.parents) > 2 else f.name
+    return name + (" (repeat)" if r.get("extra") and not plain else "")
 
 
 def _x(v, nd: int = 4) -> str:
@@ -471,26 +483,36 @@ def report(result: dict) -> str:
          "Alignment: `fss_train/alignment.py` (candidate set: inside the box or within 2.5 strides of the centre, "
          "every level; GTs with ≥ 3 candidates).", ""]
     L += ["## Runs and checkpoints", ""]
-    head = ["run", "assigner", "checkpoint (epoch)", "val GTs", "AP (this eval)", "AP50", "APs (COCO <32²)",
+    head = ["run", "assigner", "checkpoint (epoch)", "train / val tiles (sha256 of annotations.json, first 8)",
+            "val GTs", "AP (this eval)", "AP50", "APs (COCO <32²)",
             "last eval in results.json (epoch: AP / AP50)", "committed summary (commit: AP / AP50 / APs)",
-            "this run's summary (commit: AP / AP50)"]
+            "this run's summary (commit at its end: AP / AP50; wall)"]
     rows = []
     for r in every:
         c = r["splits"]["val"]["coco"]["project_coco_eval_all"]
         le = r["last_eval_in_results_json"]
         cs, rs = r["committed_summary"], r["rerun_summary"]
         rows.append([_name(r), r["assigner"], f"{Path(r['checkpoint']).name} ({r['checkpoint_epoch']}"
-                     f" of {r['epochs_planned']})", str(r["splits"]["val"]["coco"]["all"]["num_gt"]), _x(c["AP"]),
+                     f" of {r['epochs_planned']})",
+                     f"{(r['train_annotations_sha256'] or '?')[:8]} / {(r['val_annotations_sha256'] or '?')[:8]}",
+                     str(r["splits"]["val"]["coco"]["all"]["num_gt"]), _x(c["AP"]),
                      _x(c["AP50"]), _x(c["APs"]),
                      f"{le['epoch']}: {_x(le['AP'])} / {_x(le['AP50'])}" if le else "–",
                      f"{cs['commit']}: {_x(cs['AP'])} / {_x(cs['AP50'])} / {_x(cs['APs'])}" if cs else "–",
-                     f"{rs['commit']}: {_x(rs['AP'])} / {_x(rs['AP50'])}" if rs else "–"])
+                     f"{rs['commit']}: {_x(rs['AP'])} / {_x(rs['AP50'])}; {rs['wall_s'] / 60:.1f} min" if rs else "–"])
     L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(x) + " |" for x in rows]
     L += ["", "Checkpoints: " + "; ".join(f"`{r['checkpoint']}`" for r in every), ""]
+    same: dict[str, list[str]] = {}
+    for r in every:
+        same.setdefault(r["results_sha256_no_timing"], []).append(f"`{_name(r, plain=True)}`")
+    for group in (g for g in same.values() if len(g) > 1):
+        L += [f"Identical results.json apart from the timings (every epoch's losses, positives per GT, rank "
+              f"consistency, learning rate and metrics): {', '.join(group)}.", ""]
     if len(every) > len(runs):
-        L += ["Runs marked (repeat) are the same run configuration trained again into another folder, each from its "
-              "own data preparation (`--out`) and the working tree as it was when its training started; only their "
-              "AP is measured here, on their own validation tiles (column val GTs).", ""]
+        L += ["Runs marked (repeat) are the same run configuration trained again into another folder, each on the "
+              "tiles under its own `--out` (prepared there, or copied: the sha256 column tells which tiles) with the "
+              "working tree as it was when its training started; only their AP is measured here, on their own "
+              "validation tiles (column val GTs).", ""]
 
     L += ["## Ground truths per size bin", ""]
     val = runs[0]["splits"]["val"]
@@ -608,6 +630,19 @@ def report(result: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def finite(x):
+    """``x`` with every NaN or infinity (an open bin edge, an undefined mean) as None: strict JSON."""
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
 def git_commit() -> str:
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
@@ -647,7 +682,8 @@ def main() -> None:
              for f, st in zip(args.extra, stores or [""] * len(args.extra))]
     meta["seconds"] = time.perf_counter() - t0
     result = {"meta": meta, "runs": runs, "extra_runs": extra}
-    for path, text in ((Path(args.json), json.dumps(result, indent=1, default=float)), (Path(args.md), report(result))):
+    text_json = json.dumps(finite(result), indent=1, allow_nan=False)
+    for path, text in ((Path(args.json), text_json), (Path(args.md), report(result))):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)
         print(f"wrote {path}", flush=True)
