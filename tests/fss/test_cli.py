@@ -16,7 +16,8 @@ def test_help_lists_every_verb():
     import typer
 
     group = typer.main.get_command(app)
-    assert set(group.commands) == {"train", "eval", "export", "detect", "bench", "data", "assign", "demo", "info"}
+    assert set(group.commands) == {"train", "eval", "export", "detect", "bench", "data", "assign", "demo", "info",
+                                   "convert"}
     assert set(group.commands["data"].commands) == {"convert", "split", "synth", "check"}
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
