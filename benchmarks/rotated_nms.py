@@ -27,9 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fss_core.boxes import overlapping_pairs  # noqa: E402
 from fss_core.fileio import atomic_write  # noqa: E402
 from fss_core.rbox import poly_envelope, rbox_to_poly  # noqa: E402
-from fss_core.rotated_nms import overlapping_pairs, rotated_nmm, rotated_nms  # noqa: E402
+from fss_core.rotated_nms import rotated_nmm, rotated_nms  # noqa: E402
 
 
 def scene(boxes: int, seed: int = 0, copies: int = 5, size: float = 8000.0):

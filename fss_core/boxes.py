@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 EPS = 1e-7  # guards divisions by a zero union/area
+SPARSE_FROM = 2000  # boxes above which NMS sweeps (sparse_nms) instead of OpenCV's all-pairs NMSBoxes
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
@@ -49,6 +50,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         return torch.empty(0, dtype=torch.long, device=device)
     b = boxes.detach().cpu().float().numpy()
     s = scores.detach().cpu().float().numpy()
+    if len(b) > SPARSE_FROM:                  # OpenCV compares every pair: 0.6 s for a dense scene's merge
+        return torch.from_numpy(sparse_nms(b, s, iou_threshold)).to(device)
     xywh = np.concatenate((b[:, :2], b[:, 2:] - b[:, :2]), axis=1)
     # OpenCV keeps only scores above a non-negative threshold: hand it exact ranks (n … 1)
     # instead, which keep the order (ties: the earlier box first) and are all positive
@@ -58,6 +61,68 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     keep = np.asarray(cv2.dnn.NMSBoxes(xywh, rank, 0.0, float(iou_threshold)), dtype=np.int64).reshape(-1)
     keep = keep[np.argsort(-rank[keep], kind="stable")]
     return torch.from_numpy(keep).to(device)
+
+
+def overlapping_pairs(env: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i, j), i ≠ j listed once, of ``(N, 4)`` xyxy envelopes that overlap with positive area.
+
+    Boxes sorted by x1; box k meets the boxes after it whose x1 lies before its x2 (a ``searchsorted``), then the y
+    extents are compared. Memory is bounded by ``chunk`` boxes at a time times their x-neighbours."""
+    order = np.argsort(env[:, 0], kind="stable")
+    e = env[order]
+    hi = np.searchsorted(e[:, 0], e[:, 2], "left")              # boxes k+1 … hi-1 start before box k ends
+    firsts, seconds = [], []
+    for start in range(0, len(e), chunk):
+        k = np.arange(start, min(start + chunk, len(e)))
+        counts = np.maximum(hi[k] - k - 1, 0)
+        a = np.repeat(k, counts)
+        b = a + 1 + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+        y_ok = (e[a, 1] < e[b, 3]) & (e[b, 1] < e[a, 3]) & (e[a, 0] < e[b, 2])
+        firsts.append(order[a[y_ok]])
+        seconds.append(order[b[y_ok]])
+    if not firsts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def suppression_lists(scores: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """For greedy suppression over the pairs (i, j) that overlap too much: the rank of every box (0 = highest score,
+    ties: the earlier box) as ``rank_to_box`` (N,), and per rank the ranks it suppresses (those below it)."""
+    rank_to_box = np.argsort(-scores, kind="stable")
+    box_to_rank = np.empty_like(rank_to_box)
+    box_to_rank[rank_to_box] = np.arange(len(rank_to_box))
+    ri, rj = box_to_rank[i], box_to_rank[j]
+    lo, hi = np.minimum(ri, rj), np.maximum(ri, rj)
+    order = np.lexsort((hi, lo))
+    lo, hi = lo[order], hi[order]
+    bounds = np.searchsorted(lo, np.arange(len(rank_to_box) + 1))
+    return rank_to_box, [hi[bounds[r]:bounds[r + 1]] for r in range(len(rank_to_box))]
+
+
+def sparse_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS (IoU > threshold suppresses, as OpenCV's) comparing only boxes that overlap (an x sweep): the same
+    kept set as :func:`nms`, in time that grows with the overlapping pairs, not with N² (a 4000² scene at conf 0.001
+    has ~10^4 boxes a class). boxes (N, 4) xyxy, scores (N,) -> kept indices by score, descending."""
+    b = boxes.astype(np.float64)
+    i, j = overlapping_pairs(b)
+    ix = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
+    iy = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
+    inter = ix * iy
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    hit = inter / np.maximum(area[i] + area[j] - inter, 1e-12) > iou_threshold
+    rank_to_box, nbrs = suppression_lists(scores.astype(np.float64), i[hit], j[hit])
+    return rank_to_box[greedy_keep(nbrs)]
+
+
+def greedy_keep(nbrs: list[np.ndarray]) -> np.ndarray:
+    """The ranks greedy suppression keeps: highest first, each kept rank removing its ``nbrs`` (suppression_lists)."""
+    alive = np.ones(len(nbrs), bool)
+    kept = []
+    for r in range(len(nbrs)):
+        if alive[r]:
+            kept.append(r)
+            alive[nbrs[r]] = False
+    return np.array(kept, np.int64)
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,

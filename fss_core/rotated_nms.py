@@ -12,32 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fss_core.boxes import greedy_keep, overlapping_pairs, suppression_lists
 from fss_core.polygon_iou import CHUNK, polygon_intersection_aligned
 from fss_core.rbox import min_area_rect, poly_envelope, polygon_area
 
 METRICS = ("iou", "ios")        # intersection over union, or over the smaller polygon (SAHI's IOS)
-
-
-def overlapping_pairs(env: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair (i, j), i ≠ j listed once, of ``(N, 4)`` xyxy envelopes that overlap with positive area.
-
-    Boxes sorted by x1; box k meets the boxes after it whose x1 lies before its x2 (a ``searchsorted``), then the y
-    extents are compared. Memory is bounded by ``chunk`` boxes at a time times their x-neighbours."""
-    order = np.argsort(env[:, 0], kind="stable")
-    e = env[order]
-    hi = np.searchsorted(e[:, 0], e[:, 2], "left")              # boxes k+1 … hi-1 start before box k ends
-    firsts, seconds = [], []
-    for start in range(0, len(e), chunk):
-        k = np.arange(start, min(start + chunk, len(e)))
-        counts = np.maximum(hi[k] - k - 1, 0)
-        a = np.repeat(k, counts)
-        b = a + 1 + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-        y_ok = (e[a, 1] < e[b, 3]) & (e[b, 1] < e[a, 3]) & (e[a, 0] < e[b, 2])
-        firsts.append(order[a[y_ok]])
-        seconds.append(order[b[y_ok]])
-    if not firsts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(firsts), np.concatenate(seconds)
 
 
 def pair_overlaps(polys: torch.Tensor, i: np.ndarray, j: np.ndarray, metric: str = "iou") -> np.ndarray:
@@ -59,21 +38,13 @@ def _neighbours(polys: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor 
                 metric: str) -> tuple[np.ndarray, list[np.ndarray]]:
     """Rank of every box (0 = highest score, ties: the earlier box) and, per rank, the ranks of the boxes it
     overlaps by more than ``threshold`` (same label only, unless labels is None)."""
-    rank_to_box = np.argsort(-scores.detach().cpu().double().numpy(), kind="stable")
-    box_to_rank = np.empty_like(rank_to_box)
-    box_to_rank[rank_to_box] = np.arange(len(rank_to_box))
     i, j = overlapping_pairs(poly_envelope(polys.detach().double().cpu()).numpy())
     if labels is not None:
         lab = labels.detach().cpu().numpy()
         same = lab[i] == lab[j]
         i, j = i[same], j[same]
     hit = pair_overlaps(polys.detach(), i, j, metric) > threshold
-    ri, rj = box_to_rank[i[hit]], box_to_rank[j[hit]]
-    lo, hi = np.minimum(ri, rj), np.maximum(ri, rj)             # the higher-ranked box may remove the other
-    order = np.lexsort((hi, lo))
-    lo, hi = lo[order], hi[order]
-    bounds = np.searchsorted(lo, np.arange(len(rank_to_box) + 1))
-    return rank_to_box, [hi[bounds[r]:bounds[r + 1]] for r in range(len(rank_to_box))]
+    return suppression_lists(scores.detach().cpu().double().numpy(), i[hit], j[hit])
 
 
 def rotated_nms(polys: torch.Tensor, scores: torch.Tensor, threshold: float, labels: torch.Tensor | None = None,
@@ -83,13 +54,7 @@ def rotated_nms(polys: torch.Tensor, scores: torch.Tensor, threshold: float, lab
     interact (all do when labels is None). polys (N, 8), scores (N,), labels (N,) -> kept indices (K,) long, by
     score descending."""
     rank_to_box, nbrs = _neighbours(polys, scores, labels, threshold, metric)
-    alive = np.ones(len(rank_to_box), bool)
-    kept = []
-    for r in range(len(rank_to_box)):
-        if alive[r]:
-            kept.append(r)
-            alive[nbrs[r]] = False
-    return torch.from_numpy(rank_to_box[np.array(kept, np.int64)]).to(polys.device)
+    return torch.from_numpy(rank_to_box[greedy_keep(nbrs)]).to(polys.device)
 
 
 def rotated_nmm(polys: torch.Tensor, scores: torch.Tensor, threshold: float, labels: torch.Tensor | None = None,

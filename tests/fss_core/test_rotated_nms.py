@@ -7,8 +7,9 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
+from fss_core.boxes import overlapping_pairs
 from fss_core.rbox import poly_envelope, rbox_to_poly
-from fss_core.rotated_nms import overlapping_pairs, pair_overlaps, rotated_nmm, rotated_nms
+from fss_core.rotated_nms import pair_overlaps, rotated_nmm, rotated_nms
 
 
 def _scene(seed, objects, copies, size):

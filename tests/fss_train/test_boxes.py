@@ -47,3 +47,28 @@ def test_batched_nms_is_class_aware_and_chunked_path_agrees():
     same = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 10]])
     assert len(batched_nms(same, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5)) == 2
     assert len(batched_nms(same, torch.tensor([0.9, 0.8]), torch.tensor([1, 1]), 0.5)) == 1
+
+
+def test_sparse_nms_keeps_what_opencv_keeps_on_a_dense_scene():
+    """Above SPARSE_FROM boxes nms() sweeps instead of comparing all pairs: the kept set is OpenCV's, in order."""
+    import cv2
+    import numpy as np
+
+    from fss_core.boxes import SPARSE_FROM, sparse_nms
+
+    g = torch.Generator().manual_seed(3)
+    n = 3 * SPARSE_FROM
+    centres = torch.rand(n // 6, 2, generator=g) * 2000
+    xy = centres.repeat_interleave(6, 0) + torch.randn(n, 2, generator=g) * 4        # clusters, as raw detections
+    wh = torch.rand(n, 2, generator=g) * 40 + 8
+    boxes = torch.cat((xy, xy + wh), 1)
+    scores = torch.rand(n, generator=g)
+    for thr in (0.3, 0.5, 0.7):
+        b, s = boxes.numpy(), scores.numpy()
+        order = np.argsort(-s, kind="stable")
+        rank = np.empty(n, np.float32)
+        rank[order] = np.arange(n, 0, -1)
+        ref = np.asarray(cv2.dnn.NMSBoxes(np.concatenate((b[:, :2], b[:, 2:] - b[:, :2]), 1), rank, 0.0, thr))
+        ref = ref.reshape(-1)[np.argsort(-rank[ref.reshape(-1)], kind="stable")]
+        assert sparse_nms(b, s, thr).tolist() == ref.tolist()
+        assert nms(boxes, scores, thr).tolist() == ref.tolist()                     # the path nms() takes here
