@@ -156,7 +156,7 @@ def main() -> None:
               flush=True)
     accuracy = scene_accuracy(paths, image, a.tile)
     record = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": a.threads, "load_1min": round(load, 2),
-              "model": str(a.model), "tile": a.tile, "rounds": a.rounds, "versions": versions(),
+              "model": Path(a.model).name, "tile": a.tile, "rounds": a.rounds, "versions": versions(),
               "speed": speed, "scene": accuracy}
     write(Path(a.out), record)
 

@@ -15,20 +15,20 @@ Given finished ablation run folders (``benchmarks/ablation.py``: ``<out>/<budget
   box size and the stride;
 * the task alignment of ``fss eval --alignment`` (``fss_train/alignment.py``), overall and by size.
 
-    cd /work/main
+    cd REPO
     nice -n 19 .venv/bin/python benchmarks/ablation.py --budget decide --datasets dota \\
-        --runs 'dotaft-fss-s0,dotaft-atss-s0,dotaft-tal-s0' --store /work/diag/store --report /work/diag/ablation.md \\
-        --out /work/diag/runs                                         # the re-runs (a store of their own)
+        --runs 'dotaft-fss-s0,dotaft-atss-s0,dotaft-tal-s0' --store SCRATCH/store --report SCRATCH/ablation.md \\
+        --out SCRATCH/runs                                         # the re-runs (a store of their own)
     nice -n 19 .venv/bin/python benchmarks/ablation.py --budget decide --datasets dota \\
-        --runs 'dotaft-fss-s0,dotaft-atss-s0' --store /work/diag/repeat-store --report /work/diag/repeat-ablation.md \\
-        --out /work/diag/repeat                                       # the same runs once more (repeatability)
-    cp -a /work/diag/runs/decide/data /work/diag/detA/decide/    # the same tiles; so for detB; then, at once:
+        --runs 'dotaft-fss-s0,dotaft-atss-s0' --store SCRATCH/repeat-store --report SCRATCH/repeat-ablation.md \\
+        --out SCRATCH/repeat                                       # the same runs once more (repeatability)
+    cp -a SCRATCH/runs/decide/data SCRATCH/detA/decide/    # the same tiles; so for detB; then, at once:
     nice -n 19 .venv/bin/python benchmarks/ablation.py --budget decide --datasets dota --runs dotaft-fss-s0 \\
-        --store /work/diag/detA-store --report /work/diag/detA-ablation.md --out /work/diag/detA   # and detB
-    nice -n 19 .venv/bin/python benchmarks/dota_diagnosis.py /work/diag/runs/decide/runs/dotaft-{fss,atss,tal}-s0 \\
-        --rerun-store /work/diag/store --extra /work/diag/repeat/decide/runs/dotaft-{fss,atss}-s0 \\
-        /work/diag/det{A,B}/decide/runs/dotaft-fss-s0 --extra-store /work/diag/repeat-store /work/diag/repeat-store \\
-        /work/diag/detA-store /work/diag/detB-store                  # -> docs/results/dota_diagnosis.{json,md}
+        --store SCRATCH/detA-store --report SCRATCH/detA-ablation.md --out SCRATCH/detA   # and detB
+    nice -n 19 .venv/bin/python benchmarks/dota_diagnosis.py SCRATCH/runs/decide/runs/dotaft-{fss,atss,tal}-s0 \\
+        --rerun-store SCRATCH/store --extra SCRATCH/repeat/decide/runs/dotaft-{fss,atss}-s0 \\
+        SCRATCH/det{A,B}/decide/runs/dotaft-fss-s0 --extra-store SCRATCH/repeat-store SCRATCH/repeat-store \\
+        SCRATCH/detA-store SCRATCH/detB-store                  # -> docs/results/dota_diagnosis.{json,md}
 
 Options: ``--extra`` (more run folders, e.g. repeats: COCO AP by size only, with ``--extra-store`` their summaries),
 ``--checkpoint best`` (default ``last``: the study's metric is the last epoch), ``--splits val`` (skip the training
