@@ -81,7 +81,7 @@ def test_a_checkpoint_runs_at_any_tile_that_is_a_multiple_of_32():
 def test_evaluate_and_export_errors_raise_value_errors(tmp_path):
     with pytest.raises(ValueError, match="not both"):
         fss.evaluate(data="x")
-    with pytest.raises(ValueError, match="format must be onnx or engine"):
+    with pytest.raises(ValueError, match="format must be onnx, engine or openvino"):
         fss.export(DEFAULT_MODEL, format="tflite")
     with pytest.raises(ValueError, match="multiple of 32"):
         fss.train("x", imgsz=100)
