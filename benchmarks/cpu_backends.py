@@ -2,9 +2,10 @@
 
     python benchmarks/cpu_backends.py [--model fss_core/models/fss-n-aerial.pt] [--tile 512] [--rounds 20]
 
-Paths: torch FP32 (channels-last, as the torch backend runs), torch BF16 autocast, onnxruntime FP32, OpenVINO FP32
-and OpenVINO BF16 (where the CPU computes BF16 natively). One ONNX export with a dynamic batch serves onnxruntime
-and OpenVINO. Measured:
+Paths: torch FP32 (channels-last, as the torch backend runs), torch BF16 autocast, onnxruntime FP32, onnxruntime
+INT8 (``fss export --int8``: calibrated on 32 tiles of 4 synthetic aerial scenes — never the scene it is scored on —
+the prediction convolutions and decode in float), OpenVINO FP32 and OpenVINO BF16 (where the CPU computes BF16
+natively). One ONNX export with a dynamic batch serves onnxruntime and OpenVINO. Measured:
 
 * latency at batch 1 and throughput at batch 8 on tiles of the 4000² sample scene (``fss_core/models/sample-
   scene.jpg``): every path runs once per round, the paths interleaved (so load on the machine falls on all alike),
@@ -15,8 +16,7 @@ and OpenVINO. Measured:
 * accuracy: COCO AP and AP50 (pycocotools' COCOeval, max 3,000 detections, conf 0.001) of each path's detections
   of the sample scene against its labels (``sample-scene.txt``), and the difference to onnxruntime FP32.
 
-Writes docs/results/cpu_backends.md and .json, naming the CPU, its load and the library versions. INT8 is not
-measured here yet.
+Writes docs/results/cpu_backends.md and .json, naming the CPU, its load and the library versions.
 """
 
 from __future__ import annotations
@@ -67,10 +67,21 @@ def backends(model: Path, onnx: Path, tile: int, threads: int) -> dict:
     paths = {"torch fp32": TorchBackend(model, imgsz=tile, threads=threads),
              "torch bf16 autocast": TorchBF16(model, imgsz=tile, threads=threads),
              "onnxruntime fp32": load_backend(onnx, threads=threads),
+             "onnxruntime int8 (head float)": load_backend(int8_model(onnx), threads=threads),
              "openvino fp32": load_backend(onnx, backend="openvino", threads=threads)}
     if native_bf16():
         paths["openvino bf16"] = load_backend(onnx, backend="openvino", threads=threads, precision="bf16")
     return paths
+
+
+def int8_model(onnx: Path) -> Path:
+    """The INT8 ONNX of ``onnx``, calibrated on synthetic aerial scenes (fss data synth), not on the sample scene."""
+    from fss_deploy.quantize import quantize_onnx
+    from fss_train.data.synth import SynthConfig, synthesize
+
+    calib = onnx.parent / "calib"
+    synthesize(calib, SynthConfig(num_images=4, size=1024, objects=60, seed=7))
+    return quantize_onnx(onnx, onnx.with_name("model-int8.onnx"), calib / "images", 32)
 
 
 def tiles(image: np.ndarray, tile: int, n: int) -> np.ndarray:

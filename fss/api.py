@@ -212,6 +212,7 @@ class Exported:
     engine: Path | None = None
     verify: dict | None = None
     openvino: Path | None = None
+    int8: Path | None = None
 
     @property
     def path(self) -> Path:
@@ -221,19 +222,25 @@ class Exported:
 def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = None, batch: int = 1,
            dynamic: bool = False, half: bool = False, opset: int = 17, out: str | Path | None = None,
            verify: bool = False, verify_images: list[str] | None = None, weights: str = "ema",
-           exist_ok: bool = False, progress=None) -> Exported:
+           exist_ok: bool = False, progress=None, int8: bool = False, calib: str | Path | None = None,
+           calib_tiles: int = 32) -> Exported:
     """Export a checkpoint to ONNX (``format="onnx"``), to a TensorRT engine (``"engine"``) or to an OpenVINO IR
     (``"openvino"``: ``.xml`` + ``.bin``), the last two through the ONNX file. With ``verify`` onnxruntime and torch
     run the same images (given, or a synthetic scene) and the report is attached; a mismatch does not raise — read
     ``result.verify["within_tolerance"]``. ``progress(done, total)`` follows the verification. An existing output
     file is replaced when it was exported from the same checkpoint, otherwise only with ``exist_ok``
-    (FileExistsError names it)."""
+    (FileExistsError names it). ``int8``: also an INT8 ONNX (``<name>-int8.onnx``, ``result.int8``) calibrated on
+    ``calib_tiles`` tiles of the images under ``calib`` (fss_deploy/quantize.py; the prediction convolutions and
+    the decode stay in float)."""
     from fss_core.fileio import sha256_file
     from fss_deploy.export import check_replaceable, export_onnx, verify_onnx
     from fss_deploy.sources import resolve_sources
 
     if format not in ("onnx", "engine", "openvino"):
         raise ValueError(f"format must be onnx, engine or openvino, got {format!r}")
+    if int8 and (format != "onnx" or half or not calib):
+        raise ValueError("--int8 quantises an FP32 ONNX export: --format onnx, no --half, and --calib DIR (images "
+                         "of your own to calibrate on)")
     if format == "openvino":
         from fss_deploy.openvino import import_openvino
         import_openvino()
@@ -257,6 +264,9 @@ def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = 
         if not images:
             raise FileNotFoundError(f"verify_images: no images found in {verify_images}")
         done.verify = verify_onnx(res.path, checkpoint, images, weights, progress=progress)
+    if int8:
+        from fss_deploy.quantize import quantize_onnx
+        done.int8 = quantize_onnx(res.path, res.path.with_name(f"{res.path.stem}-int8.onnx"), calib, calib_tiles)
     if format == "openvino":
         from fss_deploy.openvino import export_openvino
         done.openvino = export_openvino(res.path, Path(out) if out else res.path.with_suffix(".xml"))

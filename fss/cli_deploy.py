@@ -40,7 +40,12 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
            verify_images: Annotated[list[str] | None, typer.Option(help="images for --verify")] = None,
            weights: Annotated[str, typer.Option(help="ema | raw")] = "ema",
            exist_ok: Annotated[bool, typer.Option(help="replace an output file exported from another checkpoint "
-                                                       "(one from the same checkpoint is always replaced)")] = False):
+                                                       "(one from the same checkpoint is always replaced)")] = False,
+           int8: Annotated[bool, typer.Option(help="also an INT8 ONNX (NAME-int8.onnx), calibrated on --calib; the "
+                                                   "prediction convolutions and decode stay float")] = False,
+           calib: Annotated[str | None, typer.Option(help="images (a folder, files or a glob) to calibrate --int8 "
+                                                          "on: your own")] = None,
+           calib_tiles: Annotated[int, typer.Option(help="calibration tiles", min=1, max=10_000)] = 32):
     """Export a checkpoint to ONNX, a TensorRT engine or an OpenVINO IR (`fss export CKPT`; the word `model` may be
     left out)."""
     from fss.api import export as export_api
@@ -50,13 +55,15 @@ def export(source: Annotated[str, typer.Argument(help="checkpoint (.pt)")],
     with user_errors(), bar:
         res = export_api(source, format=format, imgsz=imgsz, batch=batch, dynamic=dynamic, half=half, opset=opset,
                          out=out, verify=verify, verify_images=verify_images, weights=weights, exist_ok=exist_ok,
-                         progress=progress)
+                         progress=progress, int8=int8, calib=calib, calib_tiles=calib_tiles)
     console.print(f"ONNX: {res.onnx}  fingerprint {res.fingerprint[:16]}…  params {res.params:,}  "
                   f"FLOPs {res.flops / 1e9:.3f} G", markup=False, highlight=False)
     if res.verify is not None and not _print_verify(res.verify):
         raise typer.Exit(1)
     if res.engine:
         console.print(f"engine: {res.engine} (+ {res.engine.name}.json)", markup=False)
+    if res.int8:
+        console.print(f"INT8: {res.int8}", markup=False)
     if res.openvino:
         console.print(f"OpenVINO: {res.openvino} (+ {res.openvino.with_suffix('.bin').name})", markup=False)
     size = imgsz or res.input_size

@@ -81,6 +81,7 @@ class OnnxBackend(Backend):
         self.class_names, self.input_size = deployed_facts(meta, path)
         self.fixed_batch = None if meta.get("batch") == "dynamic" else int(meta.get("batch", 1))
         self.half = meta.get("precision") == "fp16"
+        self.precision = meta.get("precision", "fp32")                 # fp32, fp16 or int8 (as exported)
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
