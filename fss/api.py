@@ -255,6 +255,13 @@ def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = 
         from fss_deploy.tensorrt import import_tensorrt
         import_tensorrt()
     onnx_out = out if format == "onnx" else Path(out).with_suffix(".onnx") if out and format == "openvino" else None
+    onnx_path = Path(onnx_out) if onnx_out else Path(checkpoint).with_suffix(".onnx")
+    int8_path = onnx_path.with_name(f"{onnx_path.stem}-int8.onnx")
+    xml_path = Path(out) if out and format == "openvino" else onnx_path.with_suffix(".xml")
+    if not exist_ok and Path(checkpoint).is_file():     # the derived files obey the rule of the ONNX file itself
+        for derived, made in ((int8_path, int8), (xml_path, format == "openvino")):
+            if made:
+                check_replaceable(derived, sha256_file(checkpoint))
     res = export_onnx(checkpoint, onnx_out, imgsz, batch, dynamic, half, opset, weights,
                       exist_ok)
     size = json.loads(res.metadata["input_size"])[0]
@@ -266,10 +273,10 @@ def export(checkpoint: str | Path, *, format: str = "onnx", imgsz: int | None = 
         done.verify = verify_onnx(res.path, checkpoint, images, weights, progress=progress)
     if int8:
         from fss_deploy.quantize import quantize_onnx
-        done.int8 = quantize_onnx(res.path, res.path.with_name(f"{res.path.stem}-int8.onnx"), calib, calib_tiles)
+        done.int8 = quantize_onnx(res.path, int8_path, calib, calib_tiles)
     if format == "openvino":
         from fss_deploy.openvino import export_openvino
-        done.openvino = export_openvino(res.path, Path(out) if out else res.path.with_suffix(".xml"))
+        done.openvino = export_openvino(res.path, xml_path)
     if format == "engine":
         from fss_deploy.tensorrt import build_engine
         engine = Path(out) if out else res.path.with_suffix(".engine")

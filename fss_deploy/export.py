@@ -177,7 +177,8 @@ def _onnx_metadata(ckpt: dict, model, size: int, batch: int, dynamic: bool, half
 
 
 def check_replaceable(out: Path, source_sha: str) -> None:
-    """Refuse to overwrite ``out`` (an ONNX file, or a TensorRT engine by its sidecar) unless it was exported from
+    """Refuse to overwrite ``out`` (an ONNX file, an OpenVINO IR, or a TensorRT engine by its sidecar) unless it was
+    exported from
     the checkpoint whose SHA-256 is ``source_sha``: another checkpoint's export may be all that is left of it."""
     out = Path(out)
     if not out.exists():
@@ -188,6 +189,10 @@ def check_replaceable(out: Path, source_sha: str) -> None:
             import onnx
 
             meta = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+        elif out.suffix == ".xml":                      # an OpenVINO IR: the metadata is in its rt_info
+            from fss_deploy.openvino import read_metadata
+
+            meta = read_metadata(out)
         else:
             meta = json.loads(out.with_suffix(out.suffix + ".json").read_text()).get("metadata", {})
         source = meta.get("source_checkpoint_sha256")

@@ -90,3 +90,18 @@ def test_missing_openvino_is_a_clear_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)                        # as on a machine without it
     with pytest.raises(OpenVinoUnavailable, match=r"pip install 'fss\[openvino\]'"):
         import_openvino()
+
+
+def test_an_ir_of_another_checkpoint_is_not_overwritten(exported, tmp_path):
+    from fss_core.checkpoint import make_checkpoint, save_checkpoint
+    from fss_core.nn import build_model, load_card
+
+    other = save_checkpoint(make_checkpoint(build_model(load_card("fss-n").with_classes(2)), ["a", "b"]),
+                            tmp_path / "other.pt")
+    target = exported.openvino.parent / "m.xml"                      # the module's export of the default model
+    before = target.read_bytes()
+    with pytest.raises(FileExistsError, match="another checkpoint"):
+        export(other, format="openvino", imgsz=256, out=target)
+    assert target.read_bytes() == before
+    again = export(DEFAULT_MODEL, format="openvino", imgsz=256, out=target)      # the same checkpoint: replaced
+    assert again.openvino == target
