@@ -1,4 +1,4 @@
-"""What a checkpoint, ONNX file or model card describes: `fss info`."""
+"""What a checkpoint, ONNX file, OpenVINO IR or model card describes: `fss info`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ from fss_core.nn import ModelCard, build_model, count_flops, count_params, load_
 
 
 def describe(target: str, imgsz: int | None = None) -> dict:
-    """A flat dict of facts about ``target`` (card name, card YAML, .pt checkpoint or .onnx file)."""
+    """A flat dict of facts about ``target`` (card name, card YAML, .pt checkpoint, .onnx file or OpenVINO .xml)."""
     path = Path(target)
     if path.suffix == ".onnx":
         return _describe_onnx(path)
+    if path.suffix == ".xml":
+        from fss_deploy.openvino import read_metadata
+
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such OpenVINO model")
+        return {**read_metadata(path), "file": str(path), "kind": "openvino ir",
+                "weights": str(path.with_suffix(".bin"))}
     if path.suffix in (".pt", ".pth", ".ckpt"):
         ckpt = load_checkpoint(path)
         model = model_from_checkpoint(ckpt)

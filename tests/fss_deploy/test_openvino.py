@@ -105,3 +105,12 @@ def test_an_ir_of_another_checkpoint_is_not_overwritten(exported, tmp_path):
     assert target.read_bytes() == before
     again = export(DEFAULT_MODEL, format="openvino", imgsz=256, out=target)      # the same checkpoint: replaced
     assert again.openvino == target
+
+
+def test_info_describes_the_ir(exported):
+    r = runner.invoke(app, ["info", str(exported.openvino), "--json"])
+    import json
+
+    facts = json.loads(r.output)
+    assert r.exit_code == 0 and facts["kind"] == "openvino ir" and facts["weights"].endswith(".bin")
+    assert json.loads(facts["class_names"]) == load_backend(exported.onnx).class_names
