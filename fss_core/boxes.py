@@ -11,6 +11,13 @@ EPS = 1e-7  # guards divisions by a zero union/area
 SPARSE_FROM = 2000  # boxes above which NMS sweeps (sparse_nms) instead of OpenCV's all-pairs NMSBoxes
 
 
+def box_corners(boxes: np.ndarray) -> np.ndarray:
+    """(K, 4) xyxy boxes -> (K, 8) polygons ``x1 y1 … x4 y4``: the corners clockwise on screen from the top-left,
+    as DOTA labels run (float64)."""
+    x1, y1, x2, y2 = (np.asarray(boxes, np.float64).reshape(-1, 4)[:, i] for i in range(4))
+    return np.stack((x1, y1, x2, y1, x2, y2, x1, y2), 1)
+
+
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """boxes (..., 4) -> (...,) area; degenerate boxes have area 0."""
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)

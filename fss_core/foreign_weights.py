@@ -113,23 +113,26 @@ def _renamed_yolox(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _matching_cards(state: dict[str, torch.Tensor], backbone: str) -> list[ModelCard]:
-    """The cards (any number of classes) whose network has exactly these tensor names and shapes."""
+def _matching_cards(state: dict[str, torch.Tensor], backbone: str, wanted: str) -> list[ModelCard]:
+    """The cards (with the state's number of classes) whose network has exactly these tensor names and shapes:
+    ``wanted`` alone when it fits (the common case), else every card of the backbone that does (for the error).
+    Networks are built on the meta device: shapes without memory (fss-x is 99 M parameters)."""
     classes = state["head.cls_preds.0.weight"].shape[0] if "head.cls_preds.0.weight" in state else 80
     shapes = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    found = []
-    for name in available_cards():
-        card = load_card(name)
-        if card.backbone != backbone:
-            continue
-        card = card.with_classes(classes)
-        own = {k: tuple(v.shape) for k, v in build_model(card).state_dict().items()
-               if not k.endswith("num_batches_tracked")}
+
+    def fits(card: ModelCard) -> bool:
+        with torch.device("meta"):
+            own = {k: tuple(v.shape) for k, v in build_model(card).state_dict().items()
+                   if not k.endswith("num_batches_tracked")}
         if backbone == "resnet":
             own = {k: s for k, s in own.items() if k.startswith("backbone.")}
-        if own == shapes:
-            found.append(card)
-    return found
+        return own == shapes
+
+    first = load_card(wanted).with_classes(classes)
+    if first.backbone == backbone and fits(first):
+        return [first]
+    cards = [load_card(name).with_classes(classes) for name in available_cards() if name != wanted]
+    return [c for c in cards if c.backbone == backbone and fits(c)]
 
 
 def _fold_yolox_conventions(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -151,7 +154,7 @@ def yolox_weights(state: dict[str, torch.Tensor], card_name: str, where: str) ->
     if STEM not in renamed or "head.cls_preds.0.weight" not in renamed:
         raise WeightsError(f"{where}: not a YOLOX detector (no {STEM.replace('backbone.', 'backbone.backbone.', 1)} "
                            "or head.cls_preds.0.weight)")
-    cards = _matching_cards(renamed, "cspdarknet")
+    cards = _matching_cards(renamed, "cspdarknet", card_name)
     wanted = load_card(card_name)
     if not any(c.name == wanted.name for c in cards):
         fits = ", ".join(c.name for c in cards) or "no CSPDarkNet card of fss"
@@ -176,7 +179,7 @@ def resnet_weights(state: dict[str, torch.Tensor], card_name: str, where: str) -
         new = re.sub(r"^(layer\d+\.\d+)\.downsample\.0\.", r"\1.downsample.conv.", new)
         new = re.sub(r"^(layer\d+\.\d+)\.downsample\.1\.", r"\1.downsample.bn.", new)
         renamed["backbone." + new] = value
-    cards = _matching_cards(renamed, "resnet")
+    cards = _matching_cards(renamed, "resnet", card_name)
     wanted = load_card(card_name)
     if not any(c.name == wanted.name for c in cards):
         fits = ", ".join(c.name for c in cards) or "no ResNet card of fss"

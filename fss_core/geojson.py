@@ -11,19 +11,17 @@ import json
 
 import numpy as np
 
+from fss_core.boxes import box_corners
 from fss_core.raster import Georef, to_wgs84
 
 
 def detection_polygons(dets: np.ndarray) -> np.ndarray:
     """(K, 8) pixel corners of (K, 6) box or (K, 7) oriented detections."""
     if dets.shape[1] == 7:
-        import torch
+        from fss_core.rdetections import rdetection_polygons
 
-        from fss_core.rbox import rbox_to_poly
-
-        return rbox_to_poly(torch.from_numpy(dets[:, :5].astype(np.float64))).numpy()
-    x1, y1, x2, y2 = (dets[:, i].astype(np.float64) for i in range(4))
-    return np.stack([x1, y1, x2, y1, x2, y2, x1, y2], 1)
+        return rdetection_polygons(dets)
+    return box_corners(dets[:, :4])
 
 
 def box_rings(dets: np.ndarray, georef: Georef | None, wgs84: bool = False) -> np.ndarray:

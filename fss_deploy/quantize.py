@@ -37,16 +37,14 @@ def calibration_tiles(calib: str | Path, size: int, tiles: int = 32) -> np.ndarr
             continue
     if not images:
         raise ExportError(f"--calib {calib}: no readable image to calibrate on")
-    crops, k = [], 0
-    while len(crops) < tiles and k < tiles * 4:
+    crops = []
+    for k in range(tiles):                       # image k mod N, its (k div N)-th cell of a size × size grid
         img = images[k % len(images)]
         h, w = img.shape[:2]
-        n = k // len(images)
-        gx, gy = max(1, (w - 1) // size + 1), max(1, (h - 1) // size + 1)
-        x = min((n % gx) * size, max(0, w - size))
-        y = min(((n // gx) % gy) * size, max(0, h - size))
+        n, cols, rows = k // len(images), max(1, (w - 1) // size + 1), max(1, (h - 1) // size + 1)
+        x = min((n % cols) * size, max(0, w - size))
+        y = min(((n // cols) % rows) * size, max(0, h - size))
         crops.append(letterbox(img[y:y + size, x:x + size], (size, size))[0])
-        k += 1
     return to_array(crops)
 
 

@@ -51,10 +51,15 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
     return record
 
 
+def task1_dir(path: str | Path) -> Path:
+    """Where the Task1 files of ``path`` are: the folder itself, or an fss detect folder's dota/."""
+    p = Path(path)
+    return p / "dota" if (p / "dota").is_dir() else p
+
+
 def is_task1_folder(path: str | Path) -> bool:
     """A folder of DOTA Task1 files (oriented detections), or an fss detect folder holding one under dota/."""
-    p = Path(path)
-    return p.is_dir() and any((p / "dota" if (p / "dota").is_dir() else p).glob("Task1_*.txt"))
+    return Path(path).is_dir() and any(task1_dir(path).glob("Task1_*.txt"))
 
 
 def evaluate_task1(ds, folder: Path, ap: str, out: str | Path | None) -> dict:
@@ -63,7 +68,7 @@ def evaluate_task1(ds, folder: Path, ap: str, out: str | Path | None) -> dict:
     from fss_core.fileio import atomic_write
     from fss_train.obb_metrics import read_dota_task1, rotated_coco_map, task1_eval
 
-    dets, problems = read_dota_task1(folder / "dota" if (folder / "dota").is_dir() else folder, ds)
+    dets, problems = read_dota_task1(task1_dir(folder), ds)
     result = task1_eval(ds, dets, ap=ap)
     rotated = rotated_coco_map(ds, dets)
     result["rotated_coco"] = {k: v for k, v in rotated.items() if k != "per_class"}

@@ -162,10 +162,9 @@ def report_polygons(rows: list, file: str, lines: list, problems: list[Problem])
 def record_polygons(rec: ImageRecord) -> np.ndarray:
     """(K, 8) polygons of a record's objects: its own, or each box's corners clockwise from top-left when it has
     none (a horizontal-box dataset written in an oriented format)."""
-    if rec.polygons is not None:
-        return rec.polygons
-    x1, y1, x2, y2 = (rec.boxes[:, i] for i in range(4))
-    return np.stack((x1, y1, x2, y1, x2, y2, x1, y2), 1)
+    from fss_core.boxes import box_corners
+
+    return rec.polygons if rec.polygons is not None else box_corners(rec.boxes).astype(np.float32)
 
 
 def fill_record(rec: ImageRecord, rows: list) -> None:

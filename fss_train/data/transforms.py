@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fss_core.boxes import box_corners
 from fss_core.preprocess import PAD_VALUE, letterbox
 
 
@@ -128,8 +129,7 @@ def random_affine(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, out_
         polys, labels = filter_polygons(_move_polygons(polys, M), labels, (0, 0, out_size, out_size), cfg)
         return out, _cut_envelopes(polys, (0, 0, out_size, out_size)), labels, polys
     if angle:
-        corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]]
-        moved = _envelopes(_move_polygons(corners, M))
+        moved = _envelopes(_move_polygons(box_corners(boxes), M))
     else:
         moved = boxes * s + np.array([M[0, 2], M[1, 2], M[0, 2], M[1, 2]], np.float32)
     boxes, labels = filter_boxes(moved, labels, boxes * s, out_size, out_size, cfg)
