@@ -26,6 +26,9 @@ from fss_train.data.polyclip import clip_polygons, window_envelopes
 from fss_train.data.records import Dataset, ImageRecord, Problem
 
 DIFFICULT_TRUNCATED = 2
+# the rule by which objects are cut (2: polygons cut exactly, fss_train/data/polyclip.py); part of every image's
+# fingerprint, so tiles an older rule cut are cut again instead of being reused
+CUT_RULE = 2
 
 
 def objects_in_tile(rec: ImageRecord, x0: int, y0: int, tile: int, keep_ratio: float = 0.7):
@@ -97,13 +100,15 @@ def _split(image, rec: ImageRecord, out_images: Path, tile: int, gap: int, keep_
 
 
 def source_fingerprint(rec: ImageRecord) -> dict:
-    """What an image's tiles depend on besides the settings: the image file (path, size, mtime) and its labels."""
+    """What an image's tiles depend on besides the settings: the image file (path, size, mtime), its labels and the
+    cut rule."""
     import hashlib
 
     labels = hashlib.sha1()
     for a in (rec.boxes, rec.labels, rec.difficult, rec.polygons if rec.polygons is not None else np.zeros(0)):
         labels.update(np.ascontiguousarray(a).tobytes())
-    return {"source": str(rec.path.resolve()), **input_fingerprint(rec.path), "labels_sha1": labels.hexdigest()}
+    return {"source": str(rec.path.resolve()), **input_fingerprint(rec.path), "labels_sha1": labels.hexdigest(),
+            "cut_rule": CUT_RULE}
 
 
 def _done_rows(marker: Path, fingerprint: dict | None) -> list[dict] | None:

@@ -510,3 +510,18 @@ def test_quarter_turns_are_exact():
         img, bx, py = rotate90(image, boxes, polys, k)
         assert img.shape[:2] == ((200, 256) if k % 2 else (256, 200))
         _check_polygons_on_their_pixels(np.ascontiguousarray(img), py[:2], labels[:2])
+
+
+def test_split_recuts_tiles_an_older_cut_rule_made(tmp_path, shared_data, monkeypatch):
+    """The cut rule is part of an image's fingerprint: tiles of an older fss (another rule) are cut again, not
+    reused as if current."""
+    import fss_train.data.split as split
+
+    src = shared_data / "dota_devkit_example"
+    monkeypatch.setattr(split, "CUT_RULE", 1)                     # as an older fss would have written them
+    split_dataset(read_dataset(src), tmp_path / "t", 1024, 200)
+    done = tmp_path / "t/.done/P0706.json"
+    assert json.loads(done.read_text())["input"]["cut_rule"] == 1
+    monkeypatch.setattr(split, "CUT_RULE", 2)
+    split_dataset(read_dataset(src), tmp_path / "t", 1024, 200)
+    assert json.loads(done.read_text())["input"]["cut_rule"] == 2
