@@ -6,7 +6,9 @@ in the frame of box B (centred, axes along its sides) B is the axis-aligned box 
 overlap is box A's 4 corners clipped by 4 axis-aligned half-planes (Sutherland–Hodgman). Each clip adds at most
 one corner, so the overlap has at most 8; every stage keeps 8 slots (valid corners first, in order) and the
 shoelace formula sums the valid ones. No sorting by angle, no special cases; gradients flow through the clipped
-corners to both boxes' centres, sides and angles.
+corners to both boxes' centres, sides and angles. A cut corner is put on its clip line exactly, so a box lying
+wholly inside another yields its own corners and every such pair gets the same IoU to the last bit (Max-IoU's ties
+among the priors that contain a small object stay ties).
 
 Worked example: A = (0, 0, 4, 2, 0) and B = (1, 0, 4, 2, π/2). In B's frame A's corners are (−1, 3), (−1, −1),
 (1, −1), (1, 3) (y runs along B's long side); clipping by |x| ≤ 2 keeps them, by |y| ≤ 1 cuts the top at y = 1:
@@ -42,6 +44,7 @@ def _clip(poly: torch.Tensor, valid: torch.Tensor, axis: int, bound: torch.Tenso
     crosses = valid & (in_p != in_q)
     t = fp / torch.where(crosses, fp - fq, torch.ones_like(fp))                   # in [0, 1] where it crosses
     cut = poly + t[..., None] * (q - poly)                                        # (N, S, 2)
+    cut[..., axis] = (sign * bound)[:, None].expand_as(t)      # on the clip line exactly: no rounding in that axis
     out = torch.stack((poly, cut), 2).flatten(1, 2)                               # (N, 2S, 2): p_i, then its cut
     ok = torch.stack((valid & in_p, crosses), 2).flatten(1, 2)                    # (N, 2S)
     order = torch.argsort((~ok).to(torch.uint8), dim=1, stable=True)[:, :SLOTS]   # valid first, order kept

@@ -6,17 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-from fss_core.boxes import box_iou_aligned
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result, rescue_orphans, resolve_conflicts
-from fss_train.assigners.pairs import centre_window, enumerate_pairs, pair_ious
+from fss_train.assigners.geometry import aligned_iou, box_frame, centres, is_rotated, sides, square_priors
+from fss_train.assigners.pairs import CentreWindow, enumerate_pairs, pair_ious
 from fss_train.assigners.segments import seg_count, seg_rank, seg_sum
-
-
-def prior_boxes(points: torch.Tensor, strides: torch.Tensor, scale: float) -> torch.Tensor:
-    """(A, 4) square priors of side scale · stride centred on each point."""
-    half = (0.5 * scale * strides)[:, None]
-    return torch.cat((points - half, points + half), dim=1)
 
 
 @dataclass(frozen=True)
@@ -38,21 +32,22 @@ class ATSSAssigner(Assigner):
     def assign(self, inp) -> AssignResult:
         pairs = self.candidates(inp)
         pts = inp.points[pairs.a]
-        gt = inp.gt_boxes[pairs.b, pairs.g]                                            # (N, 4)
-        dist = (pts - (gt[:, :2] + gt[:, 2:]) * 0.5).norm(dim=1)                       # (N,)
+        gt = inp.gt_boxes[pairs.b, pairs.g]                                            # (N, 4|5)
+        dist = (pts - centres(gt)).norm(dim=1)                                         # (N,)
         levels = torch.unique(inp.strides, sorted=True)
         level = torch.searchsorted(levels, inp.strides[pairs.a])                       # (N,)
         n_levels = levels.numel()
         seg_level = pairs.seg * n_levels + level
         nearest = seg_rank(dist, seg_level, pairs.num_seg * n_levels, descending=False) < self.topk
-        prior_iou = box_iou_aligned(prior_boxes(inp.points, inp.strides, self.prior_scale)[pairs.a], gt)
+        priors = square_priors(inp.points, inp.strides, self.prior_scale, is_rotated(gt))
+        prior_iou = aligned_iou(priors[pairs.a], gt)                                   # (N,)
         seg, n = pairs.seg, pairs.num_seg
         cnt = seg_count(seg[nearest], n).clamp(min=1).float()
         iou_c = torch.where(nearest, prior_iou, torch.zeros_like(prior_iou))
         mean = seg_sum(iou_c, seg, n) / cnt
         var = seg_sum(torch.where(nearest, (prior_iou - mean[seg]) ** 2, torch.zeros_like(prior_iou)), seg, n)
         std = (var / (cnt - 1).clamp(min=1)).sqrt()                                    # unbiased, as torch.std
-        inside = torch.cat((pts - gt[:, :2], gt[:, 2:] - pts), dim=1).min(dim=1).values > self.inside_eps
+        inside = self.inside(gt, pts)
         selected = nearest & (prior_iou >= (mean + std)[seg]) & inside
         pos = resolve_conflicts(pairs, selected, prior_iou)
         if self.rescue:
@@ -60,4 +55,11 @@ class ATSSAssigner(Assigner):
         return build_result(inp, pairs, pos, pair_ious(inp, pairs))
 
     def candidates(self, inp):
-        return enumerate_pairs(inp, centre_window(self.window), nearest_fallback=False)
+        return enumerate_pairs(inp, CentreWindow(self.window), nearest_fallback=False)
+
+    def inside(self, gt, pts):
+        """(N,) the point lies more than ``inside_eps`` px inside its GT (along the box's axes when rotated)."""
+        if is_rotated(gt):
+            margin = sides(gt) * 0.5 - box_frame(pts - centres(gt), gt).abs()           # (N, 2)
+            return margin.min(dim=1).values > self.inside_eps
+        return torch.cat((pts - gt[:, :2], gt[:, 2:] - pts), dim=1).min(dim=1).values > self.inside_eps

@@ -1,7 +1,8 @@
 """The assignment interface shared by every assigner.
 
-B images, A points over all levels, M padded ground truths, C classes.
-All boxes are xyxy in input pixels; everything runs in float32 under ``torch.no_grad()``.
+B images, A points over all levels, M padded ground truths, C classes, D box numbers: 4 for horizontal boxes
+(xyxy input pixels), 5 for rotated ones (cx cy w h θ, ``fss_core.rbox``); predictions and ground truths share D.
+Everything runs in float32 under ``torch.no_grad()``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ class AssignResult:
     fg_mask        (B, A) bool   point is a positive
     gt_index       (B, A) long   matched ground truth (index into the padded M axis), -1 = background
     target_labels  (B, A) long   class of the matched ground truth, -1 = background
-    target_boxes   (B, A, 4)     matched ground-truth box (xyxy px), 0 for background
+    target_boxes   (B, A, D)     matched ground-truth box, 0 for background
     target_scores  (B, A, C)     soft class target (e.g. one-hot × IoU), 0 for background
     weights        (B, A)        per-point loss weight of positives (1 for baselines), 0 for background
     ignore_mask    (B, A) bool   points excluded from the negative (objectness) loss (Max-IoU's grey zone)
@@ -48,11 +49,11 @@ class Inputs:
 
     pred_scores: torch.Tensor        # (B, A, C) class probabilities
     pred_obj: torch.Tensor           # (B, A) objectness probability (ones for heads without it)
-    pred_boxes: torch.Tensor         # (B, A, 4)
+    pred_boxes: torch.Tensor         # (B, A, D)
     points: torch.Tensor             # (A, 2)
     strides: torch.Tensor            # (A,)
     gt_labels: torch.Tensor          # (B, M) long
-    gt_boxes: torch.Tensor           # (B, M, 4)
+    gt_boxes: torch.Tensor           # (B, M, D)
     gt_mask: torch.Tensor            # (B, M) bool
 
     @property
@@ -67,8 +68,11 @@ def prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels
         raise ValueError(f"pred_scores must be (B, A, C), got {tuple(pred_scores.shape)}")
     b, a, _ = pred_scores.shape
     m = gt_boxes.shape[1] if gt_boxes.dim() == 3 else -1
-    expected = {"pred_boxes": (pred_boxes, (b, a, 4)), "points": (points, (a, 2)), "strides": (strides, (a,)),
-                "gt_labels": (gt_labels, (b, m)), "gt_boxes": (gt_boxes, (b, m, 4)), "gt_mask": (gt_mask, (b, m))}
+    d = pred_boxes.shape[-1]
+    if d not in (4, 5):
+        raise ValueError(f"pred_boxes must be (B, A, 4) xyxy or (B, A, 5) cx cy w h θ, got {tuple(pred_boxes.shape)}")
+    expected = {"pred_boxes": (pred_boxes, (b, a, d)), "points": (points, (a, 2)), "strides": (strides, (a,)),
+                "gt_labels": (gt_labels, (b, m)), "gt_boxes": (gt_boxes, (b, m, d)), "gt_mask": (gt_mask, (b, m))}
     if pred_obj is not None:
         expected["pred_obj"] = (pred_obj, (b, a))
     for name, (tensor, shape) in expected.items():
@@ -83,8 +87,8 @@ def prepare_inputs(pred_scores, pred_obj, pred_boxes, points, strides, gt_labels
 class Assigner:
     """Base of every assigner (subclasses are frozen dataclasses whose fields are the parameters).
 
-    ``assigner(pred_scores (B,A,C), pred_obj (B,A) | None, pred_boxes (B,A,4), points (A,2),
-    strides (A,), gt_labels (B,M), gt_boxes (B,M,4), gt_mask (B,M)) -> AssignResult``
+    ``assigner(pred_scores (B,A,C), pred_obj (B,A) | None, pred_boxes (B,A,D), points (A,2),
+    strides (A,), gt_labels (B,M), gt_boxes (B,M,D), gt_mask (B,M)) -> AssignResult``
     """
 
     name = "?"
@@ -105,12 +109,12 @@ class Assigner:
         raise NotImplementedError
 
 
-def empty_result(b: int, a: int, c: int, device) -> AssignResult:
+def empty_result(b: int, a: int, c: int, device, box_dim: int = 4) -> AssignResult:
     return AssignResult(
         fg_mask=torch.zeros(b, a, dtype=torch.bool, device=device),
         gt_index=torch.full((b, a), -1, dtype=torch.long, device=device),
         target_labels=torch.full((b, a), -1, dtype=torch.long, device=device),
-        target_boxes=torch.zeros(b, a, 4, device=device),
+        target_boxes=torch.zeros(b, a, box_dim, device=device),
         target_scores=torch.zeros(b, a, c, device=device),
         weights=torch.zeros(b, a, device=device),
         ignore_mask=torch.zeros(b, a, dtype=torch.bool, device=device),

@@ -105,7 +105,7 @@ def build_result(inp: Inputs, pairs: Pairs, pos: torch.Tensor, target_iou: torch
     positive (one-hot × target_iou); weights (N,) loss weights (default 1); ignore (B, A) bool.
     """
     B, A, _, C = inp.shape
-    res = empty_result(B, A, C, inp.points.device)
+    res = empty_result(B, A, C, inp.points.device, inp.gt_boxes.shape[-1])
     idx = torch.nonzero(pos).squeeze(1)
     b, g, a = pairs.b[idx], pairs.g[idx], pairs.a[idx]
     labels = inp.gt_labels[b, g]

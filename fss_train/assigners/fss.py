@@ -4,8 +4,8 @@ Per GT g and candidate point i (sparse pairs, see ``pairs.py``):
   1. t = s^alpha · u^beta,  s = sqrt(p[c_g] · o),  u = IoU(pred, gt)
   2. candidates: inside the box or within ``center_radius`` strides of its centre
   3. P = (t + eps) / Σ_candidates (t + eps)                       (option prob)
-  4. i* = argmax P (or the P-weighted centroid); Gaussian prior G around it,
-     σ = max(rho · side, sigma_min · stride_i*)
+  4. i* = argmax P (or the P-weighted centroid); Gaussian prior G around it, along the GT's axes
+     (rotated boxes: the covariance turned to the object), σ = max(rho · side, sigma_min · stride_i*)
   5. k = clamp(floor(Σ top-q (u · G)), 1, |C_g|)                   (option dynamic_k)
   6. select top-k of r = P · G; a point claimed twice keeps the larger r (option conflict)
   7. w = P^gamma / mean_{positives of g}(P^gamma), clamped to ≤ w_max
@@ -37,6 +37,7 @@ import torch
 
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result, rescue_orphans, resolve_conflicts
+from fss_train.assigners.geometry import box_frame, centres
 from fss_train.assigners.pairs import InBoxOrCentre, Pairs, enumerate_pairs, gt_sizes, pair_class_prob, pair_ious
 from fss_train.assigners.segments import seg_argmax, seg_count, seg_max, seg_min, seg_rank, seg_sum, seg_topk_sum
 
@@ -95,8 +96,8 @@ class FSSAssigner(Assigner):
         P = self._probability(t, seg, n)                                                          # (N,)
         # step 4: the potentially optimal sample and its Gaussian prior
         pts = inp.points[pairs.a]                                                                 # (N, 2)
-        gt = inp.gt_boxes[pairs.b, pairs.g]                                                       # (N, 4)
-        centre_d2 = ((pts - (gt[:, :2] + gt[:, 2:]) / 2) ** 2).sum(dim=1)                         # (N,)
+        gt = inp.gt_boxes[pairs.b, pairs.g]                                                       # (N, 4|5)
+        centre_d2 = ((pts - centres(gt)) ** 2).sum(dim=1)                                         # (N,)
         # argmax of P; a tie (a flat P early in training: every IoU 0) goes to the point nearest the box centre
         at_max = P == seg_max(P, seg, n)[seg]
         best = seg_argmax(torch.where(at_max, -centre_d2, torch.full_like(P, -torch.inf)), seg, n)   # (B*M,)
@@ -111,7 +112,7 @@ class FSSAssigner(Assigner):
         stride_star[valid] = inp.strides[pairs.a[best[valid]]]
         side = gt_sizes(inp, pairs)                                                               # (N, 2)
         sigma = torch.maximum(self.rho * side, self.sigma_min * stride_star[seg][:, None])       # (N, 2)
-        G = torch.exp(-0.5 * (((pts - mu[seg]) / sigma) ** 2).sum(dim=1))                         # (N,)
+        G = torch.exp(-0.5 * ((box_frame(pts - mu[seg], gt) / sigma) ** 2).sum(dim=1))           # (N,)
         # step 5: Gaussian-prior dynamic k
         n_cand = seg_count(seg, n)
         quality = u * G if self.dynamic_k == "prior" else u

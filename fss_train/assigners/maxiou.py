@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from fss_core.boxes import box_iou_aligned
-from fss_train.assigners.atss import prior_boxes
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result
-from fss_train.assigners.pairs import enumerate_pairs, pair_ious, prior_overlaps
+from fss_train.assigners.geometry import aligned_iou, centres, is_rotated, square_priors
+from fss_train.assigners.pairs import PriorOverlaps, enumerate_pairs, pair_ious
 from fss_train.assigners.segments import seg_argmax, seg_max
 
 
@@ -18,7 +17,8 @@ from fss_train.assigners.segments import seg_argmax, seg_max
 class MaxIoUAssigner(Assigner):
     """Square priors of ``prior_scale`` · stride; each point takes the GT of highest prior IoU:
     positive at IoU ≥ ``pos_iou``, negative below ``neg_iou``, ignored in between; each GT's
-    best prior is forced positive. Class target one-hot × IoU of the predicted box."""
+    best prior is forced positive (ties: the prior nearest the GT centre). Class target one-hot × IoU of the
+    predicted box."""
 
     prior_scale: float = 8.0    # prior side in strides
     pos_iou: float = 0.5
@@ -31,7 +31,8 @@ class MaxIoUAssigner(Assigner):
         # every pair with IoU > 0 is enumerated, so sparse maxima equal the dense ones
         pairs = self.candidates(inp)
         gt = inp.gt_boxes[pairs.b, pairs.g]
-        iou = box_iou_aligned(prior_boxes(inp.points, inp.strides, self.prior_scale)[pairs.a], gt)   # (N,)
+        priors = square_priors(inp.points, inp.strides, self.prior_scale, is_rotated(gt))
+        iou = aligned_iou(priors[pairs.a], gt)                                         # (N,)
         key, n_keys = pairs.key, B * A
         best_pair_of_point = seg_argmax(iou, key, n_keys)                              # (B*A,)
         point_max = seg_max(iou, key, n_keys).clamp(min=0)                             # (B*A,)
@@ -39,8 +40,9 @@ class MaxIoUAssigner(Assigner):
         has = best_pair_of_point >= 0
         winners = best_pair_of_point[has]
         pos[winners[iou[winners] >= self.pos_iou]] = True
-        # each GT's best prior is forced positive (a later GT wins a shared prior, as in mmdet)
-        best_of_gt = seg_argmax(iou, pairs.seg, pairs.num_seg)
+        # each GT's best prior is forced positive (a later GT wins a shared prior, as in mmdet); among priors of
+        # equal IoU (every prior that contains a small object whole) the one nearest the object's centre
+        best_of_gt = self.best_prior(inp, pairs, iou)
         forced = best_of_gt[best_of_gt >= 0]
         forced = forced[iou[forced] > 0]
         pos[torch.isin(key, key[forced])] = False
@@ -49,7 +51,14 @@ class MaxIoUAssigner(Assigner):
         return build_result(inp, pairs, pos, pair_ious(inp, pairs), ignore=ignore)
 
     def candidates(self, inp):
-        return enumerate_pairs(inp, prior_overlaps(self.prior_scale), nearest_fallback=False)
+        return enumerate_pairs(inp, PriorOverlaps(self.prior_scale), nearest_fallback=False)
+
+    @staticmethod
+    def best_prior(inp, pairs, iou: torch.Tensor) -> torch.Tensor:
+        """(B*M,) the pair of each GT's highest prior IoU, ties to the prior nearest the GT centre (-1: none)."""
+        at_max = iou == seg_max(iou, pairs.seg, pairs.num_seg)[pairs.seg]
+        d2 = ((inp.points[pairs.a] - centres(inp.gt_boxes[pairs.b, pairs.g])) ** 2).sum(1)
+        return seg_argmax(torch.where(at_max, -d2, torch.full_like(d2, -torch.inf)), pairs.seg, pairs.num_seg)
 
 
 def _last_per_key(idx: torch.Tensor, key: torch.Tensor) -> torch.Tensor:

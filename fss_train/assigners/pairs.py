@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fss_core.boxes import box_iou_aligned
 from fss_train.assigners.base import Inputs
+from fss_train.assigners.geometry import aligned_iou, box_frame, centres, envelope_half, sides
 
 # Elements of one boolean (m, A) candidate test; bounds the transient memory of enumeration.
 ENUM_CHUNK_ELEMS = 1 << 22
@@ -57,34 +57,39 @@ class Pairs:
 class Condition:
     """A candidate test between GT boxes and points, written for broadcasting tensors.
 
-    ``test(gt (..., 4), pts (..., 2), s (...))`` -> bool (...). ``reach(gt (m, 4), s)`` gives the
+    ``test(gt (..., 4|5), pts (..., 2), s (...))`` -> bool (...). ``reach(gt (m, 4|5), s)`` gives the
     (m, 2) half-extent in pixels (x, y) around the GT centre outside which the test is always
     false for points of stride ``s``; it lets grid points be enumerated window by window.
+    "Inside the box" is along the box's own axes (``geometry.box_frame``); centre squares and windows are in
+    image axes, so a 90° turn of the image turns them into themselves.
     """
 
     def test(self, gt, pts, s):
         raise NotImplementedError
 
-    def reach(self, gt, s: float):
+    def reach(self, gt, s):
         raise NotImplementedError
 
 
 def _centre_offsets(gt, pts):
-    centre = (gt[..., :2] + gt[..., 2:]) * 0.5
-    half = (gt[..., 2:] - gt[..., :2]) * 0.5
-    d = (pts - centre).abs()
-    return d[..., 0], d[..., 1], half[..., 0], half[..., 1]
+    """|offset| of each point from the GT centre in image axes (dx, dy) and along the box's axes (lx, ly), and the
+    box's half sides (hw, hh). Horizontal boxes: the local offsets are the image offsets."""
+    d = pts - centres(gt)
+    half = sides(gt) * 0.5
+    local = box_frame(d, gt).abs()
+    d = d.abs()
+    return d[..., 0], d[..., 1], local[..., 0], local[..., 1], half[..., 0], half[..., 1]
 
 
 class InBox(Condition):
     """Point centre strictly inside the GT box."""
 
     def test(self, gt, pts, s):
-        dx, dy, hw, hh = _centre_offsets(gt, pts)
-        return (dx < hw) & (dy < hh)
+        _, _, lx, ly, hw, hh = _centre_offsets(gt, pts)
+        return (lx < hw) & (ly < hh)
 
     def reach(self, gt, s):
-        return (gt[:, 2:] - gt[:, :2]) * 0.5
+        return envelope_half(gt)
 
 
 class InBoxOrCentre(Condition):
@@ -94,12 +99,12 @@ class InBoxOrCentre(Condition):
         self.radius = radius
 
     def test(self, gt, pts, s):
-        dx, dy, hw, hh = _centre_offsets(gt, pts)
+        dx, dy, lx, ly, hw, hh = _centre_offsets(gt, pts)
         r = self.radius * s
-        return ((dx < hw) & (dy < hh)) | ((dx < r) & (dy < r))
+        return ((lx < hw) & (ly < hh)) | ((dx < r) & (dy < r))
 
     def reach(self, gt, s):
-        return ((gt[:, 2:] - gt[:, :2]) * 0.5).clamp(min=self.radius * s)
+        return envelope_half(gt).clamp(min=self.radius * s)
 
 
 class CentreWindow(Condition):
@@ -109,7 +114,7 @@ class CentreWindow(Condition):
         self.radius = radius
 
     def test(self, gt, pts, s):
-        dx, dy, _, _ = _centre_offsets(gt, pts)
+        dx, dy, _, _, _, _ = _centre_offsets(gt, pts)
         r = self.radius * s
         return (dx < r) & (dy < r)
 
@@ -118,24 +123,20 @@ class CentreWindow(Condition):
 
 
 class PriorOverlaps(Condition):
-    """The square prior of ``scale`` × stride at the point overlaps the GT (IoU > 0)."""
+    """The square prior of ``scale`` × stride at the point overlaps the GT's envelope (for horizontal GTs: IoU > 0;
+    for rotated ones a superset of the priors that overlap the box)."""
 
     def __init__(self, scale: float):
         self.scale = scale
 
     def test(self, gt, pts, s):
-        dx, dy, hw, hh = _centre_offsets(gt, pts)
+        dx, dy, _, _, _, _ = _centre_offsets(gt, pts)
+        ex, ey = envelope_half(gt).unbind(-1)
         h = 0.5 * self.scale * s
-        return (dx < h + hw) & (dy < h + hh)
+        return (dx < h + ex) & (dy < h + ey)
 
     def reach(self, gt, s):
-        return (gt[:, 2:] - gt[:, :2]) * 0.5 + 0.5 * self.scale * s
-
-
-# backwards-readable names used by the assigners
-in_box = InBox()
-centre_window = CentreWindow
-prior_overlaps = PriorOverlaps
+        return envelope_half(gt) + 0.5 * self.scale * s
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def grid_levels(points: torch.Tensor, strides: torch.Tensor) -> list[GridLevel] 
 def _grid_pairs(boxes: torch.Tensor, condition: Condition, levels: list[GridLevel], points, strides):
     """(gt row, point) pairs of every real GT, enumerated window by window on each grid level."""
     device = boxes.device
-    centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5                                 # (R, 2)
+    centre = centres(boxes)                                                      # (R, 2)
     rows_out, cols_out = [], []
     for lv in levels:
         reach = condition.reach(boxes, lv.stride)                                # (R, 2)
@@ -230,7 +231,7 @@ def enumerate_pairs(inp: Inputs, condition: Condition, nearest_fallback: bool = 
     """
     B, A, M, _ = inp.shape
     real_b, real_g = torch.nonzero(inp.gt_mask, as_tuple=True)          # (R,) real GTs, image-major
-    boxes = inp.gt_boxes[real_b, real_g]                                 # (R, 4)
+    boxes = inp.gt_boxes[real_b, real_g]                                 # (R, 4|5)
     levels = grid_levels(inp.points, inp.strides) if A else None
     if levels is not None:
         r, a = _grid_pairs(boxes, condition, levels, inp.points, inp.strides)
@@ -241,7 +242,7 @@ def enumerate_pairs(inp: Inputs, condition: Condition, nearest_fallback: bool = 
         has[r] = True
         empty = torch.nonzero(~has).squeeze(1)
         if empty.numel():
-            centre = (boxes[empty, :2] + boxes[empty, 2:]) * 0.5         # (e, 2)
+            centre = centres(boxes[empty])                               # (e, 2)
             nearest = torch.cdist(centre, inp.points).argmin(dim=1)
             r, a = torch.cat((r, empty)), torch.cat((a, nearest))
             order = torch.argsort(r * A + a)
@@ -251,8 +252,8 @@ def enumerate_pairs(inp: Inputs, condition: Condition, nearest_fallback: bool = 
 
 # ---------------------------------------------------------------------------------- per-pair quantities
 def pair_ious(inp: Inputs, pairs: Pairs) -> torch.Tensor:
-    """(N,) IoU of each pair's predicted box with its GT box, in [0, 1]."""
-    return box_iou_aligned(inp.pred_boxes[pairs.b, pairs.a], inp.gt_boxes[pairs.b, pairs.g]).clamp(0, 1)
+    """(N,) IoU of each pair's predicted box with its GT box, in [0, 1] (rotated IoU for rotated boxes)."""
+    return aligned_iou(inp.pred_boxes[pairs.b, pairs.a], inp.gt_boxes[pairs.b, pairs.g])
 
 
 def pair_class_prob(inp: Inputs, pairs: Pairs) -> torch.Tensor:
@@ -261,6 +262,5 @@ def pair_class_prob(inp: Inputs, pairs: Pairs) -> torch.Tensor:
 
 
 def gt_sizes(inp: Inputs, pairs: Pairs) -> torch.Tensor:
-    """(N, 2) width and height of each pair's GT."""
-    gt = inp.gt_boxes[pairs.b, pairs.g]
-    return gt[:, 2:] - gt[:, :2]
+    """(N, 2) width and height of each pair's GT (along its own axes)."""
+    return sides(inp.gt_boxes[pairs.b, pairs.g])

@@ -26,6 +26,7 @@ import torch
 from fss_core.boxes import box_iou_exact
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result
+from fss_train.assigners.geometry import aligned_iou, box_frame, centres, is_rotated, pairwise_iou, sides
 from fss_train.assigners.pairs import Pairs
 
 LOG_CLAMP = -100.0  # torch's BCE clamps log() at -100; so does the cost here
@@ -73,21 +74,26 @@ class SimOTAAssigner(Assigner):
 
     # ------------------------------------------------------------------------------ one image
     def geometry(self, boxes: torch.Tensor, pts: torch.Tensor, strides: torch.Tensor):
-        """(m, 4) GTs × (n, 2) points -> (in_region (m, n), in_geometry (m, n)): the union test and
+        """(m, 4|5) GTs × (n, 2) points -> (in_region (m, n), in_geometry (m, n)): the union test and
         the test whose failure costs ``penalty``. Strict inequalities as the reference's ``delta > 0``
-        (for floats a − b > 0 exactly when a > b)."""
+        (for floats a − b > 0 exactly when a > b); a rotated box is tested along its own axes."""
         px, py = pts[None, :, 0], pts[None, :, 1]                                       # (1, n)
-        cx, cy = ((boxes[:, 0] + boxes[:, 2]) * 0.5)[:, None], ((boxes[:, 1] + boxes[:, 3]) * 0.5)[:, None]
+        cx, cy = centres(boxes)[:, 0:1], centres(boxes)[:, 1:2]                         # (m, 1)
         r = (self.center_radius * strides)[None]                                        # (1, n)
         in_centre = (px > cx - r) & (px < cx + r) & (py > cy - r) & (py < cy + r)
         if self.region == "centre":
             return in_centre, in_centre
-        in_box = ((px > boxes[:, 0:1]) & (px < boxes[:, 2:3]) & (py > boxes[:, 1:2]) & (py < boxes[:, 3:4]))
+        if is_rotated(boxes):
+            local = box_frame(pts[None] - centres(boxes)[:, None], boxes[:, None]).abs()   # (m, n, 2)
+            half = sides(boxes)[:, None] * 0.5                                           # (m, 1, 2)
+            in_box = (local < half).all(-1)
+        else:
+            in_box = ((px > boxes[:, 0:1]) & (px < boxes[:, 2:3]) & (py > boxes[:, 1:2]) & (py < boxes[:, 3:4]))
         return in_box | in_centre, in_box & in_centre
 
     def match_image(self, inp, b: int, g_real: torch.Tensor, q: torch.Tensor, neg: torch.Tensor):
         """Matched (gt index, point index, IoU) of image ``b``; q (A, C), neg (A,)."""
-        boxes = inp.gt_boxes[b, g_real]                                                 # (R, 4)
+        boxes = inp.gt_boxes[b, g_real]                                                 # (R, 4|5)
         labels = inp.gt_labels[b, g_real]                                               # (R,)
         A = inp.points.shape[0]
         R = boxes.shape[0]
@@ -135,15 +141,5 @@ class SimOTAAssigner(Assigner):
         owner = torch.where(times > 1, best_gt, owner)
         fg = torch.nonzero(owner >= 0).squeeze(1)
         g_loc = owner[fg]
-        return g_real[g_loc], f[fg], box_iou_exact(boxes[g_loc], pred[fg])
-
-
-def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(m, 4) × (n, 4) -> (m, n), the same numbers as ``box_iou_exact(a[:, None], b[None])`` with
-    (m, n) temporaries only."""
-    iw = torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0])
-    ih = torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1])
-    inter = (iw * ih) * ((iw > 0) & (ih > 0))
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None] - inter)
+        final = aligned_iou(boxes[g_loc], pred[fg]) if is_rotated(boxes) else box_iou_exact(boxes[g_loc], pred[fg])
+        return g_real[g_loc], f[fg], final

@@ -15,6 +15,12 @@ that code (``benchmarks/reference_fixtures.py``). Per GT g and point i:
 4. a point selected by several GTs goes to the GT with the largest u among *all* GTs whose
    (widened) box contains it, even one that did not select it; ties to the lower GT index;
 5. class target one-hot × t · max u / max t, maxima over each GT's final positives.
+
+Rotated boxes (``(…, 5)``) follow Ultralytics 8.4.190's ``RotatedTaskAlignedAssigner``: the overlap is probiou
+clamped at 0 (``overlap="iou"``: the exact rotated IoU); the candidates are the points in the *closed* box along its
+own axes (its corner-projection test) after each side shorter than ``min_side`` is widened to it; steps 3–5 as
+above. Fixtures: ``benchmarks/reference_obb_fixtures.py``. Ultralytics' rotated test differs from its horizontal
+one (closed box, probiou), so rotated TAL at θ = 0 is not horizontal TAL.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from dataclasses import dataclass
 import torch
 
 from fss_core.boxes import box_ciou_aligned, box_iou_aligned
+from fss_core.gaussian_box import probiou
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result, rescue_orphans
+from fss_train.assigners.geometry import aligned_iou, box_frame, centres, envelope_half, is_rotated, sides
 from fss_train.assigners.pairs import Condition, Pairs, enumerate_pairs, pair_class_prob
 from fss_train.assigners.segments import seg_argmax, seg_count, seg_max, seg_rank
 
@@ -54,6 +62,27 @@ class InWidenedBox(Condition):
         return side.clamp(min=self.min_side) * 0.5
 
 
+class InWidenedRBox(Condition):
+    """Point centre in the closed rotated box along its axes, sides < ``min_side`` widened to it (Ultralytics'
+    rotated test: 0 ≤ ap·ab ≤ |ab|² and 0 ≤ ap·ad ≤ |ad|² from a corner)."""
+
+    def __init__(self, min_side: float):
+        self.min_side = min_side
+
+    def widen(self, gt):
+        side = gt[..., 2:4].abs()
+        side = torch.where(side < self.min_side, torch.full_like(side, self.min_side), side)
+        return torch.cat((gt[..., :2], side, gt[..., 4:]), -1)
+
+    def test(self, gt, pts, s):
+        gt = self.widen(gt)
+        local = box_frame(pts - centres(gt), gt).abs()
+        return (local <= sides(gt) * 0.5).all(-1)
+
+    def reach(self, gt, s):
+        return envelope_half(self.widen(gt))
+
+
 @dataclass(frozen=True)
 class TALAssigner(Assigner):
     """Task-aligned assignment; defaults reproduce Ultralytics 8.4.190 (see the module docstring).
@@ -62,7 +91,7 @@ class TALAssigner(Assigner):
     topk: int = 10              # positives per GT before conflict resolution
     alpha: float = 0.5          # exponent of the classification score
     beta: float = 6.0           # exponent of the overlap
-    overlap: str = "ciou"       # ciou (Ultralytics, clamped at 0) | iou (TOOD)
+    overlap: str = "ciou"       # ciou (Ultralytics, clamped at 0; probiou for rotated boxes) | iou (TOOD)
     min_side: float = 16.0      # px; shorter GT sides are widened to this for the inside test (0 = off)
     inside_eps: float = 1e-9    # px a point centre must lie inside the (widened) box
     eps: float = 1e-9           # guards the target normalisation max u / max t
@@ -94,10 +123,14 @@ class TALAssigner(Assigner):
         return build_result(inp, pairs, pos, target)
 
     def candidates(self, inp) -> Pairs:
-        return enumerate_pairs(inp, InWidenedBox(self.min_side, self.inside_eps), nearest_fallback=False)
+        inside = InWidenedRBox(self.min_side) if is_rotated(inp.gt_boxes) else InWidenedBox(self.min_side,
+                                                                                              self.inside_eps)
+        return enumerate_pairs(inp, inside, nearest_fallback=False)
 
     def overlaps(self, inp, pairs: Pairs) -> torch.Tensor:
         gt, pred = inp.gt_boxes[pairs.b, pairs.g], inp.pred_boxes[pairs.b, pairs.a]
+        if is_rotated(gt):
+            return probiou(gt, pred).clamp(min=0) if self.overlap == "ciou" else aligned_iou(gt, pred)
         if self.overlap == "ciou":
             return box_ciou_aligned(gt, pred).clamp(min=0)
         return box_iou_aligned(gt, pred).clamp(0, 1)
