@@ -108,24 +108,26 @@ def next_free_run(out: str | Path) -> Path:
     return first_free(out, lambda c: not (c / "last.pt").is_file())
 
 
-def train(data: str = "", *, model: str | None = None, assigner: str | None = None, epochs: int | None = None,
-          batch: int | None = None, imgsz: int | None = None, device: str = "auto", out: str | Path = "runs/train",
+def train(data: str = "", *, model: str | None = None, assigner: str | None = None, task: str | None = None,
+          epochs: int | None = None, batch: int | None = None, imgsz: int | None = None, device: str = "auto",
+          out: str | Path = "runs/train",
           val: str | None = None, workers: int | None = None, resume: bool = False, exist_ok: bool = False,
           weights: str | Path | None = None, freeze: str | None = None, overrides: dict | None = None, log=None,
           progress=None) -> TrainResult:
-    """Train a detector with FSS or a baseline assigner into ``out`` (config.yaml, results.csv/json/png,
-    last.pt, best.pt). ``overrides``: any TrainConfig field, e.g. ``{"lr_per_64": 0.02, "assigner_params":
-    {"rho": 0.25}}``. ``weights``: an fss checkpoint to fine-tune from (tensors matched by name and shape; the
-    class head re-initialised when the classes differ); ``freeze``: "backbone" or "backbone+neck". A setting left
-    None takes TrainConfig's default (fss-n, fss, 100 epochs, batch 16, 640 px, 2 workers). ``resume`` continues
-    OUT/last.pt with the run's own settings (``data`` may be left out; a larger ``epochs`` extends it; a setting
-    given that the run cannot change — data, model, assigner, imgsz, batch — must match). Under torchrun each
-    process calls this; rank 0 writes."""
+    """Train a detector with FSS or a baseline assigner into ``out`` (config.yaml, results.csv/json/png, last.pt,
+    best.pt). ``overrides``: any TrainConfig field, e.g. ``{"lr_per_64": 0.02, "assigner_params": {"rho": 0.25}}``.
+    ``task``: "detect" (horizontal boxes) or "obb" (oriented boxes: any card gains the angle channel; polygons of
+    the data become minimum-area rectangles; Task1 metrics). ``weights``: an fss checkpoint to fine-tune from (tensors
+    matched by name and shape; the class head re-initialised when the classes differ); ``freeze``: "backbone" or
+    "backbone+neck". A setting left None takes TrainConfig's default (fss-n, fss, 100 epochs, batch 16, 640 px, 2
+    workers). ``resume`` continues OUT/last.pt with the run's own settings (``data`` may be left out; a larger
+    ``epochs`` extends it; a setting given that the run cannot change — data, model, assigner, task, imgsz, batch —
+    must match). Under torchrun each process calls this; rank 0 writes."""
     from fss_core.fileio import exclusive
     from fss_train.config import make_config
     from fss_train.train import Run
 
-    given = {"data": data or None, "val": val, "model": model, "assigner": assigner, "epochs": epochs,
+    given = {"data": data or None, "val": val, "model": model, "assigner": assigner, "task": task, "epochs": epochs,
              "batch": batch, "imgsz": imgsz, "workers": workers, "weights": None if weights is None else str(weights),
              "freeze": freeze}
     base = saved_train_config(out) if resume else {}

@@ -45,6 +45,7 @@ class T:
                                                     "run's own)", show_default=False)]
     Model = Annotated[str, typer.Option(help="card name (fss-n … fss-x, fss-r50/r101) or card YAML")]
     Assigner = Annotated[str, typer.Option(help="fss | simota | tal | atss | maxiou")]
+    Task = Annotated[str, typer.Option(help="detect (horizontal boxes) | obb (oriented boxes)")]
     Epochs = Annotated[int, typer.Option(help="total epochs (with --resume: extend to this many)")]
     Batch = Annotated[int, typer.Option(help="images per step over all processes")]
     Size = Annotated[int, typer.Option(help="square training size, multiple of 32")]
@@ -138,10 +139,10 @@ def info(target: Annotated[str, typer.Argument(help="checkpoint (.pt), ONNX file
 
 @app.command()
 def train(ctx: typer.Context, data: T.Data = None, model: T.Model = "fss-n", assigner: T.Assigner = "fss",
-          epochs: T.Epochs = 100, batch: T.Batch = 16, imgsz: T.Size = 640, device: Device = "auto",
-          nproc: T.Nproc = 1, out: T.Out = "runs/train", val: T.Val = "", workers: T.Workers = 2,
-          resume: T.Resume = False, exist_ok: T.ExistOk = False, weights: T.Weights = None, freeze: T.Freeze = "",
-          set_: T.Set = None):
+          task: T.Task = "detect", epochs: T.Epochs = 100, batch: T.Batch = 16, imgsz: T.Size = 640,
+          device: Device = "auto", nproc: T.Nproc = 1, out: T.Out = "runs/train", val: T.Val = "",
+          workers: T.Workers = 2, resume: T.Resume = False, exist_ok: T.ExistOk = False, weights: T.Weights = None,
+          freeze: T.Freeze = "", set_: T.Set = None):
     """Train a detector with FSS or a baseline assigner. Writes config.yaml, results.csv/png, last.pt, best.pt, and
     after the last epoch PR_curve.png and confusion_matrix.png of that epoch's model. `fss train --resume --out RUN`
     continues RUN with its own settings."""
@@ -153,8 +154,8 @@ def train(ctx: typer.Context, data: T.Data = None, model: T.Model = "fss-n", ass
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_distributed(nproc)
     out = str(next_free_run(out)) if out == "runs/train" and not (resume or exist_ok) else out
-    settings = {"model": model, "assigner": assigner, "epochs": epochs, "batch": batch, "imgsz": imgsz, "val": val,
-                "workers": workers, "weights": weights, "freeze": freeze}
+    settings = {"model": model, "assigner": assigner, "task": task, "epochs": epochs, "batch": batch, "imgsz": imgsz,
+                "val": val, "workers": workers, "weights": weights, "freeze": freeze}
     if resume:              # the run's own settings, except those given on this command line
         # by name: typer carries its own copy of click, whose ParameterSource is another class
         settings = {k: (None if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") == "DEFAULT" else v)

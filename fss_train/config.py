@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from fss_core.nn.card import TASKS
+from fss_train.losses import BOX_LOSSES, RBOX_LOSSES
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = ""                       # COCO json, YOLO data.yaml or DOTA folder (training split)
     val: str = ""                        # validation dataset (default: the data.yaml 'val' split, else `data`)
     model: str = "fss-n"                 # card name or YAML path
+    task: str = "detect"                 # detect (horizontal boxes) | obb (oriented boxes: the card gains the angle)
     weights: str = ""                    # fss checkpoint (or YOLOX / torchvision ResNet file) to start from
     weights_parts: str = "all"           # what --weights copies: all | backbone | backbone+neck (a new head)
     freeze: str = ""                     # "backbone" or "backbone+neck": not trained (BN statistics frozen too)
@@ -46,6 +50,7 @@ class TrainConfig:
     # loss
     box_weight: float = 5.0
     iou_loss: str = "iou2"               # iou2 (1 − IoU²) | giou
+    rbox_loss: str = "probiou"           # obb: probiou (1 − probiou, Ultralytics) | kld | riou (exact rotated IoU)
     # augmentation
     mosaic: float = 1.0
     scale: float = 0.5
@@ -55,6 +60,8 @@ class TrainConfig:
     hsv_v: float = 0.4
     fliplr: float = 0.5
     flipud: float = 0.5
+    degrees: float = 0.0                 # random rotation in ±degrees (obb: any angle; horizontal boxes grow)
+    rot90: float = 0.0                   # probability of a random quarter turn
     # evaluation
     eval_interval: int = 1
     precise_bn: int = 10                 # batches used to recompute the EMA model's BN statistics before eval
@@ -97,7 +104,8 @@ RANGES = {"workers": (0, 256), "seed": (0, None),
           "warmup_bias_lr": (0, None), "min_lr_ratio": (0, 1), "ema_decay": (0, 1), "ema_tau": (0, None),
           "no_mosaic_epochs": (0, None), "grad_clip": (0, None), "box_weight": (0, None), "mosaic": (0, 1),
           "scale": (0, 0.99), "translate": (0, 0.5), "hsv_h": (0, 1), "hsv_s": (0, 1), "hsv_v": (0, 1),
-          "fliplr": (0, 1), "flipud": (0, 1), "eval_interval": (1, None), "precise_bn": (0, None),
+          "fliplr": (0, 1), "flipud": (0, 1), "degrees": (0, 180), "rot90": (0, 1), "eval_interval": (1, None),
+          "precise_bn": (0, None),
           "eval_conf": (0, 1), "eval_iou": (0, 1), "max_det": (1, None), "patience": (0, None)}
 
 
@@ -129,6 +137,9 @@ def make_config(base: dict | None = None, overrides: dict | None = None) -> Trai
                          f"{values['weights_parts']!r}")
     if values.get("freeze", "") not in ("", "backbone", "backbone+neck"):
         raise ValueError(f"config freeze must be 'backbone', 'backbone+neck' or empty, got {values['freeze']!r}")
+    for key, allowed in (("task", TASKS), ("iou_loss", BOX_LOSSES), ("rbox_loss", RBOX_LOSSES)):
+        if key in values and values[key] not in allowed:
+            raise ValueError(f"config {key} must be one of {', '.join(allowed)}, got {values[key]!r}")
     if values.get("cache", "") not in ("", "ram"):
         raise ValueError(f"config cache must be 'ram' or empty (off), got {values['cache']!r}")
     for key, value in values.items():

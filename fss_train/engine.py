@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fss_core.nn import decode
+from fss_core.nn import decode, split_logits
 from fss_train.alignment import spearman
 from fss_train.assigners.base import AssignResult
+from fss_train.assigners.geometry import aligned_iou
 from fss_train.evaluation import model_points
 from fss_train.losses import criterion
 
@@ -59,15 +60,13 @@ def rank_consistency(scores: torch.Tensor, ious: torch.Tensor, seg: torch.Tensor
 
 
 def diagnostics(res: AssignResult, pred_boxes, cls_prob, obj_prob, gt_mask, stats: StepStats) -> None:
-    from fss_core.boxes import box_iou_aligned
-
     fg = res.fg_mask
     stats.num_gt += int(gt_mask.sum())
     stats.num_fg += int(fg.sum())
     if fg.any():
         b, a = torch.nonzero(fg, as_tuple=True)
         score = cls_prob[b, a, res.target_labels[b, a]] * obj_prob[b, a]
-        iou = box_iou_aligned(pred_boxes[b, a], res.target_boxes[b, a])
+        iou = aligned_iou(pred_boxes[b, a], res.target_boxes[b, a])
         seg = b * (res.gt_index.max() + 1) + res.gt_index[b, a]
         t, n = rank_consistency(score, iou, seg)
         stats.spearman_sum += t
@@ -119,6 +118,7 @@ def train_one_epoch(model, loader, assigner, optimizer, lr_at, ema, epoch: int, 
     """One pass over ``loader``. ``lr_at(step)`` gives the learning rates of the global step."""
     model.train()
     _keep_frozen_bn(model, cfg)
+    task = (model.module if hasattr(model, "module") else model).card.task
     stats = StepStats()
     points = strides = None
     t0 = time.perf_counter()
@@ -131,13 +131,14 @@ def train_one_epoch(model, loader, assigner, optimizer, lr_at, ema, epoch: int, 
         if points is None or points.shape[0] == 0:
             points, strides = model_points(model, images.shape[-2], images.shape[-1], device)
         with torch.autocast(device_type=device.type, enabled=scaler is not None):
-            raw = model(images)                                                   # (B, A, 5 + C)
+            raw = model(images)                                                   # (B, A, K + 1 + C)
         raw = raw.float()
-        pred_boxes, obj_prob, cls_prob = decode(raw, points, strides)
+        pred_boxes, obj_prob, cls_prob = decode(raw, points, strides, task)
+        obj_logits, cls_logits = split_logits(raw, task)
         res = assigner(cls_prob.detach(), obj_prob.detach(), pred_boxes.detach(), points, strides,
                        gt_labels.clamp(min=0), gt_boxes, gt_mask)
-        losses = criterion(pred_boxes, raw[..., 4], raw[..., 5:], res, recipe, cfg.box_weight,
-                           iou_kind=cfg.iou_loss)
+        losses = criterion(pred_boxes, obj_logits, cls_logits, res, recipe, cfg.box_weight,
+                           iou_kind=cfg.rbox_loss if task == "obb" else cfg.iou_loss)
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {i + 1}; "

@@ -8,9 +8,11 @@ import torch
 
 from fss_core.boxes import detections_to_coco
 from fss_core.nn import decode_for_inference
-from fss_core.nn.postprocess import postprocess
+from fss_core.nn.postprocess import postprocess, postprocess_obb
+from fss_core.rdetections import rdetection_polygons
 from fss_train.data.records import Dataset
 from fss_train.metrics import coco_eval_details, coco_gt_from_dataset, dota_eval
+from fss_train.obb_metrics import rotated_coco_map, task1_eval
 from fss_train.valplots import write_val_plots
 
 
@@ -22,22 +24,30 @@ def model_points(model, height: int, width: int, device):
 @torch.no_grad()
 def predict(model, loader, device, conf: float, iou: float, max_det: int, on_batch=None,
             unreadable: list | None = None) -> list[dict]:
-    """COCO-format predictions in original image pixels, category ids 1..C. Images that could not be read get
-    none; their ids are appended to ``unreadable`` (evaluation leaves them out)."""
+    """COCO-format predictions in original image pixels, category ids 1..C (an oriented model: Task1 records
+    ``{"image_id", "class" 0-based, "score", "poly"}``, as ``obb_metrics.read_dota_task1`` gives). Images that could
+    not be read get none; their ids are appended to ``unreadable`` (evaluation leaves them out)."""
     model.eval()
+    task = (model.module if hasattr(model, "module") else model).card.task
     preds = []
     points = None
     for images, _, _, _, metas in loader:
         images = images.to(device)
         if points is None:
             points, strides = model_points(model, images.shape[-2], images.shape[-1], device)
-        out = decode_for_inference(model(images).float(), points, strides)
-        for det, meta in zip(postprocess(out, conf, iou, max_det), metas):
+        out = decode_for_inference(model(images).float(), points, strides, task)
+        dets = postprocess_obb(out, conf, iou, max_det) if task == "obb" else postprocess(out, conf, iou, max_det)
+        for det, meta in zip(dets, metas):
             if meta.get("unreadable"):
                 if unreadable is not None:
                     unreadable.append(meta["image_id"])
                 continue
             det = det.cpu().numpy()
+            if task == "obb":                      # oriented: Task1-style records, polygons in original pixels
+                det[:, :4] /= meta["scale"]
+                preds += [{"image_id": meta["image_id"], "class": int(d[6]), "score": float(d[5]), "poly": poly}
+                          for d, poly in zip(det, rdetection_polygons(det).tolist())]
+                continue
             h, w = meta["orig_size"]
             boxes = det[:, :4] / meta["scale"]
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
@@ -80,6 +90,8 @@ def evaluate(model, loader, ds: Dataset, device, cfg, plots_to=None, plot_if=Non
     unreadable: list[int] = []
     preds = predict(model, loader, device, cfg.eval_conf, cfg.eval_iou, cfg.max_det, unreadable=unreadable)
     ds = ds.without(unreadable)                 # reported by the loader; neither scored nor counted as missed
+    if (model.module if hasattr(model, "module") else model).card.task == "obb":
+        return evaluate_obb(ds, preds)
     gt = coco_gt_from_dataset(ds)
     metrics, details = coco_eval_details(gt, preds, max_dets=cfg.max_det)
     if cfg.metric == "dota":
@@ -88,3 +100,13 @@ def evaluate(model, loader, ds: Dataset, device, cfg, plots_to=None, plot_if=Non
     if plots_to is not None and (plot_if is None or plot_if(metrics)):
         write_val_plots(plots_to, gt, preds, details)
     return metrics
+
+
+def evaluate_obb(ds: Dataset, preds: list[dict]) -> dict:
+    """An oriented model's metrics: DOTA Task1 mAP50 (VOC07, exactly the devkit's) and the COCO-style rotated
+    mAP .50:.95 and AP50/AP75 beside it (``obb_metrics``); best.pt is chosen by the rotated mAP .50:.95 — as COCO AP
+    picks it for horizontal models."""
+    task1 = task1_eval(ds, preds)
+    rotated = rotated_coco_map(ds, preds)
+    return {"mAP50_dota": task1["mAP50"], "AP": rotated["mAP"], "AP50": rotated["mAP50"], "AP75": rotated["mAP75"],
+            "fitness": rotated["mAP"]}

@@ -1,6 +1,7 @@
 """criterion(outputs, assign_result) -> dict of named losses.
 
-B images, A points, C classes. ``pred_boxes`` (B, A, 4) decoded xyxy px with gradients;
+B images, A points, C classes. ``pred_boxes`` (B, A, 4) decoded xyxy px with gradients (or (B, A, 5) rotated boxes,
+with a rotated box loss: ``iou_loss``);
 ``cls_logits`` (B, A, C) and ``obj_logits`` (B, A) raw. Two recipes:
 
 * ``yolox`` (FSS-SPEC step 8; SimOTA, ATSS, Max-IoU with unit weights):
@@ -20,16 +21,31 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from fss_core.boxes import box_iou_aligned
+from fss_core.gaussian_box import kld, probiou
+from fss_core.rbox_iou import rbox_iou_aligned
 from fss_train.assigners.base import AssignResult
+
+BOX_LOSSES = ("iou2", "giou")              # horizontal boxes (K, 4)
+RBOX_LOSSES = ("probiou", "kld", "riou")   # rotated boxes (K, 5)
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "iou2") -> torch.Tensor:
-    """(K, 4), (K, 4) -> (K,): 1 − IoU² (YOLOX) or 1 − GIoU."""
+    """(K, 4), (K, 4) -> (K,): 1 − IoU² (YOLOX) or 1 − GIoU. Rotated (K, 5), (K, 5): 1 − probiou (Ultralytics'
+    OBB loss), 1 − 1 / (1 + ln(1 + KLD)) (Yang et al. 2021's normalised KLD loss) or 1 − the exact rotated IoU
+    (``fss_core.rbox_iou``). All three are periodic in θ (a box turned by π is the same box)."""
+    if pred.shape[-1] == 5:
+        if kind == "probiou":
+            return 1 - probiou(pred, target)
+        if kind == "kld":
+            return 1 - 1 / (1 + torch.log1p(kld(pred, target).clamp(min=0)))
+        if kind == "riou":
+            return 1 - rbox_iou_aligned(pred, target)
+        raise ValueError(f"rbox_loss must be one of {RBOX_LOSSES}, got {kind!r}")
     if kind == "iou2":
         return 1 - box_iou_aligned(pred, target) ** 2
     if kind == "giou":
         return 1 - box_iou_aligned(pred, target, giou=True)
-    raise ValueError(f"iou_loss must be 'iou2' or 'giou', got {kind!r}")
+    raise ValueError(f"iou_loss must be one of {BOX_LOSSES}, got {kind!r}")
 
 
 def global_sum(value: float, device) -> tuple[float, int]:

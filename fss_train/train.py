@@ -44,7 +44,7 @@ from fss_train.optim import LRSchedule, ModelEMA, param_groups
 CSV_FIELDS = ["epoch", "loss", "cls", "box", "obj", "pos_per_gt", "rank_consistency", "images_per_s", "lr",
               "AP", "AP50", "AP75", "APs", "APm", "APl", "mAP50_dota", "fitness", "seconds"]
 # config keys that must match when resuming (the rest, e.g. epochs, may change)
-RESUME_FIXED = ("data", "model", "assigner", "assigner_params", "imgsz", "batch")
+RESUME_FIXED = ("data", "model", "assigner", "task", "assigner_params", "imgsz", "batch")
 
 
 def is_main() -> bool:
@@ -131,7 +131,7 @@ class Run:
     def _build_model(self, resume: bool) -> None:
         """The network of the card (for these classes), started from ``--weights``, channels-last, frozen parts."""
         cfg, log = self.cfg, self.log
-        self.card = load_card(cfg.model).with_classes(len(self.classes))
+        self.card = load_card(cfg.model).with_classes(len(self.classes)).with_task(cfg.task)
         start = start_checkpoint(cfg.weights, self.card.name) if cfg.weights and not resume else None
         if start is not None:                   # the network takes the input convention its weights were made for
             self.card = dataclasses.replace(self.card, **input_conventions(start))
@@ -174,8 +174,9 @@ class Run:
         """The augmented training loader, the validation loader, the un-augmented BN loader, and the schedule."""
         cfg = self.cfg
         aug = AugmentConfig(cfg.mosaic, cfg.scale, cfg.translate, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v, cfg.fliplr,
-                            cfg.flipud)
-        self.train_data = DetectionDataset(self.train_ds, cfg.imgsz, augment=True, cfg=aug, seed=cfg.seed)
+                            cfg.flipud, degrees=cfg.degrees, rot90=cfg.rot90)
+        self.train_data = DetectionDataset(self.train_ds, cfg.imgsz, augment=True, cfg=aug, seed=cfg.seed,
+                                           oriented=cfg.task == "obb")
         self.train_loader = make_loader(self.train_data, cfg.batch // self.world, shuffle=True, workers=cfg.workers,
                                         distributed=self.world > 1, seed=cfg.seed, drop_last=False)
         self.val_loader = make_loader(DetectionDataset(self.val_ds, cfg.imgsz), cfg.batch // self.world,

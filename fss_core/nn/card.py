@@ -12,6 +12,7 @@ import yaml
 # package data: found through the installed package, so a wheel works from any folder (not only a checkout)
 MODELS_DIR = Path(str(importlib.resources.files("fss_core") / "models"))
 BACKBONES = ("cspdarknet", "resnet")
+TASKS = ("detect", "obb")           # horizontal boxes | oriented boxes (one more regression channel: the angle)
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class ModelCard:
     name: str
     backbone: str                       # "cspdarknet" | "resnet"
     num_classes: int = 80
+    task: str = "detect"                # one of TASKS; every architecture works for both
     strides: tuple[int, ...] = (8, 16, 32)
     input_size: tuple[int, int] = (640, 640)   # (height, width) pixels
     act: str = "silu"
@@ -49,6 +51,8 @@ class ModelCard:
                                  f"{value!r}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"card {self.name!r}: backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"card {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
         if self.num_classes < 1:
             raise ValueError(f"card {self.name!r}: num_classes must be >= 1, got {self.num_classes}")
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
@@ -88,6 +92,9 @@ class ModelCard:
 
     def with_classes(self, num_classes: int) -> ModelCard:
         return dataclasses.replace(self, num_classes=num_classes)
+
+    def with_task(self, task: str) -> ModelCard:
+        return dataclasses.replace(self, task=task)
 
 
 def _check_normalisation(card: ModelCard) -> None:

@@ -7,13 +7,13 @@ from torch import nn
 
 from fss_core.nn.card import ModelCard
 from fss_core.nn.darknet import PAFPN, CSPDarknet
-from fss_core.nn.decode import make_points
+from fss_core.nn.decode import box_channels, make_points
 from fss_core.nn.head import DecoupledHead
 from fss_core.nn.resnet import FPN, ResNet
 
 
 class Detector(nn.Module):
-    """images (B, 3, H, W) float in [0, 1], RGB -> raw predictions (B, A, 5 + C).
+    """images (B, 3, H, W) float in [0, 1], RGB -> raw predictions (B, A, K + 1 + C) (K = 4, or 5 for ``task: obb``).
 
     H and W must be multiples of 32. The return value is the same in train and eval mode;
     :func:`fss_core.nn.decode.decode` interprets it, with :meth:`points` for the grid.
@@ -30,7 +30,8 @@ class Detector(nn.Module):
             self.backbone = ResNet(card.resnet_depth)
             self.neck = FPN(self.backbone.out_channels, card.neck_channels)
             hidden = card.head_channels or card.neck_channels
-        self.head = DecoupledHead(card.num_classes, self.neck.out_channels, hidden, card.depthwise, card.act)
+        self.head = DecoupledHead(card.num_classes, self.neck.out_channels, hidden, card.depthwise, card.act,
+                                  box_channels(card.task))
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.eps = card.bn_eps

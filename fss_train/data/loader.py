@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fss_core.imageio import read_image
 from fss_core.preprocess import PAD_VALUE, to_tensor
-from fss_train.data.records import Dataset, ImageRecord
+from fss_core.rbox import poly_to_rbox
+from fss_train.data.records import Dataset, ImageRecord, record_polygons
 from fss_train.data.transforms import (
     AugmentConfig,
     filter_boxes,
@@ -25,7 +26,9 @@ log = logging.getLogger("fss.data")
 
 
 class DetectionDataset(torch.utils.data.Dataset):
-    """Items: (image (3, S, S) float RGB [0, 1], boxes (K, 4) xyxy px, labels (K,), meta dict).
+    """Items: (image (3, S, S) float RGB [0, 1], boxes (K, 4) xyxy px, labels (K,), meta dict); with ``oriented``
+    the boxes are (K, 5) rotated boxes ``cx cy w h θ``: every object's polygon rides through the augmentations
+    (``record_polygons``: its own, or its box's corners) and becomes its minimum-area rectangle at the end.
 
     With ``augment`` the training pipeline runs (mosaic, affine, HSV, flips); without it the
     image is letterboxed (meta carries the scale to map predictions back). An unreadable image
@@ -36,8 +39,9 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, ds: Dataset, imgsz: int, augment: bool = False, cfg: AugmentConfig | None = None,
-                 seed: int = 0):
+                 seed: int = 0, oriented: bool = False):
         self.records: list[ImageRecord] = ds.records
+        self.oriented = oriented
         self.classes = ds.classes
         self.imgsz = imgsz
         self.augment = augment
@@ -95,50 +99,69 @@ class DetectionDataset(torch.utils.data.Dataset):
         for _ in range(len(self.records)):
             image = self._read(i)
             if image is not None:
-                return i, image, self.records[i].boxes.copy(), self.records[i].labels.copy()
+                return i, image, self.records[i].boxes.copy(), self.records[i].labels.copy(), self._polygons(i)
             i = int(rng.integers(len(self.records)))
         raise RuntimeError("no readable image in the dataset")
+
+    def _polygons(self, i: int) -> np.ndarray | None:
+        return record_polygons(self.records[i]).astype(np.float32).copy() if self.oriented else None
 
     def __getitem__(self, index: int):
         self.found = []
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.augment:
-            index, image, boxes, labels = self._load(index, rng)
+            index, image, boxes, labels, polys = self._load(index, rng)
         else:
             image, boxes, labels = self._read(index), self.records[index].boxes.copy(), self.records[index].labels
+            polys = self._polygons(index)
         rec = self.records[index]
         meta = {"index": index, "image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": 1.0}
         if image is None:                      # evaluation: a grey stand-in (the letterbox's colour), left out
             image, boxes, labels = np.full((self.imgsz, self.imgsz, 3), PAD_VALUE, np.uint8), boxes[:0], labels[:0]
+            polys = None if polys is None else polys[:0]
             meta.update(unreadable=True, scale=self.imgsz / max(rec.height, rec.width))
         elif not self.augment:
             image, boxes, scale = letterbox_sample(image, boxes, self.imgsz)
+            polys = None if polys is None else polys * scale
             meta["scale"] = scale
         else:
-            cfg = self.cfg
-            if self.mosaic_enabled and rng.random() < cfg.mosaic:
-                samples = [(image, boxes, labels)]
-                for _ in range(3):
-                    _, im, bx, lb = self._load(int(rng.integers(len(self.records))), rng)
-                    samples.append((im, bx, lb))
-                image, boxes, labels, _ = mosaic4(samples, self.imgsz, rng)
-            else:
-                image, boxes, _ = letterbox_sample(image, boxes, self.imgsz)
-            image, boxes, labels, _ = random_affine(image, boxes, labels, self.imgsz, cfg, rng)
-            image = hsv_jitter(image, cfg, rng)
-            image, boxes, _ = random_flip(image, boxes, cfg, rng)
-            boxes, labels = filter_boxes(boxes, labels, boxes, self.imgsz, self.imgsz, cfg)
+            image, boxes, labels, polys = self._augment(image, boxes, labels, polys, rng)
         meta["found_unreadable"] = self.found
-        return to_tensor([image])[0], torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 4), \
-            torch.from_numpy(labels.astype(np.int64)), meta
+        return to_tensor([image])[0], self._targets(boxes, polys), torch.from_numpy(labels.astype(np.int64)), meta
+
+    def _augment(self, image, boxes, labels, polys, rng: np.random.Generator):
+        """The training pipeline -> image, boxes, labels, polygons (None unless oriented)."""
+        cfg = self.cfg
+        if self.mosaic_enabled and rng.random() < cfg.mosaic:
+            samples = [(image, boxes, labels, polys)]
+            for _ in range(3):
+                _, im, bx, lb, pl = self._load(int(rng.integers(len(self.records))), rng)
+                samples.append((im, bx, lb, pl))
+            image, boxes, labels, polys = mosaic4(samples, self.imgsz, rng)
+        else:
+            image, boxes, scale = letterbox_sample(image, boxes, self.imgsz)
+            polys = None if polys is None else polys * scale
+        image, boxes, labels, polys = random_affine(image, boxes, labels, self.imgsz, self.cfg, rng, polys)
+        image = hsv_jitter(image, cfg, rng)
+        image, boxes, polys = random_flip(image, boxes, cfg, rng, polys)
+        if polys is None:                     # polygons were cut to the output by random_affine already
+            boxes, labels = filter_boxes(boxes, labels, boxes, self.imgsz, self.imgsz, cfg)
+        return image, boxes, labels, polys
+
+    @staticmethod
+    def _targets(boxes: np.ndarray, polys: np.ndarray | None) -> torch.Tensor:
+        """(K, 4) boxes, or (K, 5) minimum-area rectangles of the polygons."""
+        if polys is None:
+            return torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 4)
+        return poly_to_rbox(torch.from_numpy(polys.astype(np.float64)).reshape(-1, 8)).float()
 
 
 def collate(batch):
-    """-> images (B, 3, S, S), gt_boxes (B, M, 4), gt_labels (B, M) (-1 padding), gt_mask (B, M), metas."""
+    """-> images (B, 3, S, S), gt_boxes (B, M, 4|5), gt_labels (B, M) (-1 padding), gt_mask (B, M), metas."""
     images = torch.stack([b[0] for b in batch])
     m = max((len(b[2]) for b in batch), default=0)
     B = len(batch)
-    gt_boxes = torch.zeros(B, m, 4)
+    gt_boxes = torch.zeros(B, m, batch[0][1].shape[-1] if batch else 4)
     gt_labels = torch.full((B, m), -1, dtype=torch.long)
     gt_mask = torch.zeros(B, m, dtype=torch.bool)
     for i, (_, boxes, labels, _) in enumerate(batch):

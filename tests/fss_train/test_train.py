@@ -27,7 +27,9 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     synthesize(root / "data", SynthConfig(num_images=4, size=128, objects=6, min_size=14, max_size=40, seed=5))
     # Max-IoU's 8·stride priors barely overlap 14–40 px objects (IoU ≈ 0.1 at stride 8): it learns
-    # only its forced best priors there. It gets objects its priors can match, and twice the steps.
+    # only its forced best priors there. It gets objects its priors can match, and three times the steps: with 1.75
+    # positives per GT it learns late (forced prior = first of the tied priors: AP50 0.02 at epoch 80 and 0.63 at
+    # 160 of 160; nearest the centre, as since #31: 0.0 at 160 of 160, 0.75 at 160 and 240 of 240)
     synthesize(root / "large", SynthConfig(num_images=4, size=128, objects=4, min_size=36, max_size=60, seed=5))
     card = root / "pico.yaml"
     card.write_text("name: pico\nbackbone: cspdarknet\ndepth: 0.33\nwidth: 0.125\ndepthwise: false\n")
@@ -45,7 +47,7 @@ def train_args(tiny, out, assigner="fss", epochs=80, extra=()):
 # 0.56 / 0.74 / 0.69): seed noise of a 4-image run, so its bar is "clearly learned", 0.4
 @pytest.mark.parametrize("assigner,min_ap50,data,epochs", [("fss", 0.4, "data", 80), ("simota", 0.5, "data", 80),
                                                            ("tal", 0.5, "data", 80), ("atss", 0.5, "data", 80),
-                                                           ("maxiou", 0.4, "large", 160)])
+                                                           ("maxiou", 0.4, "large", 240)])
 def test_tiny_model_overfits_four_images(tiny, tmp_path, assigner, min_ap50, data, epochs):
     torch.manual_seed(0)
     args = train_args(tiny, tmp_path / "run", assigner, epochs=epochs)
