@@ -14,7 +14,7 @@ PIP_TOOLS ?= pip-tools==7.6.2
 # LOCK_ARGS=--upgrade moves every pin to the newest release the ranges of pyproject.toml allow
 LOCK_ARGS ?=
 
-.PHONY: setup lock test test-all demo lint clean default-model bench-deps bench ablation ablation-gpu reference-fixtures gpu-check gpu-prep gpu-wheels
+.PHONY: setup lock test test-all demo lint clean default-model obb-model bench-deps bench ablation ablation-gpu reference-fixtures gpu-check gpu-prep gpu-wheels
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ demo: $(STAMP)
 default-model: $(STAMP)
 	FSS=$(BIN)/fss ./scripts_default_model.sh
 	$(BIN)/python -m fss_core.checkpoint slim runs/default-model/run/best.pt fss_core/models/fss-n-aerial.pt
+
+# the recipe of the embedded oriented model (fss_core/models/fss-n-obb.pt), fine-tuned from the default model
+obb-model: $(STAMP)
+	FSS=$(BIN)/fss ./scripts_obb_model.sh
+	$(BIN)/python -m fss_core.checkpoint slim runs/obb-model/run/best.pt fss_core/models/fss-n-obb.pt
 
 # SAHI for benchmarks/tiled_vs_sahi.py, without its opencv-python (we use the headless build)
 bench-deps: $(STAMP)

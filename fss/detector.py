@@ -27,10 +27,12 @@ from fss_core.imageio import read_image
 from fss_core.launch import local_rank, rank_and_world
 from fss_core.nn.card import resolve_model_file
 from fss_core.raster import Georef, parse_bands, parse_stretch
+from fss_core.rdetections import rdetection_polygons, rdetections_to_coco, rdetections_to_dota, rdetections_to_yolo
 from fss_deploy.backends import load_backend
 from fss_deploy.detect import DEFAULT_MODEL, TiledDetector, resolve_classes
 from fss_deploy.folder_run import check_output_dir, detect_folder
 from fss_deploy.sources import open_image, resolve_sources
+from fss_deploy.tiling import envelopes
 from fss_deploy.writers import annotate_array
 
 log = logging.getLogger("fss")
@@ -43,7 +45,9 @@ DEFAULT_MODEL_NOTICE = (f"no model given: using the bundled {DEFAULT_MODEL.name}
 class Result:
     """The detections of one image. ``boxes`` (N, 4) float32 x1 y1 x2 y2 in image pixels; ``scores`` (N,);
     ``class_ids`` (N,) int64 indices into ``classes`` (the model's class names); ``source`` the file, or
-    None for an array; ``shape`` (height, width)."""
+    None for an array; ``shape`` (height, width). An oriented model's result also has ``obb`` (N, 5) float32
+    ``cx cy w h θ`` (``fss_core.rbox``'s convention) and ``polygons`` (N, 4, 2); its ``boxes`` are the polygons'
+    envelopes; its outputs are Task1 / YOLO-OBB / COCO-with-polygon / GeoJSON polygons."""
 
     boxes: np.ndarray
     scores: np.ndarray
@@ -53,13 +57,19 @@ class Result:
     source: Path | None = None
     image: np.ndarray | None = field(default=None, repr=False)     # BGR, kept only for arrays (for plot)
     georef: Georef | None = None                                   # a georeferenced GeoTIFF's transform and CRS
+    obb: np.ndarray | None = None                                  # (N, 5) oriented boxes; None: a horizontal model
 
     @classmethod
     def from_array(cls, dets: np.ndarray, classes: list[str], shape, source=None, image=None,
                    georef: Georef | None = None) -> Result:
-        dets = np.asarray(dets, np.float32).reshape(-1, 6)
-        return cls(dets[:, :4].copy(), dets[:, 4].copy(), dets[:, 5].astype(np.int64), list(classes),
-                   (int(shape[0]), int(shape[1])), Path(source) if source else None, image, georef)
+        """From (N, 6) detections, or (N, 7) oriented ones (``cx cy w h θ score class``)."""
+        dets = np.asarray(dets, np.float32)
+        cols = dets.shape[1] if dets.ndim == 2 else 6
+        dets = dets.reshape(-1, cols)
+        obb = dets[:, :5].copy() if cols == 7 else None
+        boxes = envelopes(dets).astype(np.float32) if cols == 7 else dets[:, :4].copy()
+        return cls(boxes, dets[:, -2].copy(), dets[:, -1].astype(np.int64), list(classes),
+                   (int(shape[0]), int(shape[1])), Path(source) if source else None, image, georef, obb)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -69,22 +79,36 @@ class Result:
         """The class name of every detection."""
         return [self.classes[int(c)] for c in self.class_ids]
 
+    @property
+    def polygons(self) -> np.ndarray:
+        """(N, 4, 2) corners of the oriented boxes (an oriented model's result), clockwise on screen."""
+        if self.obb is None:
+            raise AttributeError("polygons: a horizontal model's result has boxes only (Result.boxes)")
+        return rdetection_polygons(self.detections()).reshape(-1, 4, 2)
+
     def detections(self) -> np.ndarray:
-        """(N, 6) x1 y1 x2 y2 score class — the layout of every writer."""
-        return np.concatenate([self.boxes, self.scores[:, None], self.class_ids[:, None].astype(np.float32)], 1)
+        """(N, 6) x1 y1 x2 y2 score class — the layout of every writer; (N, 7) cx cy w h θ score class for an
+        oriented model."""
+        box = self.boxes if self.obb is None else self.obb
+        return np.concatenate([box, self.scores[:, None], self.class_ids[:, None].astype(np.float32)], 1)
 
     def to_coco(self, image_id: int = 1) -> list[dict]:
-        """COCO results (``category_id`` = class index + 1, ``bbox`` x y w h)."""
-        return detections_to_coco(self.detections(), image_id)
+        """COCO results (``category_id`` = class index + 1, ``bbox`` x y w h; oriented: with the polygon as
+        ``segmentation`` and ``rbox``)."""
+        to_coco = detections_to_coco if self.obb is None else rdetections_to_coco
+        return to_coco(self.detections(), image_id)
 
     def to_dota(self, image_name: str | None = None) -> list[tuple[str, str]]:
-        """DOTA Task2 lines: (class name, ``"image score xmin ymin xmax ymax"``)."""
+        """DOTA Task2 lines: (class name, ``"image score xmin ymin xmax ymax"``); oriented: Task1 lines
+        (``"image score x1 y1 … x4 y4"``)."""
         name = image_name or (self.source.stem if self.source else "image")
-        return detections_to_dota(self.detections(), name, self.classes)
+        to_dota = detections_to_dota if self.obb is None else rdetections_to_dota
+        return to_dota(self.detections(), name, self.classes)
 
     def to_yolo(self) -> list[str]:
-        """YOLO lines ``class cx cy w h score`` (normalised)."""
-        return detections_to_yolo(self.detections(), self.shape[1], self.shape[0])
+        """YOLO lines ``class cx cy w h score`` (normalised); oriented: YOLO-OBB ``class x1 y1 … x4 y4 score``."""
+        to_yolo = detections_to_yolo if self.obb is None else rdetections_to_yolo
+        return to_yolo(self.detections(), self.shape[1], self.shape[0])
 
     def to_geojson(self, wgs84: bool = False) -> dict:
         """A GeoJSON FeatureCollection, one polygon per detection (properties score, class, name): in the

@@ -179,6 +179,7 @@ def load_model(path: str | Path, weights: str = "ema") -> tuple[Detector, dict]:
 
 
 CLASS_HEAD = "head.cls_preds."          # the per-class prediction layers: re-initialised when classes differ
+BOX_HEAD = "head.reg_preds."            # the box prediction layers (4 outputs, or 5 with the angle)
 
 
 INIT_PARTS = {"all": ("",), "backbone": ("backbone.",), "backbone+neck": ("backbone.", "neck.")}
@@ -201,6 +202,8 @@ def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[st
     own = model.state_dict()
     take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape
             and (same_classes or not k.startswith(CLASS_HEAD)) and k.startswith(INIT_PARTS[parts])}
+    widened = _box_rows(own, state) if parts == "all" else {}
+    take.update(widened)
     body = [k for k, v in own.items() if k.startswith(("backbone.", "neck.")) and k.startswith(INIT_PARTS[parts])
             and v.dim() > 0]
     matched = sum(k in take for k in body)
@@ -212,7 +215,19 @@ def init_from_checkpoint(model: Detector, path: str | Path, class_names: list[st
     return {"from": str(Path(path).resolve()), "sha256": sha256_file(path), "parts": parts, "loaded": len(take),
             "skipped": len(own) - len(take),
             "class_head": "kept" if same_classes else f"re-initialised ({len(ckpt['class_names'])} -> "
-                                                      f"{len(class_names)} classes)"}
+                                                      f"{len(class_names)} classes)",
+            **({"box_head": "x, y, w, h from the horizontal model; the angle channel fresh"} if widened else {})}
+
+
+def _box_rows(own: dict, state: dict) -> dict:
+    """An oriented model started from a horizontal one: its box convolutions (5 outputs) take the horizontal
+    model's 4 (x, y, w, h) and keep their own angle row (initialised flat)."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith(BOX_HEAD) and k in own and own[k].shape[0] == 5 and v.shape[0] == 4 and \
+                own[k].shape[1:] == v.shape[1:]:
+            out[k] = torch.cat((v.to(own[k].dtype), own[k][4:]), 0)
+    return out
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:

@@ -15,7 +15,7 @@ import torch
 
 from fss_core.checkpoint import load_model
 from fss_core.nn.card import resolve_model_file
-from fss_deploy.export import INPUT_NAME, OUTPUT_NAME, ExportError, deployed_facts, read_onnx
+from fss_deploy.export import INPUT_NAME, OUTPUT_NAME, ExportError, deployed_facts, deployed_task, read_onnx
 from fss_deploy.graph import InferenceGraph
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -26,6 +26,7 @@ class Backend:
     class_names: list[str]
     input_size: int
     fixed_batch: int | None = None
+    task: str = "detect"        # "obb": detections (B, A, 5 + C), cx cy w h θ then scores
     device: str = "cpu"
     threads: int = 0            # torch's intra-op threads while this backend runs (0: the caller's)
 
@@ -35,7 +36,7 @@ class Backend:
     precision: str = "fp32"
 
     def describe(self) -> dict:
-        return {"backend": self.name, "device": self.device, "precision": self.precision,
+        return {"backend": self.name, "device": self.device, "precision": self.precision, "task": self.task,
                 "input_size": self.input_size, "fixed_batch": self.fixed_batch, "classes": len(self.class_names)}
 
 
@@ -55,6 +56,7 @@ class TorchBackend(Backend):
         self.threads = threads
         self.class_names = list(meta["class_names"])
         self.input_size = int(imgsz or meta["input_size"][0])
+        self.task = model.card.task
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("--device cuda requested but no CUDA GPU is visible")
         strict_fp32()
@@ -79,6 +81,7 @@ class OnnxBackend(Backend):
 
         _, meta = read_onnx(path, weights=False)
         self.class_names, self.input_size = deployed_facts(meta, path)
+        self.task = deployed_task(meta)
         self.fixed_batch = None if meta.get("batch") == "dynamic" else int(meta.get("batch", 1))
         self.half = meta.get("precision") == "fp16"
         self.precision = meta.get("precision", "fp32")                 # fp32, fp16 or int8 (as exported)
@@ -104,8 +107,9 @@ class OnnxBackend(Backend):
             raise ExportError(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r} as `fss export` "
                               f"writes them, found inputs {inputs} and outputs {outputs}")
         head = self.session.get_outputs()[outputs.index(OUTPUT_NAME)].shape[-1]
-        if isinstance(head, int) and head != 4 + len(self.class_names):       # [x1, y1, x2, y2, scores…]
-            raise ExportError(f"{path}: the model predicts {head - 4} classes but its metadata names "
+        k = 5 if self.task == "obb" else 4                                   # [box (k), scores…]
+        if isinstance(head, int) and head != k + len(self.class_names):
+            raise ExportError(f"{path}: the model predicts {head - k} classes but its metadata names "
                               f"{len(self.class_names)}")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -124,6 +128,7 @@ class OpenVinoBackend(Backend):
 
         meta = read_metadata(path)
         self.class_names, self.input_size = deployed_facts(meta, path)
+        self.task = deployed_task(meta)
         self.fixed_batch = None if meta.get("batch") == "dynamic" else int(meta.get("batch", 1))
         if meta.get("precision") == "fp16":
             raise ExportError(f"{path}: an FP16 export; OpenVINO on the CPU takes the FP32 one (precision bf16 "
@@ -149,6 +154,7 @@ class TensorRTBackend(Backend):
         sidecar = check_sidecar(path)
         meta = sidecar["metadata"]
         self.class_names, self.input_size = deployed_facts(meta, path)
+        self.task = deployed_task(meta)
         b = sidecar["batch"]
         self.fixed_batch = None if b.get("dynamic") else int(b["opt"])
         self.max_batch = int(b["max"])

@@ -18,7 +18,7 @@ import torch
 
 from fss_core import defaults
 from fss_core.nn.card import MODELS_DIR
-from fss_core.nn.postprocess import postprocess
+from fss_core.nn.postprocess import postprocess, postprocess_obb
 from fss_core.preprocess import letterbox, to_array
 from fss_core.tiles import check_overlap
 from fss_deploy.backends import Backend, backend_threads
@@ -126,14 +126,16 @@ class TiledDetector:
         t0 = time.perf_counter()
         out = self.backend.infer(batch)
         t1 = time.perf_counter()
-        dets = [d.numpy() for d in postprocess(torch.from_numpy(out[:n]), self.conf, self.iou,
-                                                     self.max_det or defaults.MAX_DET, classes=self.classes)]
+        post = postprocess_obb if self.backend.task == "obb" else postprocess
+        dets = [d.numpy() for d in post(torch.from_numpy(out[:n]), self.conf, self.iou,
+                                        self.max_det or defaults.MAX_DET, classes=self.classes)]
         self.stats["infer_s"] += t1 - t0
         self.stats["post_s"] += time.perf_counter() - t1
         return dets
 
     def __call__(self, image) -> np.ndarray:
-        """(K, 6) detections in image pixels of an (H, W, 3) uint8 BGR array or a window-read Raster."""
+        """(K, 6) detections in image pixels of an (H, W, 3) uint8 BGR array or a window-read Raster ((K, 7)
+        oriented detections of an oriented model)."""
         with backend_threads(self.backend):     # the caller's torch threads are restored after the image
             return self._detect(image)
 
@@ -199,7 +201,7 @@ class TiledDetector:
             all_cut.append(np.zeros(len(d), bool))
             all_src.append(np.full(len(d), -1))
         if not all_dets:
-            return np.zeros((0, 6), np.float32)
+            return np.zeros((0, 7 if self.backend.task == "obb" else 6), np.float32)
         t1 = time.perf_counter()
         merged = merge(np.concatenate(all_dets), np.concatenate(all_cut), np.concatenate(all_src), self.iou,
                        max_det=self.cap(h, w), mode=self.merge, metric=self.match, class_agnostic=self.class_agnostic)

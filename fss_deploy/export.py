@@ -29,6 +29,18 @@ DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 11, 20  # the TorchScript exporter's range that our graph (SiLU, Resize) exports to
 
 
+OUTPUT_LAYOUTS = {
+    "detect": f"{OUTPUT_NAME}: (batch, anchors, 4 + num_classes): x1 y1 x2 y2 (input pixels), then per-class score = "
+              "sigmoid(cls) * sigmoid(obj)",
+    "obb": f"{OUTPUT_NAME}: (batch, anchors, 5 + num_classes): cx cy w h (input pixels) theta (radians from +x towards "
+           "+y, in (-pi/4, 3pi/4); w and h not ordered), then per-class score = sigmoid(cls) * sigmoid(obj)"}
+
+
+def deployed_task(meta: dict) -> str:
+    """The task of an exported model ("detect" for files exported before oriented models existed)."""
+    return meta.get("task", "detect")
+
+
 class ExportError(ValueError):
     """Bad input for export/compare; the message names the file or value."""
 
@@ -166,8 +178,7 @@ def _onnx_metadata(ckpt: dict, model, size: int, batch: int, dynamic: bool, half
         "input": f"{INPUT_NAME}: (batch, 3, {size}, {size}) float{'16' if half else '32'} RGB in [0, 1], "
                  f"letterboxed (top-left, pad {PAD_VALUE})",
         "mean": json.dumps(list(MEAN)), "std": json.dumps(list(STD)),
-        "output_layout": f"{OUTPUT_NAME}: (batch, anchors, 4 + num_classes): x1 y1 x2 y2 (input pixels), "
-                         "then per-class score = sigmoid(cls) * sigmoid(obj)",
+        "task": model.card.task, "output_layout": OUTPUT_LAYOUTS[model.card.task],
         "decode_in_graph": "true", "nms_in_graph": "false", "batch": "dynamic" if dynamic else str(batch),
         "precision": "fp16" if half else "fp32", "card": json.dumps(model.card.to_dict()),
         "source_checkpoint_sha256": source_sha, "weights": weights,
@@ -265,9 +276,11 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
     ``progress(done, total)`` after every image."""
     import onnxruntime as ort
 
-    from fss_core.nn.postprocess import postprocess
+    from fss_core.nn.postprocess import postprocess, postprocess_obb
 
     proto, meta = read_onnx(onnx_path)
+    task = deployed_task(meta)
+    post = postprocess_obb if task == "obb" else postprocess
     size = json.loads(meta["input_size"])[0]
     fixed = meta["batch"] != "dynamic"
     model = model_from_checkpoint(load_checkpoint(ckpt_path), weights)
@@ -285,13 +298,13 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
         got = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
         # compare in the raw (pre-decode) space: exp() in the decode turns a 1e-5 raw difference
         # into large pixel differences for the absurd boxes of background points
-        raw_ref, raw_got = undecode(ref, graph.points, graph.strides), undecode(got, graph.points, graph.strides)
+        raw_ref, raw_got = (undecode(x, graph.points, graph.strides, task) for x in (ref, got))
         diff = (raw_got - raw_ref).abs()
         max_abs = max(max_abs, float(diff.max()))
-        tol = raw_tolerance(ref, graph.strides, atol, rtol, raw_ref)
+        tol = raw_tolerance(ref, graph.strides, atol, rtol, raw_ref, task)
         worst_excess = max(worst_excess, float((diff - tol).max()))
         max_px = max(max_px, float((got[..., :4] - ref[..., :4]).abs().max()))
-        dt, do = postprocess(ref, conf, iou)[0], postprocess(got, conf, iou)[0]
+        dt, do = post(ref, conf, iou)[0], post(got, conf, iou)[0]
         total_t += len(dt)
         total_o += len(do)
         if len(dt) and len(do):
@@ -308,16 +321,20 @@ def verify_onnx(onnx_path: str | Path, ckpt_path: str | Path, images: list[str |
 
 def match_detections(a: torch.Tensor, b: torch.Tensor, iou: float = 0.5, px: float = 0.01) -> torch.Tensor:
     """(Ka,) bool: a detection of ``a`` has a same-class partner in ``b`` at IoU ≥ ``iou``, or with
-    every coordinate within ``px`` pixels (IoU is meaningless for near-degenerate boxes)."""
+    every coordinate within ``px`` pixels (IoU is meaningless for near-degenerate boxes). Detections (K, 6), or
+    oriented (K, 7) (rotated IoU)."""
     from fss_core.boxes import box_iou
+    from fss_core.rbox_iou import rbox_iou_aligned
 
-    same = a[:, 5:6] == b[:, 5][None]                                           # (Ka, Kb)
+    k = a.shape[1] - 2
+    same = a[:, k + 1:k + 2] == b[:, k + 1][None]                               # (Ka, Kb)
     close = (a[:, None, :4] - b[None, :, :4]).abs().amax(-1) <= px
-    return ((box_iou(a[:, :4], b[:, :4]) >= iou) | close).logical_and(same).any(dim=1)
+    overlap = rbox_iou_aligned(a[:, None, :5], b[None, :, :5]) if k == 5 else box_iou(a[:, :4], b[:, :4])
+    return ((overlap >= iou) | close).logical_and(same).any(dim=1)
 
 
 def raw_tolerance(out: torch.Tensor, strides: torch.Tensor, atol: float, rtol: float = 0.0,
-                  raw: torch.Tensor | None = None) -> torch.Tensor:
+                  raw: torch.Tensor | None = None, task: str = "detect") -> torch.Tensor:
     """Per-element tolerance in the raw space: ``atol``, plus ``rtol`` × the largest raw box value of
     the image (float32 convolutions accumulate errors in proportion to the magnitudes flowing through
     the network, not to the element's own value; the exported graph also has BatchNorm fused into the
@@ -325,20 +342,28 @@ def raw_tolerance(out: torch.Tensor, strides: torch.Tensor, atol: float, rtol: f
     the magnitude, on raw values of 0.7–2.5), plus what the float32 output itself can resolve (a decoded coordinate
     near 5e4 px is only stored to ~0.004 px)."""
     eps = torch.finfo(torch.float32).eps
-    mag = torch.maximum(out[..., 0:2].abs(), out[..., 2:4].abs())                   # (B, A, 2)
-    wh = (out[..., 2:4] - out[..., 0:2]).clamp(min=1e-12)
+    if task == "obb":                                   # cx cy w h: the centre and sides are the outputs
+        mag = out[..., 0:2].abs()
+        wh = out[..., 2:4].clamp(min=1e-12)
+    else:
+        mag = torch.maximum(out[..., 0:2].abs(), out[..., 2:4].abs())               # (B, A, 2)
+        wh = (out[..., 2:4] - out[..., 0:2]).clamp(min=1e-12)
     if raw is not None and rtol:
         atol = atol + rtol * raw[..., :4].abs().amax(dim=(1, 2), keepdim=True)     # (B, 1, 1)
     tol_centre = atol + 4 * eps * mag / strides[None, :, None]
-    tol_size = atol + 4 * eps * mag / wh
+    tol_size = atol + 4 * eps * (mag + wh) / wh if task == "obb" else atol + 4 * eps * mag / wh
     return torch.cat((tol_centre, tol_size, torch.zeros_like(out[..., 4:]) + atol), dim=-1)
 
 
-def undecode(out: torch.Tensor, points: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
-    """Inverse of the in-graph decode: (B, A, 4 + C) -> [tx, ty, tw, th, scores…] (raw scale)."""
+def undecode(out: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, task: str = "detect") -> torch.Tensor:
+    """Inverse of the in-graph decode: (B, A, 4 + C) -> [tx, ty, tw, th, scores…] (raw scale); oriented
+    (B, A, 5 + C) -> [tx, ty, tw, th, θ, scores…] (θ itself: bounded, so compared as it is)."""
     s = strides[None, :, None]
-    centre = (out[..., 0:2] + out[..., 2:4]) * 0.5
-    wh = (out[..., 2:4] - out[..., 0:2]).clamp(min=1e-12)
+    if task == "obb":
+        centre, wh = out[..., 0:2], out[..., 2:4].clamp(min=1e-12)
+    else:
+        centre = (out[..., 0:2] + out[..., 2:4]) * 0.5
+        wh = (out[..., 2:4] - out[..., 0:2]).clamp(min=1e-12)
     return torch.cat(((centre - points[None]) / s, torch.log(wh / s), out[..., 4:]), dim=-1)
 
 

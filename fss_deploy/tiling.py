@@ -1,6 +1,8 @@
 """Pure tiling: the tile grid, tile batches (views, not copies), mapping back, and the merge.
 
-Boxes are xyxy image pixels; detections are (K, 6) float: x1 y1 x2 y2 score class.
+Boxes are xyxy image pixels; detections are (K, 6) float: x1 y1 x2 y2 score class. Oriented detections are
+(K, 7) ``cx cy w h θ score class`` (``fss_core.rdetections``): mapped back by their centre, cut when their polygon
+reaches an interior tile edge, seen whole by a neighbour by polygon area, merged by exact rotated NMS / NMM.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fss_core.boxes import batched_nms
+from fss_core.boxes import batched_nms, overlapping_pairs
 from fss_core.defaults import IOU, MATCH, MERGE
 from fss_core.preprocess import PAD_VALUE, to_array
+from fss_core.rbox_iou import rbox_intersection_aligned
+from fss_core.rdetections import rdetection_polygons
+from fss_core.rotated_nms import rotated_nmm, rotated_nms
 from fss_core.tiles import tile_origins
 
 
@@ -77,18 +82,36 @@ def tile_batch(image, tiles: list[Tile], tile: int, pad_to: int | None = None) -
     return out
 
 
+def oriented(dets: np.ndarray) -> bool:
+    return dets.shape[1] == 7
+
+
+def envelopes(dets: np.ndarray) -> np.ndarray:
+    """(K, 4) xyxy: the boxes themselves, or the envelopes of oriented detections' polygons."""
+    if not oriented(dets):
+        return dets[:, :4]
+    poly = rdetection_polygons(dets).reshape(-1, 4, 2)
+    return np.concatenate((poly.min(1), poly.max(1)), 1)
+
+
 def to_image_coords(dets: np.ndarray, t: Tile, img_w: int, img_h: int) -> np.ndarray:
     """Tile pixels -> image pixels, clipped to the image (not to the tile: a box the model extends
-    past the tile edge is its guess at the unseen part of a cut object, and the merge needs it)."""
+    past the tile edge is its guess at the unseen part of a cut object, and the merge needs it). An oriented box
+    moves by its centre and is not clipped (a clipped rotated box is no longer the object's rectangle)."""
     out = dets.copy()
+    if oriented(dets):
+        out[:, 0] += t.x
+        out[:, 1] += t.y
+        return out
     out[:, [0, 2]] = (out[:, [0, 2]] + t.x).clip(0, img_w)
     out[:, [1, 3]] = (out[:, [1, 3]] + t.y).clip(0, img_h)
     return out
 
 
 def cut_by_interior_edge(dets: np.ndarray, t: Tile, img_w: int, img_h: int, margin: float = 2.0) -> np.ndarray:
-    """(K,) bool: the box touches an edge of its tile that is not an image border (it may be cut)."""
-    x1, y1, x2, y2 = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3]
+    """(K,) bool: the box (an oriented box's polygon: its envelope's extremes are its corners) touches an edge of
+    its tile that is not an image border (it may be cut)."""
+    x1, y1, x2, y2 = envelopes(dets).T
     left = (t.x > 0) & (x1 <= t.x + margin)
     top = (t.y > 0) & (y1 <= t.y + margin)
     right = (t.x + t.width < img_w) & (x2 >= t.x + t.width - margin)
@@ -116,7 +139,10 @@ def merge(dets: np.ndarray, cut: np.ndarray, source: np.ndarray, iou: float = IO
         raise ValueError(f"merge must be one of {MERGE_MODES} and match one of {MATCH_METRICS}, got {mode!r}, "
                          f"{metric!r}")
     if len(dets) == 0:
-        return dets.reshape(0, 6)
+        return dets.reshape(0, dets.shape[1])
+    if oriented(dets):
+        kept = dets[~seen_whole_elsewhere(dets, cut, source, contain, class_agnostic)]
+        return merge_oriented(kept, iou, mode, metric, class_agnostic)[:max_det]
     keep = np.ones(len(dets), bool)
     cut_idx = np.nonzero(cut)[0]
     whole_idx = np.nonzero(~cut)[0]
@@ -189,3 +215,45 @@ def greedy_merge(dets: np.ndarray, threshold: float, metric: str = "iou", class_
                 box[2:4] = np.maximum(box[2:4], d[hit, 2:4].max(0))
         out.append(box)
     return np.stack(out)
+
+
+def seen_whole_elsewhere(dets: np.ndarray, cut: np.ndarray, source: np.ndarray, contain: float,
+                         class_agnostic: bool) -> np.ndarray:
+    """(K,) bool, oriented detections: a cut box of which an uncut box of another tile (same class unless
+    ``class_agnostic``) covers at least ``contain`` of the polygon area — the border rule by polygon area."""
+    drop = np.zeros(len(dets), bool)
+    cut_idx, whole_idx = np.nonzero(cut)[0], np.nonzero(~cut)[0]
+    if not (len(cut_idx) and len(whole_idx)):
+        return drop
+    env = envelopes(dets)
+    i, j = overlapping_pairs(np.concatenate((env[cut_idx], env[whole_idx])))
+    n = len(cut_idx)
+    pairs = np.concatenate((np.stack((i, j), 1), np.stack((j, i), 1)))
+    pairs = pairs[(pairs[:, 0] < n) & (pairs[:, 1] >= n)]                       # (cut, whole) pairs
+    a, b = cut_idx[pairs[:, 0]], whole_idx[pairs[:, 1] - n]
+    ok = source[a] != source[b]
+    if not class_agnostic:
+        ok &= dets[a, 6] == dets[b, 6]
+    a, b = a[ok], b[ok]
+    if len(a):
+        boxes = torch.from_numpy(dets[:, :5].astype(np.float64))
+        inter = rbox_intersection_aligned(boxes[a], boxes[b]).numpy()
+        area = np.maximum(dets[a, 2] * dets[a, 3], 1e-9)
+        drop[a[inter / area >= contain]] = True
+    return drop
+
+
+def merge_oriented(dets: np.ndarray, threshold: float, mode: str, metric: str, class_agnostic: bool) -> np.ndarray:
+    """Exact rotated NMS (or NMM: each kept box becomes the min-area rectangle of what it absorbs) of (K, 7)
+    detections across tiles -> kept detections by score, descending."""
+    if len(dets) == 0:
+        return dets.reshape(0, 7)
+    polys = torch.from_numpy(rdetection_polygons(dets))
+    scores = torch.from_numpy(dets[:, 5].astype(np.float64))
+    labels = None if class_agnostic else torch.from_numpy(dets[:, 6].astype(np.int64))
+    if mode == "nms":
+        return dets[rotated_nms(polys, scores, threshold, labels, metric).numpy()]
+    keep, boxes = rotated_nmm(polys, scores, threshold, labels, metric)
+    out = dets[keep.numpy()].copy()
+    out[:, :5] = boxes.numpy()
+    return out

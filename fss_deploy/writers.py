@@ -3,8 +3,9 @@ writes its files at the end (atomically, inside the run's folder). Adding a form
 name in ``fss_core.defaults.FORMATS`` (a test holds the two equal).
 
     coco     predictions.json (COCO results) + images.json (the image ids, names and classes they refer to)
-    dota     dota/Task2_<class>.txt (DOTA-devkit Task2 lines: image x1 y1 x2 y2 score)
-    yolo     yolo/<name>.txt (class cx cy w h score, normalised)
+    dota     dota/Task2_<class>.txt (DOTA-devkit Task2 lines: image score x1 y1 x2 y2); an oriented model's
+             dota/Task1_<class>.txt (Task1 lines: image score x1 y1 … x4 y4)
+    yolo     yolo/<name>.txt (class cx cy w h score, normalised); oriented: YOLO-OBB (class x1 y1 … x4 y4 score)
     geojson  geojson/<name>.geojson per georeferenced image (its CRS, or longitude/latitude with --to-wgs84) and
              detections.geojson holding them all when they share one CRS
 """
@@ -22,6 +23,7 @@ from fss_core.boxes import detections_to_coco, detections_to_dota, detections_to
 from fss_core.fileio import atomic_write, is_temp, safe_name
 from fss_core.geojson import collection_json, features_json
 from fss_core.raster import Georef
+from fss_core.rdetections import rdetection_polygons, rdetections_to_coco, rdetections_to_dota, rdetections_to_yolo
 
 log = logging.getLogger("fss")
 
@@ -37,7 +39,8 @@ class Writer:
         self.written: set[str] = set()
 
     def add(self, image: dict, rec: dict, dets: np.ndarray) -> None:
-        """``image``: {"id", "name", "file_name", "width", "height"}; ``rec``: the per-image record; ``dets`` (K, 6)."""
+        """``image``: {"id", "name", "file_name", "width", "height"}; ``rec``: the per-image record; ``dets`` (K, 6), or
+        (K, 7) oriented."""
 
     def finish(self) -> dict:
         if self.folder and (self.out / self.folder).is_dir():
@@ -60,7 +63,8 @@ class CocoWriter(Writer):
 
     def add(self, image, rec, dets):
         self.images.append(image)
-        self.preds.append(json.dumps(detections_to_coco(dets, image["id"]))[1:-1])
+        to_coco = rdetections_to_coco if dets.shape[1] == 7 else detections_to_coco
+        self.preds.append(json.dumps(to_coco(dets, image["id"]))[1:-1])
 
     def finish(self):
         self._write("predictions.json", "[" + ", ".join(p for p in self.preds if p) + "]")
@@ -73,14 +77,18 @@ class DotaWriter(Writer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.lines: dict[str, list[str]] = {c: [] for c in self.class_names}
+        self.task = "Task2"
 
     def add(self, image, rec, dets):
-        for cls_name, line in detections_to_dota(dets, image["name"], self.class_names):
+        to_dota = detections_to_dota
+        if dets.shape[1] == 7:
+            to_dota, self.task = rdetections_to_dota, "Task1"
+        for cls_name, line in to_dota(dets, image["name"], self.class_names):
             self.lines[cls_name].append(line)
 
     def finish(self):
         for name, lines in self.lines.items():
-            self._write(f"dota/Task2_{safe_name(name)}.txt", "\n".join(lines) + ("\n" if lines else ""))
+            self._write(f"dota/{self.task}_{safe_name(name)}.txt", "\n".join(lines) + ("\n" if lines else ""))
         return {}
 
 
@@ -88,7 +96,8 @@ class YoloWriter(Writer):
     folder = "yolo"
 
     def add(self, image, rec, dets):
-        lines = detections_to_yolo(dets, rec["width"], rec["height"])
+        to_yolo = rdetections_to_yolo if dets.shape[1] == 7 else detections_to_yolo
+        lines = to_yolo(dets, rec["width"], rec["height"])
         self._write(f"yolo/{image['name']}.txt", "\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -148,15 +157,22 @@ def annotate(image: np.ndarray, dets: np.ndarray, class_names: list[str]) -> byt
 
 
 def annotate_array(image: np.ndarray, dets: np.ndarray, class_names: list[str]) -> np.ndarray:
-    """A copy of the BGR image with its boxes drawn (line width scaled to the image size)."""
+    """A copy of the BGR image with its boxes drawn (line width scaled to the image size); oriented detections
+    (K, 7) as their polygons."""
     canvas = image.copy()
     lw = max(1, round(max(image.shape[:2]) / 2500))
     palette = [(0, 255, 255), (255, 128, 0), (255, 0, 255), (0, 255, 0), (0, 128, 255), (255, 255, 0), (128, 0, 255)]
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    for x1, y1, x2, y2, score, cls in dets:
-        c = int(cls)
+    polys = rdetection_polygons(dets).reshape(-1, 4, 2) if dets.shape[1] == 7 else None
+    for k, d in enumerate(dets):
+        score, c = float(d[-2]), int(d[-1])
         colour = palette[c % len(palette)]
-        cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), colour, lw)
+        if polys is None:
+            x1, y1, x2, y2 = d[:4]
+            cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), colour, lw)
+        else:
+            cv2.polylines(canvas, [np.round(polys[k]).astype(np.int32)], True, colour, lw, cv2.LINE_AA)
+            (x1, y1), (x2, _) = polys[k].min(0), polys[k].max(0)
         text = f"{class_names[c]} {score:.2f}"
         (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
         if x2 - x1 >= tw:                   # dense scenes: a label only where it fits its box

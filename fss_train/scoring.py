@@ -31,6 +31,9 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
         if metric != "dota":
             raise ValueError(f"{predictions}: DOTA Task1 (oriented) detections are scored with --metric dota")
         return evaluate_task1(ds, Path(predictions), dota_ap, out)
+    if model is not None and checkpoint_task(model) == "obb":     # oriented models: Task1 whatever --metric says
+        dets, _, _, unreadable = predict_dataset(model, ds, imgsz, batch, device, False, progress)
+        return task1_record(ds.without(unreadable), dets, [], dota_ap, out)
     unreadable: list[int] = []
     if predictions is not None:
         preds, mapping = read_predictions(predictions, ds)
@@ -51,6 +54,13 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
     return record
 
 
+def checkpoint_task(path: str | Path) -> str:
+    """The task ("detect" or "obb") of the checkpoint at ``path``."""
+    from fss_core.checkpoint import card_of, load_checkpoint
+
+    return card_of(load_checkpoint(path)).task
+
+
 def task1_dir(path: str | Path) -> Path:
     """Where the Task1 files of ``path`` are: the folder itself, or an fss detect folder's dota/."""
     p = Path(path)
@@ -65,10 +75,17 @@ def is_task1_folder(path: str | Path) -> bool:
 def evaluate_task1(ds, folder: Path, ap: str, out: str | Path | None) -> dict:
     """DOTA Task1 of oriented detections against an oriented dataset (fss_train/obb_metrics.py), and the
     COCO-style rotated mAP beside it; with ``out`` its metrics.json."""
-    from fss_core.fileio import atomic_write
-    from fss_train.obb_metrics import read_dota_task1, rotated_coco_map, task1_eval
+    from fss_train.obb_metrics import read_dota_task1
 
     dets, problems = read_dota_task1(task1_dir(folder), ds)
+    return task1_record(ds, dets, problems, ap, out)
+
+
+def task1_record(ds, dets: list[dict], problems: list, ap: str, out: str | Path | None) -> dict:
+    """The record of oriented detections (Task1 records) scored on ``ds``: DOTA Task1 and the rotated mAP."""
+    from fss_core.fileio import atomic_write
+    from fss_train.obb_metrics import rotated_coco_map, task1_eval
+
     result = task1_eval(ds, dets, ap=ap)
     rotated = rotated_coco_map(ds, dets)
     result["rotated_coco"] = {k: v for k, v in rotated.items() if k != "per_class"}
@@ -191,5 +208,10 @@ def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch:
     unreadable: list[int] = []
     preds = predict(model, loader, dev, conf=settings.eval_conf, iou=settings.eval_iou, max_det=settings.max_det,
                     on_batch=(lambda: progress(next(done), len(loader))) if progress else None, unreadable=unreadable)
-    preds = remap(preds, ckpt["class_names"], mapping)
+    if model.card.task == "obb":            # Task1 records: class indices into the dataset's classes, by name
+        index = {name: ds.classes.index(name) for name in mapping.to_gt}
+        preds = [{**p, "class": index[ckpt["class_names"][p["class"]]]} for p in preds
+                 if ckpt["class_names"][p["class"]] in index]
+    else:
+        preds = remap(preds, ckpt["class_names"], mapping)
     return preds, mapping, task_alignment(model, loader, dev) if alignment else None, unreadable

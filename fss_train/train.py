@@ -140,7 +140,8 @@ class Run:
         if start is not None:
             self.init = init_from_checkpoint(self.model, cfg.weights, self.classes, cfg.weights_parts, start)
             log(f"initialised from {cfg.weights} ({cfg.weights_parts}): {self.init['loaded']} tensors loaded, "
-                f"{self.init['skipped']} left as initialised; class head {self.init['class_head']}")
+                f"{self.init['skipped']} left as initialised; class head {self.init['class_head']}"
+                + (f"; box head: {self.init['box_head']}" if "box_head" in self.init else ""))
         # channels-last: the convolutions of a training step run 1.3x faster on this CPU (oneDNN) and use the
         # tensor-core layout on CUDA; checkpoints and exports are layout-free (state_dict values)
         self.model = self.model.to(self.device, memory_format=torch.channels_last)
