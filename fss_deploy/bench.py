@@ -18,7 +18,7 @@ import torch
 
 from fss_core.fileio import atomic_write, save_figure
 from fss_core.imageio import read_image
-from fss_core.nn.postprocess import postprocess
+from fss_core.nn.postprocess import postprocess, postprocess_obb
 from fss_core.preprocess import letterbox, to_array
 from fss_deploy.backends import Backend, backend_threads, load_backend
 
@@ -86,6 +86,7 @@ def _bench_model(b: Backend, model: str, batch: int, warmup: int, iters: int, th
     if b.fixed_batch and b.fixed_batch != batch:
         batch = b.fixed_batch
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": [], "total": []}
+    post = postprocess_obb if b.task == "obb" else postprocess
     for i in range(warmup + iters):
         t0 = time.perf_counter()
         canvas, _, _ = letterbox(image, (size, size))
@@ -95,7 +96,7 @@ def _bench_model(b: Backend, model: str, batch: int, warmup: int, iters: int, th
         out = b.infer(x)
         _sync(b)
         t2 = time.perf_counter()
-        postprocess(torch.from_numpy(out), 0.25, 0.5)
+        post(torch.from_numpy(out), 0.25, 0.5)
         t3 = time.perf_counter()
         if i >= warmup:
             for k, v in (("preprocess", t1 - t0), ("inference", t2 - t1), ("postprocess", t3 - t2),

@@ -61,6 +61,8 @@ class TrainConfig:
     fliplr: float = 0.5
     flipud: float = 0.5
     degrees: float = 0.0                 # random rotation in ±degrees (obb: any angle; horizontal boxes grow)
+    ignore_from: int = 0                 # objects with a difficult flag ≥ this are ignore regions (2: the splitter's
+                                         # slivers; 1: DOTA's difficult ones too; 0: every object trains)
     rot90: float = 0.0                   # probability of a random quarter turn
     # evaluation
     eval_interval: int = 1
@@ -104,9 +106,9 @@ RANGES = {"workers": (0, 256), "seed": (0, None),
           "warmup_bias_lr": (0, None), "min_lr_ratio": (0, 1), "ema_decay": (0, 1), "ema_tau": (0, None),
           "no_mosaic_epochs": (0, None), "grad_clip": (0, None), "box_weight": (0, None), "mosaic": (0, 1),
           "scale": (0, 0.99), "translate": (0, 0.5), "hsv_h": (0, 1), "hsv_s": (0, 1), "hsv_v": (0, 1),
-          "fliplr": (0, 1), "flipud": (0, 1), "degrees": (0, 180), "rot90": (0, 1), "eval_interval": (1, None),
-          "precise_bn": (0, None),
-          "eval_conf": (0, 1), "eval_iou": (0, 1), "max_det": (1, None), "patience": (0, None)}
+          "fliplr": (0, 1), "flipud": (0, 1), "degrees": (0, 180), "rot90": (0, 1), "ignore_from": (0, 2),
+          "eval_interval": (1, None), "precise_bn": (0, None), "eval_conf": (0, 1), "eval_iou": (0, 1),
+          "max_det": (1, None), "patience": (0, None)}
 
 
 def _check_range(key: str, value) -> None:

@@ -13,7 +13,8 @@ import torch
 from fss_core.nn import decode, split_logits
 from fss_train.alignment import spearman
 from fss_train.assigners.base import AssignResult
-from fss_train.assigners.geometry import aligned_iou
+from fss_train.assigners.geometry import aligned_iou, box_frame, centres, sides
+from fss_train.data.loader import IGNORE_LABEL
 from fss_train.evaluation import model_points
 from fss_train.losses import criterion
 
@@ -71,6 +72,20 @@ def diagnostics(res: AssignResult, pred_boxes, cls_prob, obj_prob, gt_mask, stat
         t, n = rank_consistency(score, iou, seg)
         stats.spearman_sum += t
         stats.spearman_n += n
+
+
+def ignore_regions(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, points: torch.Tensor) -> torch.Tensor | None:
+    """(B, A) bool: points whose centre lies inside an ignore region (label ``IGNORE_LABEL``: a tiling sliver, a
+    difficult object, as ``ignore_from`` says) of their image, along the region's own axes; None without any.
+    gt_boxes (B, M, 4|5), gt_labels (B, M), points (A, 2)."""
+    b, m = torch.nonzero(gt_labels == IGNORE_LABEL, as_tuple=True)
+    if b.numel() == 0:
+        return None
+    boxes = gt_boxes[b, m]                                                           # (R, 4|5)
+    local = box_frame(points[None] - centres(boxes)[:, None], boxes[:, None]).abs()  # (R, A, 2)
+    inside = (local < sides(boxes)[:, None] * 0.5).all(-1)                           # (R, A)
+    counts = torch.zeros(gt_labels.shape[0], points.shape[0], dtype=torch.int32, device=points.device)
+    return counts.index_add_(0, b, inside.to(torch.int32)) > 0                       # (B, A) any region of image
 
 
 def frozen_parts(net: torch.nn.Module, freeze: str) -> list[torch.nn.Module]:
@@ -137,6 +152,9 @@ def train_one_epoch(model, loader, assigner, optimizer, lr_at, ema, epoch: int, 
         obj_logits, cls_logits = split_logits(raw, task)
         res = assigner(cls_prob.detach(), obj_prob.detach(), pred_boxes.detach(), points, strides,
                        gt_labels.clamp(min=0), gt_boxes, gt_mask)
+        inside = ignore_regions(gt_boxes, gt_labels, points)
+        if inside is not None:                      # neither positive nor negative: out of every background loss
+            res.ignore_mask = res.ignore_mask | (inside & ~res.fg_mask)
         losses = criterion(pred_boxes, obj_logits, cls_logits, res, recipe, cfg.box_weight,
                            iou_kind=cfg.rbox_loss if task == "obb" else cfg.iou_loss)
         loss = losses["loss"]

@@ -76,7 +76,8 @@ def criterion(pred_boxes: torch.Tensor, obj_logits: torch.Tensor, cls_logits: to
     elif recipe == "tal":
         t_sum, _ = global_sum(float(res.target_scores.sum()), obj_logits.device)
         t_sum = max(t_sum, 1.0)
-        cls_bce = F.binary_cross_entropy_with_logits(cls_logits, res.target_scores, reduction="sum")
+        cls_bce = F.binary_cross_entropy_with_logits(cls_logits, res.target_scores, reduction="none")
+        cls_bce = (cls_bce * (~res.ignore_mask)[..., None].to(cls_bce.dtype)).sum()   # ignored points: no negatives
         loss_cls = cls_bce * world / t_sum
         loss_box = (box_l * res.target_scores[fg].sum(-1)).sum() * world / t_sum
     else:

@@ -177,7 +177,7 @@ class Run:
         aug = AugmentConfig(cfg.mosaic, cfg.scale, cfg.translate, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v, cfg.fliplr,
                             cfg.flipud, degrees=cfg.degrees, rot90=cfg.rot90)
         self.train_data = DetectionDataset(self.train_ds, cfg.imgsz, augment=True, cfg=aug, seed=cfg.seed,
-                                           oriented=cfg.task == "obb")
+                                           oriented=cfg.task == "obb", ignore_from=cfg.ignore_from)
         self.train_loader = make_loader(self.train_data, cfg.batch // self.world, shuffle=True, workers=cfg.workers,
                                         distributed=self.world > 1, seed=cfg.seed, drop_last=False)
         self.val_loader = make_loader(DetectionDataset(self.val_ds, cfg.imgsz), cfg.batch // self.world,

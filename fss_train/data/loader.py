@@ -23,6 +23,7 @@ from fss_train.data.transforms import (
 )
 
 log = logging.getLogger("fss.data")
+IGNORE_LABEL = -2         # gt_labels of an ignore region: assigned to nobody, its points left out of the negatives
 
 
 class DetectionDataset(torch.utils.data.Dataset):
@@ -39,9 +40,10 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, ds: Dataset, imgsz: int, augment: bool = False, cfg: AugmentConfig | None = None,
-                 seed: int = 0, oriented: bool = False):
+                 seed: int = 0, oriented: bool = False, ignore_from: int = 0):
         self.records: list[ImageRecord] = ds.records
         self.oriented = oriented
+        self.ignore_from = ignore_from
         self.classes = ds.classes
         self.imgsz = imgsz
         self.augment = augment
@@ -99,9 +101,18 @@ class DetectionDataset(torch.utils.data.Dataset):
         for _ in range(len(self.records)):
             image = self._read(i)
             if image is not None:
-                return i, image, self.records[i].boxes.copy(), self.records[i].labels.copy(), self._polygons(i)
+                return i, image, self.records[i].boxes.copy(), self._labels(i), self._polygons(i)
             i = int(rng.integers(len(self.records)))
         raise RuntimeError("no readable image in the dataset")
+
+    def _labels(self, i: int) -> np.ndarray:
+        """Record ``i``'s labels; objects whose difficult flag is at least ``ignore_from`` (when set) become
+        ignore regions, label :data:`IGNORE_LABEL` (the splitter marks its slivers 2, DOTA its hard objects 1)."""
+        rec = self.records[i]
+        labels = rec.labels.astype(np.int64).copy()
+        if self.ignore_from and len(rec.difficult) == len(labels):
+            labels[rec.difficult >= self.ignore_from] = IGNORE_LABEL
+        return labels
 
     def _polygons(self, i: int) -> np.ndarray | None:
         return record_polygons(self.records[i]).astype(np.float32).copy() if self.oriented else None
@@ -112,7 +123,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         if self.augment:
             index, image, boxes, labels, polys = self._load(index, rng)
         else:
-            image, boxes, labels = self._read(index), self.records[index].boxes.copy(), self.records[index].labels
+            image, boxes, labels = self._read(index), self.records[index].boxes.copy(), self._labels(index)
             polys = self._polygons(index)
         rec = self.records[index]
         meta = {"index": index, "image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": 1.0}
@@ -157,7 +168,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
 
 def collate(batch):
-    """-> images (B, 3, S, S), gt_boxes (B, M, 4|5), gt_labels (B, M) (-1 padding), gt_mask (B, M), metas."""
+    """-> images (B, 3, S, S), gt_boxes (B, M, 4|5), gt_labels (B, M) (-1 padding, IGNORE_LABEL for ignore
+    regions), gt_mask (B, M) (the objects to assign: neither padding nor ignore regions), metas."""
     images = torch.stack([b[0] for b in batch])
     m = max((len(b[2]) for b in batch), default=0)
     B = len(batch)
@@ -168,7 +180,7 @@ def collate(batch):
         k = len(labels)
         gt_boxes[i, :k] = boxes
         gt_labels[i, :k] = labels
-        gt_mask[i, :k] = True
+        gt_mask[i, :k] = labels >= 0
     return images, gt_boxes, gt_labels, gt_mask, [b[3] for b in batch]
 
 
