@@ -94,13 +94,15 @@ class Spec:
     seed: int = 0
     epochs: int = 1
     init: str = ""               # "" = from scratch; else DOTA_INIT (a pretrained body, a fresh head)
+    settings: tuple[str, ...] = ()   # further `--set key=value` of this run (the oriented study's task, box loss)
 
     def config(self, b: Budget, budget_name: str) -> dict:
         """What the result depends on; a stored summary is reused only when this matches."""
         cfg = {"budget": budget_name, "dataset": self.dataset, "assigner": self.assigner, "params": self.params,
                "seed": self.seed, "epochs": self.epochs, "batch": b.batch, "imgsz": b.size, "model": "fss-n",
                "data": asdict(b) | {"seeds": None}}
-        return cfg | ({"init": self.init} if self.init else {})
+        return cfg | ({"init": self.init} if self.init else {}) | ({"settings": list(self.settings)}
+                                                                   if self.settings else {})
 
 
 def fss_cmd() -> list[str]:
@@ -240,6 +242,8 @@ class Runner:
                            "--set", "cache=ram"]
         for k, v in spec.params.items():
             cmd += ["--set", f"assigner_params.{k}={v}"]
+        for setting in spec.settings:
+            cmd += ["--set", setting]
         if spec.init:
             weights, parts = spec.init.split(":")
             cmd += ["--weights", str(MODELS_DIR / Path(weights).name), "--set", f"weights_parts={parts}"]

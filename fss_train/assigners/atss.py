@@ -9,7 +9,7 @@ import torch
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result, rescue_orphans, resolve_conflicts
 from fss_train.assigners.geometry import aligned_iou, box_frame, centres, is_rotated, sides, square_priors
-from fss_train.assigners.pairs import CentreWindow, enumerate_pairs, pair_ious
+from fss_train.assigners.pairs import CentreWindow, enumerate_pairs, positive_ious
 from fss_train.assigners.segments import seg_count, seg_rank, seg_sum
 
 
@@ -40,7 +40,10 @@ class ATSSAssigner(Assigner):
         seg_level = pairs.seg * n_levels + level
         nearest = seg_rank(dist, seg_level, pairs.num_seg * n_levels, descending=False) < self.topk
         priors = square_priors(inp.points, inp.strides, self.prior_scale, is_rotated(gt))
-        prior_iou = aligned_iou(priors[pairs.a], gt)                                   # (N,)
+        # only the nearest candidates' prior IoUs are ever read (all of them for the rescue's ranking)
+        need = torch.ones_like(nearest) if self.rescue else nearest
+        prior_iou = torch.zeros(len(pairs), device=gt.device)
+        prior_iou[need] = aligned_iou(priors[pairs.a[need]], gt[need])                 # (N,)
         seg, n = pairs.seg, pairs.num_seg
         cnt = seg_count(seg[nearest], n).clamp(min=1).float()
         iou_c = torch.where(nearest, prior_iou, torch.zeros_like(prior_iou))
@@ -52,7 +55,7 @@ class ATSSAssigner(Assigner):
         pos = resolve_conflicts(pairs, selected, prior_iou)
         if self.rescue:
             pos = rescue_orphans(pairs, pos, torch.where(nearest & inside, prior_iou, prior_iou - 2.0))
-        return build_result(inp, pairs, pos, pair_ious(inp, pairs))
+        return build_result(inp, pairs, pos, positive_ious(inp, pairs, pos))
 
     def candidates(self, inp):
         return enumerate_pairs(inp, CentreWindow(self.window), nearest_fallback=False)

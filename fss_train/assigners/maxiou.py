@@ -9,7 +9,7 @@ import torch
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result
 from fss_train.assigners.geometry import aligned_iou, centres, is_rotated, square_priors
-from fss_train.assigners.pairs import PriorOverlaps, enumerate_pairs, pair_ious
+from fss_train.assigners.pairs import PriorOverlaps, enumerate_pairs, positive_ious
 from fss_train.assigners.segments import seg_argmax, seg_max
 
 
@@ -48,7 +48,7 @@ class MaxIoUAssigner(Assigner):
         pos[torch.isin(key, key[forced])] = False
         pos[_last_per_key(forced, key)] = True
         ignore = ((point_max >= self.neg_iou) & (point_max < self.pos_iou)).view(B, A)
-        return build_result(inp, pairs, pos, pair_ious(inp, pairs), ignore=ignore)
+        return build_result(inp, pairs, pos, positive_ious(inp, pairs, pos), ignore=ignore)
 
     def candidates(self, inp):
         return enumerate_pairs(inp, PriorOverlaps(self.prior_scale), nearest_fallback=False)

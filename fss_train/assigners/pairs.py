@@ -256,6 +256,15 @@ def pair_ious(inp: Inputs, pairs: Pairs) -> torch.Tensor:
     return aligned_iou(inp.pred_boxes[pairs.b, pairs.a], inp.gt_boxes[pairs.b, pairs.g])
 
 
+def positive_ious(inp: Inputs, pairs: Pairs, pos: torch.Tensor) -> torch.Tensor:
+    """(N,) :func:`pair_ious` where ``pos`` (N,) bool holds, 0 elsewhere: the class targets of assigners that
+    read the predicted box's IoU for their positives only (ATSS, Max-IoU)."""
+    out = torch.zeros(len(pairs), device=inp.points.device)
+    idx = torch.nonzero(pos).squeeze(1)
+    out[idx] = pair_ious(inp, pairs.subset(idx))
+    return out
+
+
 def pair_class_prob(inp: Inputs, pairs: Pairs) -> torch.Tensor:
     """(N,) predicted probability of the pair's GT class (no (B, M, A, C) tensor is built)."""
     return inp.pred_scores[pairs.b, pairs.a, inp.gt_labels[pairs.b, pairs.g]]
