@@ -8,7 +8,7 @@ import torch
 
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result, rescue_orphans, resolve_conflicts
-from fss_train.assigners.geometry import aligned_iou, box_frame, centres, is_rotated, sides, square_priors
+from fss_train.assigners.geometry import box_frame, centres, iou_with_priors, is_rotated, sides, square_priors
 from fss_train.assigners.pairs import CentreWindow, enumerate_pairs, positive_ious
 from fss_train.assigners.segments import seg_count, seg_rank, seg_sum
 
@@ -43,7 +43,7 @@ class ATSSAssigner(Assigner):
         # only the nearest candidates' prior IoUs are ever read (all of them for the rescue's ranking)
         need = torch.ones_like(nearest) if self.rescue else nearest
         prior_iou = torch.zeros(len(pairs), device=gt.device)
-        prior_iou[need] = aligned_iou(priors[pairs.a[need]], gt[need])                 # (N,)
+        prior_iou[need] = iou_with_priors(priors[pairs.a[need]], gt[need])             # (N,)
         seg, n = pairs.seg, pairs.num_seg
         cnt = seg_count(seg[nearest], n).clamp(min=1).float()
         iou_c = torch.where(nearest, prior_iou, torch.zeros_like(prior_iou))

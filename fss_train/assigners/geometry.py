@@ -77,3 +77,18 @@ def square_priors(points: torch.Tensor, strides: torch.Tensor, scale: float, rot
     if rotated:
         return torch.cat((points, 2 * half, 2 * half, torch.zeros_like(half)), dim=1)
     return torch.cat((points - half, points + half), dim=1)
+
+
+def iou_with_priors(priors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """IoU of square priors (``square_priors``) with boxes, element by element. A rotated box wholly inside its
+    prior — most pairs of the coarse levels — overlaps it by its own area: ``w·h / (s² + w·h − w·h)`` without
+    clipping (Max-IoU compares ~400 priors a GT)."""
+    if not is_rotated(boxes):
+        return aligned_iou(priors, boxes)
+    reach = (centres(boxes) - priors[:, :2]).abs() + envelope_half(boxes)                   # (N, 2)
+    inside = (reach <= priors[:, 2:3] / 2).all(1)
+    out = torch.zeros(len(boxes), dtype=boxes.dtype, device=boxes.device)
+    area = boxes[inside, 2].abs() * boxes[inside, 3].abs()
+    out[inside] = area / (priors[inside, 2] * priors[inside, 3] + area - area)
+    out[~inside] = aligned_iou(priors[~inside], boxes[~inside])
+    return out

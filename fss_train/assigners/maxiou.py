@@ -8,7 +8,7 @@ import torch
 
 from fss_train.assigners.base import Assigner, AssignResult
 from fss_train.assigners.decide import build_result
-from fss_train.assigners.geometry import aligned_iou, centres, is_rotated, square_priors
+from fss_train.assigners.geometry import centres, iou_with_priors, is_rotated, square_priors
 from fss_train.assigners.pairs import PriorOverlaps, enumerate_pairs, positive_ious
 from fss_train.assigners.segments import seg_argmax, seg_max
 
@@ -32,7 +32,7 @@ class MaxIoUAssigner(Assigner):
         pairs = self.candidates(inp)
         gt = inp.gt_boxes[pairs.b, pairs.g]
         priors = square_priors(inp.points, inp.strides, self.prior_scale, is_rotated(gt))
-        iou = aligned_iou(priors[pairs.a], gt)                                         # (N,)
+        iou = iou_with_priors(priors[pairs.a], gt)                                     # (N,)
         key, n_keys = pairs.key, B * A
         best_pair_of_point = seg_argmax(iou, key, n_keys)                              # (B*A,)
         point_max = seg_max(iou, key, n_keys).clamp(min=0)                             # (B*A,)
