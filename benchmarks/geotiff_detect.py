@@ -2,12 +2,14 @@
 
     python benchmarks/geotiff_detect.py [--size 30000] [--work /tmp/fss-geotiff]
                                         [--out benchmarks/results/geotiff_detect.json]
+    python benchmarks/geotiff_detect.py --only geotiff --model fss_core/models/fss-n-obb.pt --formats dota,geojson \
+                                        --out benchmarks/results/geotiff_detect_obb.json     # the oriented model
 
 Makes a SIZE × SIZE 3-band GeoTIFF (uint8, tiled 512², deflate, UTM 33N, 0.5 m pixels) by tiling 3000²
 synthetic aerial scenes (``fss_train.data.synth``, the sample scene's density: ~840 objects each; four seeds,
 flipped by position) — written window by window, never held whole — and the same pixels as a PNG. Runs
-`fss detect` with the bundled model and default settings (tile 512, overlap 200, batch 8) on each in a child
-process and reads the child's peak RSS (wait4) and the run's summary. ``--max-det`` is raised (default
+`fss detect` with the bundled model (or ``--model``) and default settings (tile 512, overlap 200, batch 8) on each
+in a child process and reads the child's peak RSS (wait4) and the run's summary. ``--max-det`` is raised (default
 1,000,000) so the per-image cap does not hide detections. Time outside the model = seconds per image −
 time inside the backend, as a fraction of the latter. The files are kept under --work and reused when their
 recorded recipe matches.
@@ -66,7 +68,7 @@ def make_png(tif: Path, png: Path) -> None:
     tmp.rename(png)
 
 
-def detect(image: Path, out: Path, size: int, max_det: int) -> dict:
+def detect(image: Path, out: Path, size: int, max_det: int, model: str, formats: str) -> dict:
     """One `fss detect` in a child process: its peak RSS, wall time and summary (a fresh output folder: a rerun
     into the old one would resume, i.e. detect nothing)."""
     shutil.rmtree(out, ignore_errors=True)
@@ -74,7 +76,8 @@ def detect(image: Path, out: Path, size: int, max_det: int) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as f:
         child = subprocess.Popen([sys.executable, "-m", "fss", "detect", str(image), "--out", str(out), "--exist-ok",
-                                  "--device", "cpu", "--max-det", str(max_det), "--max-pixels", str(size * size)],
+                                  "--device", "cpu", "--max-det", str(max_det), "--max-pixels", str(size * size),
+                                  "--model", model, *(["--formats", formats] if formats else [])],
                                  cwd=ROOT, stdout=f, stderr=f)
         _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - t0
@@ -99,6 +102,8 @@ def main() -> None:
     p.add_argument("--only", choices=("geotiff", "png"), help="run one side; the other is kept from --out's earlier "
                                                                "result of the same size")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/geotiff_detect.json"))
+    p.add_argument("--model", default=str(ROOT / "fss_core/models/fss-n-aerial.pt"))
+    p.add_argument("--formats", default="", help="fss detect --formats (default: its own)")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -115,18 +120,19 @@ def main() -> None:
     earlier = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     runs = dict(earlier.get("runs", {})) if args.only and earlier.get("size") == args.size else {}
     if args.only != "png":
-        runs["geotiff"] = detect(tif, work / "det-tif", args.size, args.max_det)
+        runs["geotiff"] = detect(tif, work / "det-tif", args.size, args.max_det, args.model, args.formats)
         print(json.dumps(runs["geotiff"]), flush=True)
     if args.only != "geotiff":
         if not png.is_file():
             make_png(tif, png)
-        runs["png"] = detect(png, work / "det-png", args.size, args.max_det)
+        runs["png"] = detect(png, work / "det-png", args.size, args.max_det, args.model, args.formats)
         print(json.dumps(runs["png"]), flush=True)
     import torch
 
+    formats = f" --formats {args.formats}" if args.formats else ""
     result = {"size": args.size, "decoded_image_mb": round(args.size ** 2 * 3 / 2**20), "runs": runs,
-              "settings": "fss detect defaults (bundled fss-n-aerial.pt, tile 512, overlap 200, batch 8, conf 0.25) "
-                          f"--device cpu --max-det {args.max_det}",
+              "settings": f"fss detect defaults ({Path(args.model).name}, tile 512, overlap 200, batch 8, conf 0.25) "
+                          f"--device cpu --max-det {args.max_det}{formats}",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
               "date": time.strftime("%Y-%m-%d"), "runs_each": 1,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

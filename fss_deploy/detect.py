@@ -33,6 +33,7 @@ from fss_deploy.tiling import (
 )
 
 DEFAULT_MODEL = MODELS_DIR / "fss-n-aerial.pt"
+OBB_MODEL = MODELS_DIR / "fss-n-obb.pt"            # the embedded oriented model (scripts_obb_model.sh)
 SAMPLE_IMAGE = MODELS_DIR / "sample-scene.jpg"
 
 

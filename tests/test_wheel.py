@@ -49,6 +49,7 @@ def _fss(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_the_wheel_carries_the_model_cards_the_bundled_model_and_the_sample(installed):
     _, names = installed
     for name in ("fss_core/models/fss-s.yaml", "fss_core/models/fss-r101.yaml", "fss_core/models/fss-n-aerial.pt",
+                 "fss_core/models/fss-n-obb.pt",
                  "fss_core/models/sample-scene.jpg", "fss_core/models/sample-scene.txt", "fss/cli.py",
                  "fss_deploy/detect.py", "fss_train/assigners/fss.py"):
         assert name in names, name
