@@ -264,7 +264,7 @@ class Runner:
             print(f"   {spec.name} failed or was interrupted (see {folder}/train.log); rerun to resume", flush=True)
             return False
         align = folder / "alignment.json"
-        if align.is_file():
+        if align.is_file() or "task=obb" in spec.settings:     # alignment is measured for horizontal models only
             return None
         return subprocess.Popen(fss_cmd() + ["eval", str(folder / "last.pt"), "--data", str(self.sets[spec.dataset][1]),
                                              "--alignment", "--device", self.device, "--json", str(align)], cwd=ROOT,

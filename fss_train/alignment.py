@@ -68,6 +68,8 @@ def task_alignment(model, loader, device, radius: float = 2.5) -> dict:
     """Alignment statistics of ``model`` over every ground truth of ``loader`` (see module doc)."""
     model.eval()
     net = model.module if hasattr(model, "module") else model
+    if net.card.task == "obb":
+        raise ValueError("task alignment is measured for horizontal models only (this one is oriented)")
     points = strides = None
     acc: dict[str, list[torch.Tensor]] = {"spearman": [], "agree": [], "top1_iou": [], "best_iou": []}
     for images, gt_boxes, gt_labels, gt_mask, _ in loader:

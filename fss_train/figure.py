@@ -27,6 +27,9 @@ def predictions_for(image_path: str | Path, model_source: str, labels: str | Pat
         raise ValueError(f"{labels}: no usable objects for {Path(image_path).name}")
     if str(model_source).endswith((".pt", ".pth")):
         model, ckpt = load_model(model_source)
+        if model.card.task == "obb":
+            raise ValueError(f"{model_source}: an oriented (task obb) model; `fss assign` draws the assignment of "
+                             "horizontal models only")
         classes = ckpt["class_names"]
         unknown = sorted(set(names) - set(classes))
         if unknown:

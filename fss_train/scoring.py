@@ -32,6 +32,8 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
             raise ValueError(f"{predictions}: DOTA Task1 (oriented) detections are scored with --metric dota")
         return evaluate_task1(ds, Path(predictions), dota_ap, out)
     if model is not None and checkpoint_task(model) == "obb":     # oriented models: Task1 whatever --metric says
+        if alignment:
+            raise ValueError(f"{model}: task alignment (--alignment) is measured for horizontal models only")
         dets, _, _, unreadable = predict_dataset(model, ds, imgsz, batch, device, False, progress)
         return task1_record(ds.without(unreadable), dets, [], dota_ap, out)
     unreadable: list[int] = []

@@ -134,3 +134,11 @@ def test_evaluation_and_export_follow_the_checkpoints_task(tiny, tmp_path):
         assert runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / f"{name}.onnx")]).exit_code == 0
     compared = runner.invoke(app, ["export", "compare", str(tmp_path / "fss.onnx"), str(tmp_path / "tal.onnx")])
     assert compared.exit_code == 0 and "IDENTICAL" in compared.output
+    # what exists for horizontal models only says so, naming the model, instead of drawing garbage
+    refused = runner.invoke(app, ["eval", str(fss), "--data", str(tiny / "data"), "--alignment"])
+    assert refused.exit_code == 1 and "horizontal models only" in refused.output
+    image = next((tiny / "data/images").iterdir())
+    label = tiny / "data/labelTxt" / f"{image.stem}.txt"
+    refused = runner.invoke(app, ["assign", str(image), "--model", str(fss), "--gt", str(label), "--out",
+                                  str(tmp_path / "a.png")])
+    assert refused.exit_code == 1 and "oriented" in refused.output and not (tmp_path / "a.png").exists()
