@@ -100,6 +100,20 @@ def test_the_loader_gives_the_polygons_min_area_rectangles(tiny):
         assert (boxes[:, :2] > -20).all() and (boxes[:, :2] < 148).all()
 
 
+def test_an_ultralytics_yolo_obb_dataset_trains_and_scores(tiny, tmp_path):
+    """The done-when's path: a YOLO-OBB dataset (`fss data convert --to yolo-obb`, Ultralytics' layout) trains
+    an oriented model and is scored with DOTA Task1 — one epoch: the files and the task, not the accuracy."""
+    converted = runner.invoke(app, ["data", "convert", str(tiny / "data"), "--to", "yolo-obb", "--out",
+                                    str(tmp_path / "yobb")])
+    assert converted.exit_code == 0, converted.output
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "yobb/data.yaml"), "--model",
+                                 str(tiny / "pico.yaml"), "--task", "obb", "--epochs", "1", "--batch", "4",
+                                 "--imgsz", "128", "--out", str(tmp_path / "run"), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "run/results.json").read_text())
+    assert "mAP50_dota" in rows[-1] and load_checkpoint(tmp_path / "run/last.pt")["card"]["task"] == "obb"
+
+
 def train(tiny, out, assigner):
     torch.manual_seed(0)
     return runner.invoke(app, ["train", "--data", str(tiny / "data"), "--model", str(tiny / "pico.yaml"), "--task",
