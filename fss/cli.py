@@ -350,6 +350,10 @@ def _print_detect_summary(s: dict) -> None:
     console.print(f"{s['images']} images ({s['processed']} processed, {s['skipped_done']} already done, "
                   f"{len(s['failed'])} failed): {s['detections']} detections, {s['seconds_per_image']:.2f} s/image, "
                   f"{s['tiles_per_s']:.1f} tiles/s -> {s['out']}", markup=False, highlight=False)
+    b = s.get("backend") or {}
+    if b:
+        console.print(f"backend: {b['backend']} {b['precision']} on {b['device']}" +
+                      (f" ({b['note']})" if b.get("note") else ""), markup=False, highlight=False)
     if s.get("tiles_nodata"):
         console.print(f"{s['tiles_nodata']} tiles held only nodata and were not run", highlight=False)
     if s.get("geojson"):

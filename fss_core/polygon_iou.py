@@ -23,7 +23,8 @@ import torch
 from fss_core.rbox import polygon_area
 
 TOLERANCE = 1e-9        # relative: a point this close to an edge (in units of the pair's size) counts as on it
-CHUNK = 65536           # pairs per batch of the whole-scene paths (memory ~ CHUNK × 4 triangle pairs × 15 points)
+CHUNK = 8192            # pairs per batch of the whole-scene paths: ~40 MB of temporaries (65,536 took 320 MB in the
+                        # merge of a 30,000² scene's 118,000 oriented boxes, at the same speed)
 
 
 def _cross(o: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,11 @@ class Backend:
 
     precision: str = "fp32"
 
+    note: str = ""              # how this backend came to run the model, when it is not the file's own kind
+
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "precision": self.precision, "task": self.task,
+                **({"note": self.note} if self.note else {}),
                 "input_size": self.input_size, "fixed_batch": self.fixed_batch, "classes": len(self.class_names)}
 
 
@@ -76,10 +79,13 @@ class TorchBackend(Backend):
 class OnnxBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = True):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = True, proto=None):
         import onnxruntime as ort
 
-        _, meta = read_onnx(path, weights=False)
+        if proto is None:
+            _, meta = read_onnx(path, weights=False)
+        else:                           # an export held in memory (from_checkpoint): its own metadata
+            meta = {p.key: p.value for p in proto.metadata_props}
         self.class_names, self.input_size = deployed_facts(meta, path)
         self.task = deployed_task(meta)
         self.fixed_batch = None if meta.get("batch") == "dynamic" else int(meta.get("batch", 1))
@@ -97,7 +103,8 @@ class OnnxBackend(Backend):
         if not spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            source = str(path) if proto is None else proto.SerializeToString()
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:      # noqa: BLE001 — onnxruntime's own kinds (Fail, InvalidGraph, …), not ValueError
             detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"{path}: onnxruntime cannot load this model ({detail})") from None
@@ -111,6 +118,23 @@ class OnnxBackend(Backend):
         if isinstance(head, int) and head != k + len(self.class_names):
             raise ExportError(f"{path}: the model predicts {head - k} classes but its metadata names "
                               f"{len(self.class_names)}")
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: str | Path, imgsz: int | None = None, threads: int = 0) -> OnnxBackend:
+        """onnxruntime on the CPU over the checkpoint's network exported in memory (dynamic batch, FP32, EMA
+        weights): nothing is written. What ``fss detect`` runs a ``.pt`` with on the CPU unless ``--backend torch``:
+        on this project's 2-core CPU the fastest path whose accuracy equals torch FP32 (docs/results/cpu_backends.md:
+        112 tiles/s at batch 8 against torch's 47)."""
+        from fss_core.checkpoint import load_checkpoint, model_from_checkpoint
+        from fss_deploy.export import DEFAULT_OPSET, build_proto, sha256_file
+
+        data = load_checkpoint(ckpt)
+        model = model_from_checkpoint(data, "ema")
+        size = int(imgsz or data["input_size"][0])
+        proto, *_ = build_proto(data, model, size, 1, True, False, DEFAULT_OPSET, "ema", sha256_file(ckpt))
+        backend = cls(ckpt, "cpu", threads, proto=proto)
+        backend.note = f"in-memory ONNX export of {Path(ckpt).name}, the default for a checkpoint on the CPU"
+        return backend
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float16) if self.half else batch
@@ -204,10 +228,11 @@ def backend_threads(*backends: Backend):
 
 def load_backend(model: str | Path, backend: str | None = None, device: str = "cpu", imgsz: int | None = None,
                  threads: int = 0, precision: str = "fp32") -> Backend:
-    """The backend for a model file: .pt -> torch, .onnx -> onnxruntime (or openvino), .xml -> openvino, .engine ->
-    tensorrt. ``threads``: CPU threads of onnxruntime's session or OpenVINO's, or torch's while the torch backend
-    runs (``backend_threads``); the process's torch threads are never changed by loading. ``precision``: fp32, or
-    for OpenVINO bf16 / auto (fss_deploy/openvino.py)."""
+    """The backend for a model file: .pt -> torch (on the CPU, unless ``backend="torch"`` asks for it: onnxruntime
+    over an in-memory export, ``OnnxBackend.from_checkpoint``), .onnx -> onnxruntime (or openvino), .xml ->
+    openvino, .engine -> tensorrt. ``threads``: CPU threads of onnxruntime's session or OpenVINO's, or torch's
+    while the torch backend runs (``backend_threads``); the process's torch threads are never changed by loading.
+    ``precision``: fp32, or for OpenVINO bf16 / auto (fss_deploy/openvino.py)."""
     path = resolve_model_file(model)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
@@ -226,6 +251,8 @@ def load_backend(model: str | Path, backend: str | None = None, device: str = "c
                           "(TensorRT and ONNX take --half at export)")
     if chosen == "openvino":
         return OpenVinoBackend(path, precision, threads)
+    if chosen == "torch" and backend is None and device == "cpu":     # the fastest accurate CPU path, measured
+        return OnnxBackend.from_checkpoint(path, imgsz, threads)
     if chosen == "torch":
         return TorchBackend(path, device, imgsz, threads=threads)
     if chosen == "onnxruntime":

@@ -114,7 +114,6 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
                 weights: str = "ema", exist_ok: bool = False) -> ExportResult:
     """Checkpoint -> ONNX (fused, decode inside, no NMS), written atomically. An existing ``out`` is replaced
     when it is an export of the same checkpoint (it can be made again), otherwise only with ``exist_ok``."""
-    import onnx
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"--opset {opset} is not supported: choose {MIN_OPSET}–{MAX_OPSET} (default {DEFAULT_OPSET})")
@@ -126,6 +125,17 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
     source_sha = sha256_file(ckpt_path)
     if not exist_ok:
         check_replaceable(out, source_sha)
+    proto, fp, flops, meta = build_proto(ckpt, model, size, batch, dynamic, half, opset, weights, source_sha)
+    atomic_write(out, proto.SerializeToString())
+    return ExportResult(out, fp, onnx_params(proto), flops, meta)
+
+
+def build_proto(ckpt: dict, model, size: int, batch: int, dynamic: bool, half: bool, opset: int, weights: str,
+                source_sha: str):
+    """The ONNX model of a checkpoint's network (fused, decode inside, no NMS), checked, with fss metadata ->
+    (proto, fingerprint, FLOPs, metadata). Nothing is written."""
+    import onnx
+
     graph = InferenceGraph(model, size, size).eval()
     dtype = torch.float16 if half else torch.float32
     if half:
@@ -145,8 +155,7 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, imgsz: int
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    atomic_write(out, proto.SerializeToString())
-    return ExportResult(out, fp, onnx_params(proto), flops, meta)
+    return proto, fp, flops, meta
 
 
 def _checked_export_target(ckpt_path: Path, out: str | Path | None, model, size: int, batch: int) -> Path:

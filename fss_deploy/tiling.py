@@ -15,6 +15,7 @@ import torch
 
 from fss_core.boxes import batched_nms, overlapping_pairs
 from fss_core.defaults import IOU, MATCH, MERGE
+from fss_core.polygon_iou import CHUNK
 from fss_core.preprocess import PAD_VALUE, to_array
 from fss_core.rbox_iou import rbox_intersection_aligned
 from fss_core.rdetections import rdetection_polygons
@@ -235,11 +236,11 @@ def seen_whole_elsewhere(dets: np.ndarray, cut: np.ndarray, source: np.ndarray, 
     if not class_agnostic:
         ok &= dets[a, 6] == dets[b, 6]
     a, b = a[ok], b[ok]
-    if len(a):
-        boxes = torch.from_numpy(dets[:, :5].astype(np.float64))
-        inter = rbox_intersection_aligned(boxes[a], boxes[b]).numpy()
-        area = np.maximum(dets[a, 2] * dets[a, 3], 1e-9)
-        drop[a[inter / area >= contain]] = True
+    boxes = torch.from_numpy(dets[:, :5].astype(np.float64))
+    for s in range(0, len(a), CHUNK):                   # bounded temporaries, whatever the scene
+        ca, cb = a[s:s + CHUNK], b[s:s + CHUNK]
+        inter = rbox_intersection_aligned(boxes[ca], boxes[cb]).numpy()
+        drop[ca[inter / np.maximum(dets[ca, 2] * dets[ca, 3], 1e-9) >= contain]] = True
     return drop
 
 

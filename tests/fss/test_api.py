@@ -116,10 +116,10 @@ def test_api_leaves_the_callers_torch_threads_alone(tmp_path):
     assert torch.get_num_threads() == 2 and seen[:2] == [1, 2]          # 1 while it ran, the caller's 2 after
     # a torch model's threads= holds while it detects or benchmarks, not after (it used to set the process's)
     during = []
-    det = fss.Detector(DEFAULT_MODEL, threads=1, tile=256)
+    det = fss.Detector(DEFAULT_MODEL, threads=1, tile=256, backend="torch")
     assert torch.get_num_threads() == 2
     det.tiled.backend.graph.register_forward_pre_hook(lambda *_: during.append(torch.get_num_threads()))
     det(cv2.imread(str(IMAGE))[:300, :300])
-    report = fss.benchmark(DEFAULT_MODEL, threads=1, imgsz=128, warmup=0, iters=1)
+    report = fss.benchmark(DEFAULT_MODEL, backend="torch", threads=1, imgsz=128, warmup=0, iters=1)
     assert torch.get_num_threads() == 2 and during and set(during) == {1}
     assert report["environment"]["threads"] == 1
