@@ -5,6 +5,7 @@
         --report OUT/ablation.md                                  # one GPU, several trainings at once
     python benchmarks/ablation.py --budget decide --only table3     # does each step of FSS add? (γ = 0, every seed)
     python benchmarks/ablation.py --budget small --only main,table3,sens   # the earlier small study
+    python benchmarks/ablation.py --only protocol --datasets dota_vehicles   # #35 item 3 (a): the DOTA protocol
 
 Variants (one ``fss train`` each, same recipe): FSS with the revised prior (ρ 0.5, FSS-SPEC of
 2026-11-26), FSS with the old prior (ρ 0.25), SimOTA, TAL, ATSS, Max-IoU — on two datasets:
@@ -82,6 +83,10 @@ SENSITIVITY = {"alpha": [0.5, 2.0], "beta": [3.0, 9.0], "rho": [0.125, 0.25, 1.0
 DOTA_INIT = ("models/fss-n-aerial.pt", "backbone+neck")
 DOTA_TRAIN = ("P0003", "P0004", "P0706", "P1478__1__853___962")
 DOTA_VAL = ("P0005", "P1888")
+# the protocol of #35 item 3 (a): the validation images hold large and small vehicles only, so training on the
+# vehicle images alone (without P0706's 531 ships) trains exactly the classes that are scored
+DOTA_VEHICLES_TRAIN = ("P0003", "P0004", "P1478__1__853___962")
+PROTOCOL = ("ignore_from=2", "eval_interval=2")     # slivers as ignore regions; evaluated every 2 epochs
 
 
 @dataclass(frozen=True)
@@ -126,13 +131,22 @@ def ensure_data(out: Path, b: Budget,
                 _sh(fss_cmd() + ["data", "synth", str(data / split), "--num-images", str(n), "--seed", str(seed),
                                  *common])
         sets["synthetic"] = (data / "train", data / "val")
-    if "dota" not in datasets:
-        return sets
-    tiles = {split: data / f"dota_{split}_tiles" for split in ("train", "val")}
-    for split, stems in (("train", DOTA_TRAIN), ("val", DOTA_VAL)):
+    for name, train_stems in (("dota", DOTA_TRAIN), ("dota_vehicles", DOTA_VEHICLES_TRAIN)):
+        if name in datasets:
+            tiles = _dota_tiles(data, b, name, train_stems)
+            if tiles:
+                sets[name] = tiles
+    return sets
+
+
+def _dota_tiles(data: Path, b: Budget, name: str, train_stems: tuple[str, ...]) -> tuple[Path, Path] | None:
+    """(train, val) annotation files of the DOTA images' tiles: ``train_stems`` train, DOTA_VAL validates (the
+    validation tiles are the same for every DOTA dataset)."""
+    tiles = {"train": data / f"{name}_train_tiles", "val": data / "dota_val_tiles"}
+    for split, stems in (("train", train_stems), ("val", DOTA_VAL)):
         if (tiles[split] / "annotations.json").is_file():
             continue
-        src = data / f"dota_{split}_src"
+        src = data / f"{name if split == 'train' else 'dota'}_{split}_src"
         found = 0
         for stem in stems:
             for folder in SHARED.glob("dota_devkit*/**/images"):
@@ -149,8 +163,8 @@ def ensure_data(out: Path, b: Budget,
             _sh(fss_cmd() + ["data", "split", str(src), "--out", str(tiles[split]), "--tile", str(b.size),
                              "--gap", str(b.size // 5)])
     if all((t / "annotations.json").is_file() for t in tiles.values()):
-        sets["dota"] = (tiles["train"] / "annotations.json", tiles["val"] / "annotations.json")
-    return sets
+        return tiles["train"] / "annotations.json", tiles["val"] / "annotations.json"
+    return None
 
 
 def dota_epochs(b: Budget, out: Path) -> int:
@@ -179,6 +193,10 @@ def plan(b: Budget, out: Path, studies: set[str], datasets: set[str]) -> list[Sp
             if "dota" in datasets:
                 specs.append(Spec(f"t3dota-fss-gamma0-s{seed}", "dota", "fss-gamma0", "fss", {"gamma": 0.0}, seed,
                                   dota_epochs(b, out), init=":".join(DOTA_INIT)))
+        if "protocol" in studies and "dota_vehicles" in datasets:      # #35 item 3 (a), every assigner
+            specs += [Spec(f"dotaprot-{v}-s{seed}", "dota_vehicles", v, *VARIANTS[v], seed=seed,
+                           epochs=dota_epochs(b, out), init=":".join(DOTA_INIT), settings=PROTOCOL)
+                      for v in ORDER if v != "fss-rho0.25"]
         if seed == b.seeds[0] and "sens" in studies:
             specs += [Spec(f"sens-{p}={v}-s{seed}", "synthetic", f"fss-{p}={v}", "fss", {p: v}, seed, b.epochs)
                       for p, values in SENSITIVITY.items() for v in values]
@@ -490,6 +508,25 @@ def _late_section(runs: dict, arms: list[tuple[str, str]], seeds: tuple[int, ...
     return lines
 
 
+def _protocol_section(runs: dict, seeds: tuple[int, ...]) -> list[str]:
+    """#35 item 3 (a): the DOTA arm under the corrected protocol. Primary figure (fixed before the runs): the mean
+    of each run's last three evaluations (every 2 epochs); the last epoch beside it."""
+    if not any(n.startswith("dotaprot-") for n in runs):
+        return []
+    last3 = lambda s: late(s, 3)           # noqa: E731
+    lines = ["## DOTA, corrected protocol (#35 item 3 a: slivers as ignore regions, vehicle images only)", "",
+             "Train: the tiles of " + ", ".join(DOTA_VEHICLES_TRAIN) + "; validate: the tiles of "
+             + ", ".join(DOTA_VAL) + f"; `--set {' '.join(PROTOCOL)}`; every assigner from the bundled model's "
+             "body. Primary figure: the mean of the last three evaluations.", "",
+             "| assigner | runs | AP (last 3) | AP50 (last 3) | AP (last epoch) |", "|---|---|---|---|---|"]
+    for v in ORDER:
+        got = [runs[n] for seed in seeds if (n := f"dotaprot-{v}-s{seed}") in runs]
+        if got:
+            lines.append(f"| {v} | {len(got)} | {mean_std([last3(r)['AP'] for r in got])} | "
+                         f"{mean_std([last3(r)['AP50'] for r in got])} | {mean_std([final(r)['AP'] for r in got])} |")
+    return lines + ["", *_verdicts(runs, "dotaprot", seeds, last3), ""]
+
+
 TABLE3_ARMS = (("synthetic", "main", "t3"), ("DOTA tiles, fine-tuned", "dotaft", "t3dota"))
 
 
@@ -560,6 +597,7 @@ def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
                   "decides nothing):", "", *_verdicts(runs, prefix, b.seeds), ""]
     lines += _late_section(runs, [a for a in arms if a[1] != "dota"], b.seeds)
     lines += _table3(runs, b.seeds)
+    lines += _protocol_section(runs, b.seeds)
     sens = [n for n in runs if n.startswith("sens-")]
     if sens:
         lines += ["## Sensitivity (FSS, seed 0)", "", "| run | AP | AP50 | pos/GT | top-1 agreement |",
