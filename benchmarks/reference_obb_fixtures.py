@@ -53,10 +53,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from reference_fixtures import STRIDES, grid, q64  # this folder: the horizontal fixtures' script
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests/fixtures/assigners_obb"
-STRIDES = (8, 16, 32)
 NUM_CLASSES = 16
 # the arguments v8OBBLoss.__init__ (ultralytics 8.4.190) passes to RotatedTaskAlignedAssigner
 ARGS = {"topk": 10, "topk2": None, "num_classes": NUM_CLASSES, "alpha": 0.5, "beta": 6.0, "stride": list(STRIDES)}
@@ -66,18 +66,7 @@ LO, HI = -math.pi / 4, 3 * math.pi / 4
 
 
 # ---------------------------------------------------------------------------------- inputs
-def grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    pts, strides = [], []
-    for s in STRIDES:
-        n = size // s
-        ys, xs = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-        pts.append((torch.stack((xs.reshape(-1), ys.reshape(-1)), 1).float() + 0.5) * s)
-        strides.append(torch.full((n * n,), float(s)))
-    return torch.cat(pts), torch.cat(strides)
-
-
-def q64(x: torch.Tensor) -> torch.Tensor:
-    return torch.round(x * 64) / 64
+# the grid of cell centres and the 1/64 px rounding: the horizontal fixtures' own (benchmarks/reference_fixtures.py)
 
 
 def wrap(theta: torch.Tensor) -> torch.Tensor:
