@@ -45,7 +45,8 @@ def _arch(card: ModelCard) -> dict:
                 f"{', depthwise' if card.depthwise else ''})")
     else:
         arch = f"ResNet-{card.resnet_depth} + FPN ({card.neck_channels} ch) + decoupled head"
-    return {"name": card.name, "architecture": arch, "strides": list(card.strides)}
+    task = "obb (oriented boxes: cx cy w h θ)" if card.task == "obb" else "detect (horizontal boxes)"
+    return {"name": card.name, "architecture": arch, "task": task, "strides": list(card.strides)}
 
 
 def _describe_onnx(path: Path) -> dict:

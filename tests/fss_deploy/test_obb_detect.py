@@ -48,6 +48,8 @@ def test_export_verifies_and_says_it_is_oriented(obb, tmp_path):
     assert check["within_tolerance"] and check["detections_torch"] == 300 and check["detection_f1"] == 1.0
     result = runner.invoke(app, ["info", str(res.path)])
     assert result.exit_code == 0 and "obb" in result.output
+    result = runner.invoke(app, ["info", str(ckpt)])
+    assert result.exit_code == 0 and "obb (oriented boxes" in result.output
 
 
 def test_one_tile_gives_the_grid_as_oriented_boxes(obb):
