@@ -2,7 +2,8 @@
 
     python benchmarks/cpu_backends.py [--model fss_core/models/fss-n-aerial.pt] [--tile 512] [--rounds 20]
 
-Paths: torch FP32 (channels-last, as the torch backend runs), torch BF16 autocast, onnxruntime FP32, onnxruntime
+Paths: torch FP32 (channels-last, as the torch backend runs), torch BF16 autocast, torch FP32 through
+``torch.compile`` (inductor), onnxruntime FP32, onnxruntime
 INT8 (``fss export --int8``: calibrated on 32 tiles of 4 synthetic aerial scenes — never the scene it is scored on —
 the prediction convolutions and decode in float), OpenVINO FP32 and OpenVINO BF16 (where the CPU computes BF16
 natively). One ONNX export with a dynamic batch serves onnxruntime and OpenVINO. Measured:
@@ -60,12 +61,24 @@ class TorchBF16(TorchBackend):
             return self.graph(x).float().numpy()
 
 
+class TorchCompiled(TorchBackend):
+    """The torch backend's graph through ``torch.compile`` (inductor, C++ kernels for this CPU); the first call of
+    each input shape compiles (the warm-up rounds), not timed."""
+
+    name = "torch"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.graph = torch.compile(self.graph)
+
+
 def backends(model: Path, onnx: Path, tile: int, threads: int) -> dict:
     """name -> backend, every path this machine has."""
     from fss_deploy.openvino import native_bf16
 
     paths = {"torch fp32": TorchBackend(model, imgsz=tile, threads=threads),
              "torch bf16 autocast": TorchBF16(model, imgsz=tile, threads=threads),
+             "torch fp32 torch.compile": TorchCompiled(model, imgsz=tile, threads=threads),
              "onnxruntime fp32": load_backend(onnx, threads=threads),
              "onnxruntime int8 (head float)": load_backend(int8_model(onnx), threads=threads),
              "openvino fp32": load_backend(onnx, backend="openvino", threads=threads)}
