@@ -18,6 +18,12 @@ natively). One ONNX export with a dynamic batch serves onnxruntime and OpenVINO.
   of the sample scene against its labels (``sample-scene.txt``), and the difference to onnxruntime FP32.
 
 Writes docs/results/cpu_backends.md and .json, naming the CPU, its load and the library versions.
+
+    python benchmarks/cpu_backends.py --dota-model FINETUNED.pt [--dota-tile 384]
+
+measures only accuracy, on real aerial images: every path of a model fine-tuned on DOTA tiles detects the labelled
+DOTA validation images of the study (``../shared/data``: P0005, P1888, never its training images), tiled; COCO AP and
+AP50 against their labels and the difference to onnxruntime FP32 -> docs/results/cpu_backends_dota.md and .json.
 """
 
 from __future__ import annotations
@@ -160,6 +166,53 @@ def scene_accuracy(paths: dict, image: np.ndarray, tile: int) -> dict:
     return out
 
 
+def dota_accuracy(model: Path, tile: int, threads: int) -> dict:
+    """Every path of a DOTA fine-tuned ``model`` on the study's labelled DOTA validation images: COCO AP / AP50."""
+    from benchmarks.ablation import DOTA_VAL, SHARED
+    from fss_train.data import read_dataset
+    from fss_train.metrics import coco_eval_details, coco_gt_from_dataset
+
+    folder = Path(tempfile.mkdtemp(prefix="fss-dota-"))
+    for sub in ("images", "labelTxt"):
+        (folder / sub).mkdir()
+    for stem in DOTA_VAL:
+        img = next(SHARED.glob(f"dota_devkit*/**/images/{stem}.png"))
+        (folder / "images" / img.name).symlink_to(img)
+        (folder / "labelTxt" / f"{stem}.txt").symlink_to(img.parent.parent / "labelTxt" / f"{stem}.txt")
+    ds = read_dataset(folder)
+    gt = coco_gt_from_dataset(ds)
+    onnx = export_onnx(model, Path(tempfile.mkdtemp()) / "model.onnx", imgsz=tile, dynamic=True).path
+    out = {}
+    for name, b in backends(model, onnx, tile, threads).items():
+        preds = []
+        for rec in ds.records:
+            det = TiledDetector(b, tile, tile // 3, 8, conf=0.001, max_det=3000)
+            with backend_threads(b):
+                dets = det(read_image(rec.path))
+            ids = [ds.classes.index(b.class_names[int(c)]) for c in dets[:, 5]]
+            mapped = np.concatenate([dets[:, :5], np.array(ids, np.float32)[:, None]], 1) if len(dets) else dets
+            preds += detections_to_coco(mapped, rec.image_id)
+        stats, _ = coco_eval_details(gt, preds, max_dets=3000)
+        out[name] = {"AP": stats["AP"], "AP50": stats["AP50"], "detections": len(preds)}
+        print(f"{name}: DOTA AP {stats['AP']:.4f}, AP50 {stats['AP50']:.4f}", flush=True)
+    return out
+
+
+def write_dota(out: Path, r: dict) -> None:
+    ref = r["dota"]["onnxruntime fp32"]
+    lines = [f"# CPU inference paths: accuracy on real aerial images ({r['model']}, {r['tile']} px tiles)", "",
+             f"The model: {r['model_path']} (fine-tuned on the study's DOTA training tiles). Images: the labelled "
+             f"DOTA validation images {', '.join(r['images'])} (../shared/data), tiled (overlap a third of the "
+             "tile, batch 8, conf 0.001); COCO AP of each path's detections against their labels. "
+             f"{', '.join(f'{k} {v}' for k, v in r['versions'].items())}. benchmarks/cpu_backends.py --dota-model.",
+             "", "| path | AP | AP50 | ΔAP vs onnxruntime FP32 | ΔAP50 |", "|---|---|---|---|---|"]
+    for name, a in r["dota"].items():
+        lines.append(f"| {name} | {a['AP']:.4f} | {a['AP50']:.4f} | {a['AP'] - ref['AP']:+.4f} | "
+                     f"{a['AP50'] - ref['AP50']:+.4f} |")
+    atomic_write(out.with_suffix(".json"), json.dumps(r, indent=2))
+    atomic_write(out.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL))
@@ -167,8 +220,18 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "docs/results/cpu_backends"))
+    p.add_argument("--dota-model", default="", help="only the accuracy on the labelled DOTA images, of this model")
+    p.add_argument("--dota-tile", type=int, default=384, help="its tile (the size it was fine-tuned at)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.dota_model:
+        from benchmarks.ablation import DOTA_VAL
+
+        write_dota(ROOT / "docs/results/cpu_backends_dota", {
+            "model": Path(a.dota_model).name, "model_path": "/".join(Path(a.dota_model).parts[-2:]),
+            "tile": a.dota_tile, "images": list(DOTA_VAL), "versions": versions(),
+            "dota": dota_accuracy(Path(a.dota_model), a.dota_tile, a.threads)})
+        return
     load = os.getloadavg()[0]
     onnx = export_onnx(a.model, Path(tempfile.mkdtemp()) / "model.onnx", imgsz=a.tile, dynamic=True).path
     paths = backends(Path(a.model), onnx, a.tile, a.threads)
