@@ -238,6 +238,9 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     sched = dict(ckpt.get("scheduler") or {})
     sched.pop("rows", None)
     ckpt["scheduler"] = sched
+    init = (ckpt.get("train_config") or {}).get("init")
+    if init and init.get("from"):           # a shipped file names its start by file name, not by this path
+        ckpt["train_config"] = {**ckpt["train_config"], "init": {**init, "from": Path(init["from"]).name}}
     return save_checkpoint(ckpt, dst)
 
 

@@ -143,3 +143,18 @@ def test_init_parts_copy_only_the_body_asked_for(tiny_ckpt):
         assert record["loaded"] == sum(k.startswith(prefixes) for k in after)
     with pytest.raises(ValueError, match="weights_parts must be one of"):
         init_from_checkpoint(fresh, path, ["car", "ship"], "head")
+
+
+def test_slim_keeps_the_weights_and_drops_this_machines_paths(tmp_path):
+    from fss_core.checkpoint import make_checkpoint, save_checkpoint, slim_checkpoint
+    from fss_core.nn.card import ModelCard
+    from fss_core.nn.detector import build_model
+
+    model = build_model(ModelCard.from_dict({"name": "pico", "backbone": "cspdarknet", "depth": 0.33, "width": 0.125,
+                                             "num_classes": 2}))
+    ckpt = make_checkpoint(model, ["a", "b"], input_size=(64, 64))
+    ckpt["train_config"] = {"init": {"from": str(tmp_path / "deep/start.pt"), "parts": "all"}}
+    src = save_checkpoint(ckpt, tmp_path / "full.pt")
+    slim = load_checkpoint(slim_checkpoint(src, tmp_path / "slim.pt"))
+    assert slim["train_config"]["init"] == {"from": "start.pt", "parts": "all"} and slim["optimizer"] is None
+    assert all(torch.equal(v, ckpt["weights_raw"][k]) for k, v in slim["weights_raw"].items())
