@@ -92,6 +92,14 @@ def overlapping_pairs(env: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, n
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
+def overlapping_across(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (i, j) of the pairs of ``(m, 4)`` and ``(n, 4)`` xyxy envelopes that overlap with positive area: the
+    pairs whose exact (rotated, polygon) IoU can be above 0; an (m, n) boolean test, for sets of moderate size."""
+    near = ((torch.minimum(a[:, None, 2], b[None, :, 2]) > torch.maximum(a[:, None, 0], b[None, :, 0])) &
+            (torch.minimum(a[:, None, 3], b[None, :, 3]) > torch.maximum(a[:, None, 1], b[None, :, 1])))
+    return torch.nonzero(near, as_tuple=True)
+
+
 def suppression_lists(scores: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """For greedy suppression over the pairs (i, j) that overlap too much: the rank of every box (0 = highest score,
     ties: the earlier box) as ``rank_to_box`` (N,), and per rank the ranks it suppresses (those below it)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from fss_core.boxes import overlapping_across
 from fss_core.rbox import rbox_to_poly
 
 SLOTS = 8                 # corners an overlap of two rectangles can have
@@ -95,10 +96,7 @@ def rbox_envelopes(rbox: torch.Tensor) -> torch.Tensor:
 
 def rbox_iou_pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(m, 5) × (n, 5) -> (m, n) IoU, computed only for pairs whose envelopes overlap (0 elsewhere)."""
-    ea, eb = rbox_envelopes(a), rbox_envelopes(b)
-    near = ((torch.minimum(ea[:, None, 2], eb[None, :, 2]) > torch.maximum(ea[:, None, 0], eb[None, :, 0])) &
-            (torch.minimum(ea[:, None, 3], eb[None, :, 3]) > torch.maximum(ea[:, None, 1], eb[None, :, 1])))
-    i, j = torch.nonzero(near, as_tuple=True)
+    i, j = overlapping_across(rbox_envelopes(a), rbox_envelopes(b))
     out = torch.zeros(a.shape[0], b.shape[0], dtype=a.dtype, device=a.device)
     out[i, j] = rbox_iou_aligned(a[i], b[j])
     return out

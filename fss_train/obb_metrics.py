@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fss_core.boxes import overlapping_across
 from fss_core.fileio import safe_name
 from fss_core.polygon_iou import polygon_iou_aligned
 from fss_core.rbox import poly_envelope
@@ -140,10 +141,7 @@ def _best_overlaps(dets: list[dict], gts: dict) -> list[tuple[float, int]]:
 def _sparse_ious(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """(D, 8) × (G, 8) polygons -> (D, G) IoU, exact where the envelopes overlap and 0 elsewhere (a scene's
     10^4 detections against 10^3 objects: a few thousand exact pairs, not 10^7)."""
-    ea, eb = poly_envelope(a), poly_envelope(b)
-    near = ((torch.minimum(ea[:, None, 2], eb[None, :, 2]) > torch.maximum(ea[:, None, 0], eb[None, :, 0])) &
-            (torch.minimum(ea[:, None, 3], eb[None, :, 3]) > torch.maximum(ea[:, None, 1], eb[None, :, 1])))
-    i, j = torch.nonzero(near, as_tuple=True)
+    i, j = overlapping_across(poly_envelope(a), poly_envelope(b))
     out = np.zeros((len(a), len(b)))
     if len(i):
         out[i.numpy(), j.numpy()] = polygon_iou_aligned(a[i], b[j]).numpy()
