@@ -6,6 +6,7 @@
     python benchmarks/ablation.py --budget decide --only table3     # does each step of FSS add? (γ = 0, every seed)
     python benchmarks/ablation.py --budget small --only main,table3,sens   # the earlier small study
     python benchmarks/ablation.py --only protocol --datasets dota_vehicles   # #35 item 3 (a): the DOTA protocol
+    python benchmarks/ablation.py --only level --datasets synthetic,dota_vehicles   # #35 item 3 (b)
 
 Variants (one ``fss train`` each, same recipe): FSS with the revised prior (ρ 0.5, FSS-SPEC of
 2026-11-26), FSS with the old prior (ρ 0.25), SimOTA, TAL, ATSS, Max-IoU — on two datasets:
@@ -68,7 +69,8 @@ BUDGETS = {
 NOTES_MARK = "<!-- hand-written reading below; kept when the tables above are rewritten -->"
 # label -> (assigner, parameter overrides); "fss" is the spec default (ρ 0.5 since 2026-11-26)
 VARIANTS = {"fss": ("fss", {}), "fss-rho0.25": ("fss", {"rho": 0.25}), "simota": ("simota", {}),
-            "tal": ("tal", {}), "atss": ("atss", {}), "maxiou": ("maxiou", {})}
+            "tal": ("tal", {}), "atss": ("atss", {}), "maxiou": ("maxiou", {}),
+            "fss-level": ("fss", {"prior_level": "star"})}       # #35 item 3 (b); not in ORDER: its own section
 # the order runs are launched in within a seed: FSS first, then the baselines
 ORDER = ["fss", "fss-rho0.25", "maxiou", "atss", "simota", "tal"]
 SENSITIVITY = {"alpha": [0.5, 2.0], "beta": [3.0, 9.0], "rho": [0.125, 0.25, 1.0], "gamma": [0.5, 2.0],
@@ -197,6 +199,16 @@ def plan(b: Budget, out: Path, studies: set[str], datasets: set[str]) -> list[Sp
             specs += [Spec(f"dotaprot-{v}-s{seed}", "dota_vehicles", v, *VARIANTS[v], seed=seed,
                            epochs=dota_epochs(b, out), init=":".join(DOTA_INIT), settings=PROTOCOL)
                       for v in ORDER if v != "fss-rho0.25"]
+        if "level" in studies:          # #35 item 3 (b): FSS's prior on i*'s own level, both arms
+            if "synthetic" in datasets:
+                specs.append(Spec(f"lvl-fss-s{seed}", "synthetic", "fss-level", *VARIANTS["fss-level"], seed=seed,
+                                  epochs=b.epochs))
+                if seed == b.seeds[0]:  # main-fss-s0 again at this commit: the code drift since the main study
+                    specs.append(Spec(f"lvlref-fss-s{seed}", "synthetic", "fss", "fss", {}, seed, b.epochs))
+            if "dota_vehicles" in datasets:
+                specs.append(Spec(f"lvldota-fss-s{seed}", "dota_vehicles", "fss-level", *VARIANTS["fss-level"],
+                                  seed=seed, epochs=dota_epochs(b, out), init=":".join(DOTA_INIT),
+                                  settings=PROTOCOL))
         if seed == b.seeds[0] and "sens" in studies:
             specs += [Spec(f"sens-{p}={v}-s{seed}", "synthetic", f"fss-{p}={v}", "fss", {p: v}, seed, b.epochs)
                       for p, values in SENSITIVITY.items() for v in values]
@@ -367,7 +379,7 @@ def main() -> None:
     p.add_argument("--budget", choices=sorted(BUDGETS), default="decide")
     p.add_argument("--out", default=str(ROOT / "runs/ablation"), help="data and run folders (not committed)")
     p.add_argument("--store", default="", help="run summaries (default docs/results/ablation/<budget>)")
-    p.add_argument("--only", default="main", help="studies: main,table3,sens")
+    p.add_argument("--only", default="main", help="studies: main,table3,sens,protocol,level")
     p.add_argument("--datasets", default="synthetic,dota")
     p.add_argument("--runs", default="*", help="only runs whose names match one of these comma-separated "
                    "patterns, in the patterns' order (plan order within one), e.g. 'main-*-s0,dotaft-*' (a GPU "
@@ -529,6 +541,42 @@ def _protocol_section(runs: dict, seeds: tuple[int, ...]) -> list[str]:
     return lines + ["", *_verdicts(runs, "dotaprot", seeds, last3), ""]
 
 
+LEVEL_ARMS = (("synthetic (the main study's recipe; last epoch)", "lvl-fss", "main", final),
+              ("DOTA, corrected protocol (mean of the last three evaluations)", "lvldota-fss", "dotaprot",
+               lambda s: late(s, 3)))
+
+
+def _level_section(runs: dict, seeds: tuple[int, ...]) -> list[str]:
+    """#35 item 3 (b): FSS with its prior, dynamic k and selection on i*'s pyramid level (``prior_level=star``)
+    against FSS and ATSS of the same arm, paired by seed."""
+    if not any(n.startswith(("lvl-", "lvldota-")) for n in runs):
+        return []
+    lines = ["## FSS with the prior on i*'s own level (#35 item 3 b)", "",
+             "| arm | runs | AP | AP50 | pos/GT |", "|---|---|---|---|---|"]
+    verdicts = []
+    for title, name, ref, measure in LEVEL_ARMS:
+        got = [runs[n] for seed in seeds if (n := f"{name}-s{seed}") in runs]
+        if not got:
+            continue
+        lines.append(f"| {title} | {len(got)} | {mean_std([measure(r)['AP'] for r in got])} | "
+                     f"{mean_std([measure(r)['AP50'] for r in got])} | "
+                     f"{mean_std([final(r)['pos_per_gt'] for r in got])} |")
+        for other in ("fss", "atss"):
+            paired = {k: [measure(runs[f"{name}-s{seed}"])[k] - measure(runs[f"{ref}-{other}-s{seed}"])[k]
+                          for seed in seeds if f"{name}-s{seed}" in runs and f"{ref}-{other}-s{seed}" in runs]
+                      for k in ("AP", "AP50")}
+            ref_name = other.upper()
+            verdicts.append(f"- {title.split(' (')[0]}: level − {ref_name}: AP {verdict(paired['AP'], ref_name)}; "
+                            f"AP50 {verdict(paired['AP50'], ref_name)}")
+    for seed in seeds:
+        if f"lvlref-fss-s{seed}" in runs and f"main-fss-s{seed}" in runs:
+            a, m = final(runs[f"lvlref-fss-s{seed}"]), final(runs[f"main-fss-s{seed}"])
+            verdicts.append(f"- code drift: main-fss-s{seed} retrained at "
+                            f"{runs[f'lvlref-fss-s{seed}']['meta']['commit']}: AP {a['AP']:.4f} against the "
+                            f"committed {m['AP']:.4f} ({runs[f'main-fss-s{seed}']['meta']['commit']})")
+    return lines + ["", *verdicts, ""]
+
+
 TABLE3_ARMS = (("synthetic", "main", "t3"), ("DOTA tiles, fine-tuned", "dotaft", "t3dota"))
 
 
@@ -600,6 +648,7 @@ def write_report(path: Path, store: Path, b: Budget, budget_name: str) -> None:
     lines += _late_section(runs, [a for a in arms if a[1] != "dota"], b.seeds)
     lines += _table3(runs, b.seeds)
     lines += _protocol_section(runs, b.seeds)
+    lines += _level_section(runs, b.seeds)
     sens = [n for n in runs if n.startswith("sens-")]
     if sens:
         lines += ["## Sensitivity (FSS, seed 0)", "", "| run | AP | AP50 | pos/GT | top-1 agreement |",

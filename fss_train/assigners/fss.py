@@ -11,6 +11,9 @@ Per GT g and candidate point i (sparse pairs, see ``pairs.py``):
   7. w = P^gamma / mean_{positives of g}(P^gamma), clamped to ≤ w_max
   8. class target one-hot(c_g) · u, box target b_g
 
+Not the spec, a study alternative (issue #35 item 3 b): ``prior_level="star"`` keeps steps 4–6 on i*'s own pyramid
+level (the prior is 0 elsewhere, k counts that level's candidates only), so one GT's positives never mix levels.
+
 A worked case (the default parameters; every number is ``FSS().steps`` on it, pinned by a test): one 24 × 24 px
 car, box (100, 100)–(124, 124), and stride-8 points on the row y = 112 at x = 100, 108, 116, 124, 132. The last
 lies 20 px = 2.5 strides from the centre, not within it: four candidates.
@@ -45,6 +48,7 @@ PROB_MODES = ("sum", "softmax", "minmax")
 PRIOR_CENTRES = ("argmax", "centroid")
 DYNAMIC_K_MODES = ("prior", "iou")
 CONFLICT_MODES = ("score", "iou")
+PRIOR_LEVELS = ("all", "star")
 
 
 @dataclass(frozen=True)
@@ -66,12 +70,15 @@ class FSSAssigner(Assigner):
     dynamic_k: str = "prior"    # prior | iou (step 5; iou = SimOTA's k, the "without prior" ablation)
     conflict: str = "score"     # score (largest r) | iou (largest u, as TAL) (step 6)
     rescue: bool = True         # a GT that lost every positive to conflicts takes one back
+    prior_level: str = "all"    # all | star: prior, k and selection on i*'s pyramid level only (#35 item 3 b; a
+                                # study alternative, not the spec's)
 
     name = "fss"
 
     def __post_init__(self):
         for field, allowed in (("prob", PROB_MODES), ("prior_centre", PRIOR_CENTRES),
-                               ("dynamic_k", DYNAMIC_K_MODES), ("conflict", CONFLICT_MODES)):
+                               ("dynamic_k", DYNAMIC_K_MODES), ("conflict", CONFLICT_MODES),
+                               ("prior_level", PRIOR_LEVELS)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"fss: {field} must be one of {allowed}, got {getattr(self, field)!r}")
         if self.topq < 1 or self.eps < 0 or self.rho <= 0 or self.sigma_min <= 0 or self.w_max <= 0:
@@ -113,14 +120,17 @@ class FSSAssigner(Assigner):
         side = gt_sizes(inp, pairs)                                                               # (N, 2)
         sigma = torch.maximum(self.rho * side, self.sigma_min * stride_star[seg][:, None])       # (N, 2)
         G = torch.exp(-0.5 * ((box_frame(pts - mu[seg], gt) / sigma) ** 2).sum(dim=1))           # (N,)
+        on_level = (inp.strides[pairs.a] == stride_star[seg] if self.prior_level == "star"
+                    else torch.ones_like(G, dtype=torch.bool))                                    # (N,)
+        G = torch.where(on_level, G, torch.zeros_like(G))
         # step 5: Gaussian-prior dynamic k
-        n_cand = seg_count(seg, n)
-        quality = u * G if self.dynamic_k == "prior" else u
+        n_cand = seg_count(seg[on_level], n)
+        quality = u * G if self.dynamic_k == "prior" else torch.where(on_level, u, torch.zeros_like(u))
         k = seg_topk_sum(quality, seg, n, self.topq).floor().long()
         k = torch.minimum(k.clamp(min=1), n_cand)                                                 # (B*M,)
         # step 6: select top-k of r = P·G, then resolve points claimed by several GTs
         r = P * G
-        selected = seg_rank(r, seg, n) < k[seg]
+        selected = (seg_rank(r, seg, n) < k[seg]) & on_level
         pos = resolve_conflicts(pairs, selected, r if self.conflict == "score" else u)
         if self.rescue:
             pos = rescue_orphans(pairs, pos, r)

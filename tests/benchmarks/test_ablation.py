@@ -188,3 +188,25 @@ def test_verdict_says_separated_only_when_the_interval_excludes_zero():
     assert ablation.verdict([0.019, 0.020, 0.021]).endswith("+0.0175 … +0.0225 (3 seeds): above FSS")
     assert ablation.verdict([-0.03, -0.02, -0.025]).endswith("below FSS")
     assert ablation.verdict([0.03, -0.01, 0.01]).endswith("not separated from FSS")
+
+
+def test_level_study_pairs_the_revision_with_fss_and_atss_on_both_arms(tmp_path):
+    names = [s.name for s in ablation.plan(B, tmp_path, {"level"}, {"synthetic", "dota_vehicles"})]
+    assert names == ["lvl-fss-s0", "lvlref-fss-s0", "lvldota-fss-s0", "lvl-fss-s1", "lvldota-fss-s1"]
+    spec = ablation.plan(B, tmp_path, {"level"}, {"dota_vehicles"})[0]
+    assert spec.params == {"prior_level": "star"} and spec.settings == ablation.PROTOCOL
+    store = tmp_path / "store"
+    for seed, (lvl, fss, atss) in enumerate([(0.30, 0.31, 0.35), (0.33, 0.33, 0.36)]):
+        _summary(store, f"lvl-fss-s{seed}", lvl)
+        _summary(store, f"main-fss-s{seed}", fss)
+        _summary(store, f"main-atss-s{seed}", atss)
+        _summary(store, f"lvldota-fss-s{seed}", lvl / 3, epochs=6)
+        _summary(store, f"dotaprot-fss-s{seed}", fss / 3, epochs=6)
+        _summary(store, f"dotaprot-atss-s{seed}", atss / 3, epochs=6)
+    _summary(store, "lvlref-fss-s0", 0.305)
+    report = tmp_path / "ablation.md"
+    ablation.write_report(report, store, B, "smoke")
+    sec = report.read_text().partition("## FSS with the prior on i*'s own level")[2].partition("\n## ")[0]
+    assert "- synthetic: level − FSS: AP -0.0050" in sec and "- synthetic: level − ATSS: AP -0.0400" in sec
+    assert "- DOTA, corrected protocol: level − FSS: AP -0.0017" in sec
+    assert "code drift: main-fss-s0 retrained at abc1234: AP 0.3050 against the committed 0.3100" in sec

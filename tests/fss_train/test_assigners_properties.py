@@ -191,8 +191,41 @@ def test_fss_conflicts_keep_the_best_claim(seed, conflict):
         assert prio[winner].item() == prio[claims].max().item()
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=seeds)
+def test_fss_prior_level_star_selects_on_the_level_of_i_star_only(seed):
+    """prior_level="star" (#35 item 3 b): every selected sample of a GT lies on the pyramid level of its i*, and
+    k never exceeds that level's candidates; the default mixes levels on large boxes."""
+    args = random_scene(seed, max_side=90)
+    inp = prepare_inputs(*args)
+    fss = FSSAssigner(prior_level="star")
+    pairs = fss.candidates(inp)
+    steps = fss.steps(inp, pairs)
+    strides = inp.strides[pairs.a]
+    for seg in pairs.seg.unique().tolist():
+        own = pairs.seg == seg
+        star = strides[own][(inp.points[pairs.a][own] == steps["mu"][seg]).all(dim=1)].unique()
+        assert star.numel() == 1                              # μ is i*'s point: one stride
+        assert (strides[own & steps["selected"]] == star).all()
+        assert int(steps["k"][seg]) <= int((strides[own] == star).sum())
+
+
+def test_fss_prior_level_changes_assignments_only_when_levels_mix():
+    args = random_scene(3, B=2, M=8, max_side=90)
+    mixed = [FSSAssigner(prior_level=v)(*args) for v in ("all", "star")]
+    assert not torch.equal(mixed[0].fg_mask, mixed[1].fg_mask)     # large boxes: candidates on several levels
+    one_level = make_points(96, 96, (8,))
+    small = list(random_scene(3, B=2, M=8, max_side=20))
+    small[3], small[4] = one_level
+    A = len(one_level[0])
+    small[0], small[1], small[2] = small[0][:, :A], small[1][:, :A], small[2][:, :A]
+    same = [FSSAssigner(prior_level=v)(*small) for v in ("all", "star")]
+    assert torch.equal(same[0].fg_mask, same[1].fg_mask) and torch.equal(same[0].weights, same[1].weights)
+
+
 @pytest.mark.parametrize("option", [{"prob": "softmax"}, {"prob": "minmax"}, {"prior_centre": "centroid"},
-                                    {"dynamic_k": "iou"}, {"conflict": "iou"}, {"alpha": 0.5, "beta": 2.0}])
+                                    {"dynamic_k": "iou"}, {"conflict": "iou"}, {"alpha": 0.5, "beta": 2.0},
+                                    {"prior_level": "star"}])
 def test_fss_options_run(option):
     res = FSSAssigner(**option)(*random_scene(11))
     assert res.num_fg > 0 and torch.isfinite(res.weights).all()
