@@ -45,6 +45,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -650,6 +651,15 @@ def git_commit() -> str:
     return (r.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
+def portable(text: str, outs: list[str]) -> str:
+    """The report without this machine's paths: each study folder (``--out``, the runs' grandparent) becomes
+    ``OUT``, ``OUT2`` …, and a checkout's own files (this one's or another worktree's: summaries, bundled models)
+    ``./docs/results/…``, ``./fss_core/models/…``."""
+    for k, out in enumerate(outs):
+        text = text.replace(out + "/", ("OUT" if k == 0 else f"OUT{k + 1}") + "/")
+    return re.sub(r"/[^\s\"`']*?/(docs/results/|fss_core/models/)", r"./\1", text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders (config.yaml + last.pt / best.pt)")
@@ -683,9 +693,10 @@ def main() -> None:
     meta["seconds"] = time.perf_counter() - t0
     result = {"meta": meta, "runs": runs, "extra_runs": extra}
     text_json = json.dumps(finite(result), indent=1, allow_nan=False)
+    outs = sorted({str(Path(f).resolve().parents[2]) for f in [*args.runs, *args.extra]}, key=len, reverse=True)
     for path, text in ((Path(args.json), text_json), (Path(args.md), report(result))):
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, text)
+        atomic_write(path, portable(text, outs))
         print(f"wrote {path}", flush=True)
 
 
