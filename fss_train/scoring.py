@@ -19,6 +19,7 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
                      conf: float = CONF, iou: float = IOU, coco_engine: str = "auto", dota_ap: str = "voc07",
                      progress=None) -> dict:
     """The work of :func:`fss.evaluate` (its docstring says what each setting does); ``device`` already resolved."""
+    from fss_core.checkpoint import load_model
     from fss_train.metrics import detection_cap_advice
     from fss_train.obb_metrics import AP_KINDS
     from fss_train.predictions import read_predictions
@@ -31,17 +32,19 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
         if metric != "dota":
             raise ValueError(f"{predictions}: DOTA Task1 (oriented) detections are scored with --metric dota")
         return evaluate_task1(ds, Path(predictions), dota_ap, out)
-    if model is not None and checkpoint_task(model) == "obb":     # oriented models: Task1 whatever --metric says
+    loaded = load_model(model) if predictions is None else None         # read once, whichever task
+    if loaded is not None and loaded[0].card.task == "obb":   # oriented models: Task1 whatever --metric says
         if alignment:
             raise ValueError(f"{model}: task alignment (--alignment) is measured for horizontal models only")
-        dets, _, _, unreadable = predict_dataset(model, ds, imgsz, batch, device, False, progress)
+        dets, _, _, unreadable = predict_dataset(model, ds, imgsz, batch, device, False, progress, loaded)
         return task1_record(ds.without(unreadable), dets, [], dota_ap, out)
     unreadable: list[int] = []
     if predictions is not None:
         preds, mapping = read_predictions(predictions, ds)
         align = None
     else:
-        preds, mapping, align, unreadable = predict_dataset(model, ds, imgsz, batch, device, alignment, progress)
+        preds, mapping, align, unreadable = predict_dataset(model, ds, imgsz, batch, device, alignment, progress,
+                                                            loaded)
     skipped = [str(r.path) for r in ds.records if r.image_id in set(unreadable)]
     ds = ds.without(unreadable)          # images the model could not see are neither scored nor counted as missed
     gt = _coco_ground_truth(ds, unreadable)
@@ -54,13 +57,6 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
     if out is not None:
         record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou, coco_engine))
     return record
-
-
-def checkpoint_task(path: str | Path) -> str:
-    """The task ("detect" or "obb") of the checkpoint at ``path``."""
-    from fss_core.checkpoint import card_of, load_checkpoint
-
-    return card_of(load_checkpoint(path)).task
 
 
 def task1_dir(path: str | Path) -> Path:
@@ -184,11 +180,13 @@ def _write_eval(out: Path, record: dict, gt: dict, preds: list[dict], details: d
 
 
 def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch: int = 8, device: str = "auto",
-                    alignment: bool = False, progress=None) -> tuple[list[dict], object, dict | None, list[int]]:
+                    alignment: bool = False, progress=None,
+                    loaded: tuple | None = None) -> tuple[list[dict], object, dict | None, list[int]]:
     """COCO predictions of a checkpoint over a dataset (whole images, letterboxed, the training-time
     thresholds of config.py) in the ground truth's ids (classes mapped by name), the class mapping, with
     ``alignment`` the task alignment from the same pass's model (it needs the same classes, in order), and the
-    ids of the images that could not be read (reported as they are met; they get no predictions)."""
+    ids of the images that could not be read (reported as they are met; they get no predictions). ``loaded``:
+    ``load_model(model_path)`` when the caller has it already."""
     import torch
 
     from fss_core.checkpoint import load_model
@@ -197,7 +195,7 @@ def predict_dataset(model_path: str | Path, ds, imgsz: int | None = None, batch:
     from fss_train.evaluation import predict
     from fss_train.predictions import map_classes, remap
 
-    model, ckpt = load_model(model_path)
+    model, ckpt = loaded or load_model(model_path)
     mapping = map_classes(ckpt["class_names"], ds, str(model_path))
     if alignment and ckpt["class_names"] != ds.classes:
         raise ValueError(f"{model_path}: alignment needs the dataset's classes in the model's order; the model has "
