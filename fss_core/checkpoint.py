@@ -21,7 +21,6 @@ A checkpoint is a plain dict of tensors and primitive types, loadable with
 
 from __future__ import annotations
 
-import pickle
 import platform
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 from fss_core.fileio import atomic_write, default_file_mode, sha256_file  # noqa: F401 (re-exported)
 from fss_core.nn.card import ModelCard
 from fss_core.nn.detector import Detector
+from fss_core.torch_file import read_torch_file
 
 FORMAT_VERSION = 1
 KIND = "fss-checkpoint"
@@ -103,21 +103,7 @@ def check_plain(value, where: str = "checkpoint") -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read and validate a checkpoint; raises :class:`CheckpointError` with the reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as f:
-        head = f.read(2)
-    # neither torch's zip archive nor a bare pickle: a text file was said to hold "pickled objects"
-    if head[:2] != b"PK" and head[:1] != b"\x80":
-        raise CheckpointError(f"{path}: not a torch file (a checkpoint is a zip archive written by torch.save)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: holds pickled objects other than tensors and plain types; "
-                              f"refusing to load it (nothing was executed). Detail: {exc}") from None
-    except Exception as exc:  # the unpickler raises KeyError, EOFError, RuntimeError… on garbage
-        raise CheckpointError(f"{path}: not a readable torch file (truncated or corrupt?): {exc}") from None
+    ckpt = read_torch_file(path, CheckpointError, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
         raise CheckpointError(f"{path}: a torch file, but not an fss checkpoint (no kind={KIND!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:

@@ -25,7 +25,6 @@ types released checkpoints carry; anything else is refused with the name of what
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import re
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 
 from fss_core.nn.card import ModelCard, available_cards, load_card
 from fss_core.nn.detector import build_model
+from fss_core.torch_file import read_torch_file
 
 # the 80 COCO category names, in YOLOX's class order (the COCO ids 1…90 without the gaps)
 COCO_CLASSES = [
@@ -71,19 +71,7 @@ def safe_globals() -> list:
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors of a weights file (a bare state dict, or one under ``model``/``state_dict``/``ema``) and the
     file's other top-level entries (for the record). Raises WeightsError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    try:
-        with torch.serialization.safe_globals(safe_globals()):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"the global {found.group(1)!r}" if found else "objects other than tensors and plain types"
-        raise WeightsError(f"{path}: pickles {what}, which is not on the allow-list of harmless types; refusing "
-                           "to load it (nothing was executed)") from None
-    except Exception as exc:  # the unpickler raises KeyError, EOFError, RuntimeError… on garbage
-        raise WeightsError(f"{path}: not a readable torch file (truncated or corrupt?): {exc}") from None
+    data = read_torch_file(path, WeightsError, "weights", safe_globals())
     if not isinstance(data, dict):
         raise WeightsError(f"{path}: holds a {type(data).__name__}, not a state dict")
     state = next((data[k] for k in ("model", "state_dict", "ema") if isinstance(data.get(k), dict)), data)
