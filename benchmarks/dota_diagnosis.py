@@ -447,10 +447,10 @@ def diagnose(folder: Path, which: str, splits: list[str], committed: Path, rerun
 
 # ---------------------------------------------------------------------------------- report
 def _name(r: dict, plain: bool = False) -> str:
-    """``<out folder>/<run>`` (the ablation's --out tells re-runs of one name apart), marked when a repeat."""
+    """``<out folder>/<run>`` (the ablation's --out tells re-runs of one name apart), marked when an --extra run."""
     f = Path(r["folder"])
     name = f"{f.parents[2].name}/{f.name}" if len(f.parents) > 2 else f.name
-    return name + (" (repeat)" if r.get("extra") and not plain else "")
+    return name + (" (extra)" if r.get("extra") and not plain else "")
 
 
 def _x(v, nd: int = 4) -> str:
@@ -465,7 +465,7 @@ def _table(title: str, head: list[str], rows: list[list[str]], note: str = "") -
 
 def report(result: dict) -> str:
     meta, runs = result["meta"], result["runs"]
-    every = runs + result.get("extra_runs", [])          # extra runs: AP only (repeats of a run)
+    every = runs + result.get("extra_runs", [])          # extra runs: AP only (repeats, or more assigners/seeds)
     L = ["# DOTA tiles arm: measurements by object size (issue #35 item 2)", "",
          f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} thread(s). Commit "
          f"`{meta['commit']}` (working tree at {meta['when']}). Produced by `benchmarks/dota_diagnosis.py` "
@@ -510,10 +510,9 @@ def report(result: dict) -> str:
         L += [f"Identical results.json apart from the timings (every epoch's losses, positives per GT, rank "
               f"consistency, learning rate and metrics): {', '.join(group)}.", ""]
     if len(every) > len(runs):
-        L += ["Runs marked (repeat) are the same run configuration trained again into another folder, each on the "
-              "tiles under its own `--out` (prepared there, or copied: the sha256 column tells which tiles) with the "
-              "working tree as it was when its training started; only their AP is measured here, on their own "
-              "validation tiles (column val GTs).", ""]
+        L += ["Runs marked (extra) — repeats of a run in another folder, or further assigners and seeds — have only "
+              "their AP measured here, each on the validation tiles of its own `--out` (the sha256 column tells "
+              "which tiles; column val GTs), with the working tree as it was when its training started.", ""]
 
     L += ["## Ground truths per size bin", ""]
     val = runs[0]["splits"]["val"]
@@ -663,7 +662,7 @@ def portable(text: str, outs: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders (config.yaml + last.pt / best.pt)")
-    p.add_argument("--extra", nargs="*", default=[], help="more run folders (repeats): COCO AP by size only")
+    p.add_argument("--extra", nargs="*", default=[], help="more run folders (repeats, seeds): AP by size only")
     p.add_argument("--extra-store", nargs="*", default=[],
                    help="the summary store of the --extra runs: one for all, or one per --extra folder, in order")
     p.add_argument("--checkpoint", choices=("last", "best"), default="last")
