@@ -203,8 +203,8 @@ def plan(b: Budget, out: Path, studies: set[str], datasets: set[str]) -> list[Sp
             if "synthetic" in datasets:
                 specs.append(Spec(f"lvl-fss-s{seed}", "synthetic", "fss-level", *VARIANTS["fss-level"], seed=seed,
                                   epochs=b.epochs))
-                if seed == b.seeds[0]:  # main-fss-s0 again at this commit: the code drift since the main study
-                    specs.append(Spec(f"lvlref-fss-s{seed}", "synthetic", "fss", "fss", {}, seed, b.epochs))
+                # main-fss again at this commit: the code drift since the main study, and a same-commit FSS
+                specs.append(Spec(f"lvlref-fss-s{seed}", "synthetic", "fss", "fss", {}, seed, b.epochs))
             if "dota_vehicles" in datasets:
                 specs.append(Spec(f"lvldota-fss-s{seed}", "dota_vehicles", "fss-level", *VARIANTS["fss-level"],
                                   seed=seed, epochs=dota_epochs(b, out), init=":".join(DOTA_INIT),
@@ -561,11 +561,13 @@ def _level_section(runs: dict, seeds: tuple[int, ...]) -> list[str]:
         lines.append(f"| {title} | {len(got)} | {mean_std([measure(r)['AP'] for r in got])} | "
                      f"{mean_std([measure(r)['AP50'] for r in got])} | "
                      f"{mean_std([final(r)['pos_per_gt'] for r in got])} |")
-        for other in ("fss", "atss"):
-            paired = {k: [measure(runs[f"{name}-s{seed}"])[k] - measure(runs[f"{ref}-{other}-s{seed}"])[k]
-                          for seed in seeds if f"{name}-s{seed}" in runs and f"{ref}-{other}-s{seed}" in runs]
+        refs = [(f"{ref}-fss", "FSS"), (f"{ref}-atss", "ATSS")]
+        if name == "lvl-fss":
+            refs.append(("lvlref-fss", "FSS at the same commit"))
+        for other, ref_name in refs:
+            paired = {k: [measure(runs[f"{name}-s{seed}"])[k] - measure(runs[f"{other}-s{seed}"])[k]
+                          for seed in seeds if f"{name}-s{seed}" in runs and f"{other}-s{seed}" in runs]
                       for k in ("AP", "AP50")}
-            ref_name = other.upper()
             verdicts.append(f"- {title.split(' (')[0]}: level − {ref_name}: AP {verdict(paired['AP'], ref_name)}; "
                             f"AP50 {verdict(paired['AP50'], ref_name)}")
     for seed in seeds:

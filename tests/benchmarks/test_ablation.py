@@ -192,7 +192,8 @@ def test_verdict_says_separated_only_when_the_interval_excludes_zero():
 
 def test_level_study_pairs_the_revision_with_fss_and_atss_on_both_arms(tmp_path):
     names = [s.name for s in ablation.plan(B, tmp_path, {"level"}, {"synthetic", "dota_vehicles"})]
-    assert names == ["lvl-fss-s0", "lvlref-fss-s0", "lvldota-fss-s0", "lvl-fss-s1", "lvldota-fss-s1"]
+    assert names == ["lvl-fss-s0", "lvlref-fss-s0", "lvldota-fss-s0", "lvl-fss-s1", "lvlref-fss-s1",
+                     "lvldota-fss-s1"]
     spec = ablation.plan(B, tmp_path, {"level"}, {"dota_vehicles"})[0]
     assert spec.params == {"prior_level": "star"} and spec.settings == ablation.PROTOCOL
     store = tmp_path / "store"
@@ -210,3 +211,4 @@ def test_level_study_pairs_the_revision_with_fss_and_atss_on_both_arms(tmp_path)
     assert "- synthetic: level − FSS: AP -0.0050" in sec and "- synthetic: level − ATSS: AP -0.0400" in sec
     assert "- DOTA, corrected protocol: level − FSS: AP -0.0017" in sec
     assert "code drift: main-fss-s0 retrained at abc1234: AP 0.3050 against the committed 0.3100" in sec
+    assert "- synthetic: level − FSS at the same commit: AP -0.0050 (1 seed" in sec
