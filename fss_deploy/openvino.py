@@ -14,6 +14,7 @@ OpenVINO's performance hints (one stream for batch 1; streams for batches).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from fss_core.fileio import atomic_write
@@ -65,12 +66,11 @@ def export_openvino(onnx_path: str | Path, out: str | Path) -> Path:
     model = ov.convert_model(str(onnx_path))
     for key, value in meta.items():
         model.set_rt_info(str(value), ["fss", key])
-    tmp = out.with_name(f".{out.stem}.tmp.xml")
-    ov.save_model(model, str(tmp), compress_to_fp16=False)
-    atomic_write(out.with_suffix(".bin"), tmp.with_suffix(".bin").read_bytes())
-    atomic_write(out, tmp.read_text())
-    tmp.unlink()
-    tmp.with_suffix(".bin").unlink()
+    with tempfile.TemporaryDirectory(prefix="fss-openvino-") as scratch:   # never a half IR beside the target
+        tmp = Path(scratch) / "model.xml"
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        atomic_write(out.with_suffix(".bin"), tmp.with_suffix(".bin").read_bytes())
+        atomic_write(out, tmp.read_text())
     return out
 
 

@@ -36,6 +36,7 @@ def test_ir_carries_the_onnx_metadata(exported):
     assert exported.openvino.suffix == ".xml" and exported.openvino.with_suffix(".bin").is_file()
     assert exported.onnx == exported.openvino.with_suffix(".onnx") and exported.path == exported.openvino
     assert read_metadata(exported.openvino) == read_onnx(exported.onnx, weights=False)[1]
+    assert sorted(p.name for p in exported.openvino.parent.iterdir()) == ["m.bin", "m.onnx", "m.xml"]  # no scratch
 
 
 def test_fp32_equals_onnxruntime_and_bf16_stays_close(exported):
