@@ -274,8 +274,9 @@ def _print_metrics(record: dict) -> None:
         console.print(f"[bold]mAP50 (VOC07, DOTA devkit) {result['mAP50']:.4f}[/]")
     if record.get("classes_note"):
         err.print(f"[yellow]note:[/] {escape(record['classes_note'])}", highlight=False)
-    if record.get("max_dets_advice"):
-        err.print(f"[yellow]warning:[/] {escape(record['max_dets_advice'])}", highlight=False)
+    for advice in ("max_dets_advice", "scale_advice"):
+        if record.get(advice):
+            err.print(f"[yellow]warning:[/] {escape(record[advice])}", highlight=False)
     if record.get("out"):
         made = "metrics" if task1 else "metrics, predictions, PR curve and confusion matrix"
         console.print(f"{made} -> {record['out']}", markup=False,

@@ -37,7 +37,8 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
         if alignment:
             raise ValueError(f"{model}: task alignment (--alignment) is measured for horizontal models only")
         dets, _, _, unreadable = predict_dataset(model, ds, imgsz, batch, device, False, progress, loaded)
-        return task1_record(ds.without(unreadable), dets, [], dota_ap, out)
+        record = task1_record(ds.without(unreadable), dets, [], dota_ap, out)
+        return record | {"scale_advice": scale_advice(ds, imgsz or loaded[1]["input_size"][0])}
     unreadable: list[int] = []
     if predictions is not None:
         preds, mapping = read_predictions(predictions, ds)
@@ -53,7 +54,8 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
               "classes_note": mapping.note(), "alignment": align, "unreadable_images": skipped or None,
               "coco_engine": details["engine"] if details else None,
               "max_dets": max_dets if metric == "coco" else None,      # "AR100" is the recall at this cap
-              "max_dets_advice": detection_cap_advice(gt, max_dets) if metric == "coco" else None}
+              "max_dets_advice": detection_cap_advice(gt, max_dets) if metric == "coco" else None,
+              "scale_advice": scale_advice(ds, imgsz or loaded[1]["input_size"][0]) if loaded else None}
     if out is not None:
         record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou, coco_engine))
     return record
@@ -77,6 +79,19 @@ def evaluate_task1(ds, folder: Path, ap: str, out: str | Path | None) -> dict:
 
     dets, problems = read_dota_task1(task1_dir(folder), ds)
     return task1_record(ds, dets, problems, ap, out)
+
+
+def scale_advice(ds, side: int, limit: float = 2.0) -> str | None:
+    """A warning when the model sees whole images shrunk more than ``limit``× to its ``side`` px input (large
+    aerial scenes: objects of 20 px become 4 px), with the tiled way to score them. None when every image fits."""
+    ratios = [max(r.width, r.height) / side for r in ds.records]
+    big = [x for x in ratios if x > limit]
+    if not big:
+        return None
+    return (f"{len(big)} of {len(ratios)} images are larger than the model's {side} px input (up to {max(big):.1f}×) "
+            "and are scored whole, shrunk to fit, their objects with them; for large scenes score tiled detections "
+            "instead: `fss detect MODEL IMAGES --out DIR`, then `fss eval --predictions DIR`, or evaluate tiles "
+            "cut by `fss data split`")
 
 
 def task1_record(ds, dets: list[dict], problems: list, ap: str, out: str | Path | None) -> dict:

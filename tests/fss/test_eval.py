@@ -338,3 +338,15 @@ def test_an_unreadable_image_is_left_out_of_the_evaluation(detected, tmp_path):
         assert rb.exit_code == 1 and "1 unreadable image(s) left out" in rb.output and "synth_00002.png" in rb.output
         assert mb["unreadable_images"] == [str(victim)] and "unreadable_images" not in mr
         assert mb["result"]["AP"] > 0 and mb["result"] == pytest.approx(mr["result"])
+
+
+def test_scale_advice_names_the_images_shrunk_beyond_twice_and_the_tiled_way():
+    from types import SimpleNamespace
+
+    from fss_train.scoring import scale_advice
+
+    ds = SimpleNamespace(records=[SimpleNamespace(width=w, height=h) for w, h in ((640, 480), (4000, 3000))])
+    advice = scale_advice(ds, 640)
+    assert advice.startswith("1 of 2 images are larger than the model's 640 px input (up to 6.2×)")
+    assert "fss eval --predictions DIR" in advice
+    assert scale_advice(ds, 2048) is None                # 4000 / 2048 < 2: scored whole, as it should be
