@@ -33,12 +33,12 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
             raise ValueError(f"{predictions}: DOTA Task1 (oriented) detections are scored with --metric dota")
         return evaluate_task1(ds, Path(predictions), dota_ap, out)
     loaded = load_model(model) if predictions is None else None         # read once, whichever task
+    shrunk = scale_advice(ds, imgsz or loaded[1]["input_size"][0]) if loaded else None
     if loaded is not None and loaded[0].card.task == "obb":   # oriented models: Task1 whatever --metric says
         if alignment:
             raise ValueError(f"{model}: task alignment (--alignment) is measured for horizontal models only")
         dets, _, _, unreadable = predict_dataset(model, ds, imgsz, batch, device, False, progress, loaded)
-        record = task1_record(ds.without(unreadable), dets, [], dota_ap, out)
-        return record | {"scale_advice": scale_advice(ds, imgsz or loaded[1]["input_size"][0])}
+        return task1_record(ds.without(unreadable), dets, [], dota_ap, out) | {"scale_advice": shrunk}
     unreadable: list[int] = []
     if predictions is not None:
         preds, mapping = read_predictions(predictions, ds)
@@ -55,7 +55,7 @@ def evaluate_dataset(model: str | Path | None, data: str, *, predictions: str | 
               "coco_engine": details["engine"] if details else None,
               "max_dets": max_dets if metric == "coco" else None,      # "AR100" is the recall at this cap
               "max_dets_advice": detection_cap_advice(gt, max_dets) if metric == "coco" else None,
-              "scale_advice": scale_advice(ds, imgsz or loaded[1]["input_size"][0]) if loaded else None}
+              "scale_advice": shrunk}
     if out is not None:
         record["out"] = str(_write_eval(Path(out), record, gt, preds, details, conf, iou, coco_engine))
     return record
